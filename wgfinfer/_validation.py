@@ -1,0 +1,29 @@
+"""Argument checks shared by the public entry points (messages say what was expected)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def check_positive_int(name: str, value: object, allow_zero: bool = False) -> int:
+    """Return ``value`` as an int, or raise if it is not a positive (or non-negative) integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    low = 0 if allow_zero else 1
+    if value < low:
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {bound} integer, got {value}")
+    return int(value)
+
+
+def check_positive_float(name: str, value: object, upper: float | None = None) -> float:
+    """Return ``value`` as a float, or raise if it is not finite and positive (and below ``upper``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name} must be a finite positive number, got {value}")
+    if upper is not None and value >= upper:
+        raise ValueError(f"{name} must be smaller than {upper}, got {value}")
+    return value

@@ -1,0 +1,407 @@
+"""``WGFSampler``: the user-facing facade.
+
+It holds the configuration, turns the user's input into a target, runs the JKO steps of the chosen
+scheme and answers questions about the trained flow (draws, densities, InferenceData).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal
+
+from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer.flow import Flow, sample_distribution
+from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
+from wgfinfer.targets import LogDensityTarget
+
+METHODS = ("icnn",)
+
+
+class WGFSampler:
+    """Sample an unnormalized density with a Wasserstein gradient flow (JKO scheme).
+
+    The flow starts at ``init`` and takes ``n_steps`` JKO steps of size ``step_size`` towards the
+    target ``prop. to exp(beta * log_density)``; every step is a convex-gradient map, so the result
+    can be sampled cheaply and has an exact density.
+
+    Parameters
+    ----------
+    log_density : callable
+        Unnormalized log target, ``(n, d) tensor -> (n,) tensor``, written with differentiable torch
+        operations.
+    dim : int, optional
+        Dimension ``d``; inferred from ``init`` when omitted.
+    method : {"icnn"}
+        The JKO scheme. ``"icnn"``: gradient of an input-convex network with the exact log-det of its
+        Hessian (seed 002).
+    step_size : float, default 1.0
+        JKO step ``h`` (time of the gradient flow covered by one step).  The scheme is implicit and
+        stable for any ``h``; large steps reach the target in fewer steps, small ones (e.g. 0.05)
+        follow the flow's dynamics in time.
+    n_steps : int, default 20
+        Number of JKO steps ``K``; the flow covers time ``K * h``.
+    iters_per_step : int, default 200
+        Adam iterations per step.
+    batch_size : int, default 256
+        Particles per iteration.
+    lr : float, default 5e-3
+        Adam learning rate.
+    hidden : sequence of int, default (64, 64)
+        ICNN hidden widths.
+    init : torch.distributions.Distribution, optional
+        Initial measure ``rho_0`` with event shape ``(d,)``; default ``N(0, init_scale^2 I)``.
+    init_scale : float, default 1.0
+        Scale of the default initial measure.  It should cover the target's mass: the flow moves mass
+        but a Fokker-Planck flow of finite time cannot find modes far outside ``rho_0``.
+    beta : float, default 1.0
+        Inverse temperature.  ``beta = 1`` samples the target itself.
+    n_particles : int, optional
+        Size of the cached particle pool of ``rho_k`` that mini-batches are drawn from; default
+        ``iters_per_step * batch_size``, so that each particle is used about once per step.  The pool
+        is pushed through each new map once.  Much smaller pools overfit the maps to the pool
+        (measured on a 2-D mixture: KL 0.0145 with 4096 particles, 0.0014 with 65536).
+    n_monitor : int, default 4096
+        Pool particles whose exact log-density is tracked for ``history["kl_plus_log_z"]``.
+    rank : int, default 1
+        Rank of the convex quadratic input terms of the ICNN.
+    strong_convexity : float, default 1e-3
+        Lower bound on every map's Jacobian eigenvalues (keeps the maps invertible).
+    seed : int, default 0
+        Seed of the sampler's own random generator (weights, mini-batches, draws); no global seed is
+        set.
+    device : str or torch.device, default "cpu"
+    dtype : torch.dtype, default torch.float32
+    progress_bar : bool, default True
+        Show a tqdm bar over JKO steps with the current loss.
+
+    Attributes
+    ----------
+    history : list of dict
+        One entry per completed JKO step: ``step``, ``loss``, ``w2``, ``potential``, ``log_det``,
+        ``kl_plus_log_z`` (``E_q[log q - beta * log_density]``, the KL divergence to the target up to
+        its unknown ``log Z``, estimated on the particle pool with exact ``log q``), ``iterations``,
+        ``wall_time``.
+
+    Examples
+    --------
+    >>> import torch, wgfinfer
+    >>> f = lambda x: -0.5 * (x - 1.0).square().sum(-1)
+    >>> s = wgfinfer.WGFSampler(f, dim=2, n_steps=2, iters_per_step=20, progress_bar=False).run()
+    >>> x, log_q = s.sample(5, return_log_prob=True)
+    >>> x.shape, log_q.shape
+    (torch.Size([5, 2]), torch.Size([5]))
+    """
+
+    def __init__(
+        self,
+        log_density: Callable[[Tensor], Tensor] | None = None,
+        dim: int | None = None,
+        method: str = "icnn",
+        step_size: float = 1.0,
+        n_steps: int = 20,
+        iters_per_step: int = 200,
+        batch_size: int = 256,
+        lr: float = 5e-3,
+        hidden: Sequence[int] = (64, 64),
+        init: Distribution | None = None,
+        init_scale: float = 1.0,
+        beta: float = 1.0,
+        n_particles: int | None = None,
+        n_monitor: int = 4096,
+        rank: int = 1,
+        strong_convexity: float = 1e-3,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        progress_bar: bool = True,
+    ) -> None:
+        if log_density is None:
+            raise TypeError("WGFSampler needs a log_density callable")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.step_size = check_positive_float("step_size", step_size)
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.beta = check_positive_float("beta", beta)
+        init_scale = check_positive_float("init_scale", init_scale)
+        if not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.seed = seed
+        self.method = method
+        self.progress_bar = bool(progress_bar)
+        self.config = ICNNSchemeConfig(
+            hidden=as_hidden(hidden),
+            rank=check_positive_int("rank", rank, allow_zero=True),
+            strong_convexity=check_positive_float("strong_convexity", strong_convexity, upper=1.0),
+            iters_per_step=check_positive_int("iters_per_step", iters_per_step),
+            batch_size=check_positive_int("batch_size", batch_size),
+            lr=check_positive_float("lr", lr),
+        )
+        if n_particles is None:
+            n_particles = self.config.iters_per_step * self.config.batch_size
+        self.n_particles = check_positive_int("n_particles", n_particles)
+        self.n_monitor = min(check_positive_int("n_monitor", n_monitor), self.n_particles)
+        if any(h < 1 for h in self.config.hidden) or not self.config.hidden:
+            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
+        dim = _resolve_dim(dim, init)
+        if init is None:
+            init = Independent(
+                Normal(
+                    torch.zeros(dim, dtype=dtype, device=self.device),
+                    torch.full((dim,), init_scale, dtype=dtype, device=self.device),
+                ),
+                1,
+            )
+        self.dim = dim
+        self.target = LogDensityTarget(log_density, dim)
+        self.flow = Flow(init, device=self.device)
+        self.history: list[dict[str, Any]] = []
+        self.training_time = 0.0
+        self._generator = torch.Generator().manual_seed(seed)
+        self._particles: Tensor | None = None
+        self._particles_log_q: Tensor | None = None
+
+    # ------------------------------------------------------------------ training
+    def run(self) -> WGFSampler:
+        """Train the JKO steps not yet done (all ``n_steps`` on a new sampler).
+
+        Returns
+        -------
+        WGFSampler
+            ``self``, so that ``WGFSampler(...).run().sample(n)`` reads naturally.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If the log-density is malformed (checked on draws of ``rho_0`` before training).
+        TrainingDivergedError
+            If a step diverges; the sampler keeps every step completed before it.
+        """
+        if self._particles is None:
+            x0 = sample_distribution(self.flow.base, self.n_particles, self._generator, self.device)
+            if x0.shape != (self.n_particles, self.dim) or x0.dtype != self.dtype:
+                raise ValueError(
+                    f"init must draw points of shape (n, {self.dim}) and dtype {self.dtype}, "
+                    f"got {tuple(x0.shape[1:])} and {x0.dtype}"
+                )
+            self.target.validate(x0[: min(64, self.n_particles)])
+            self._particles = x0
+            self._particles_log_q = self.flow.base.log_prob(x0[: self.n_monitor])
+        steps = range(len(self.flow), self.n_steps)
+        bar = None
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.n_steps, initial=len(self.flow), desc="JKO steps", unit="step")
+        try:
+            for k in steps:
+                self._run_step(k, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def _run_step(self, k: int, bar: Any) -> None:
+        assert self._particles is not None and self._particles_log_q is not None
+        start = time.perf_counter()
+        warm = (
+            self.flow.maps[-1]
+            if self.flow.maps
+            else new_potential(self.dim, self.config, self._generator, self.dtype, self.device)
+        )
+
+        def report(it: int, loss: float) -> None:
+            if bar is not None and (it % 50 == 0 or it == self.config.iters_per_step - 1):
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+        psi, info = icnn_jko_step(
+            warm,
+            self._particles,
+            self.target.log_density,
+            self.step_size,
+            self.config,
+            self._generator,
+            beta=self.beta,
+            step_index=k,
+            callback=report,
+        )
+        single = Flow(self.flow.base, [psi], chunk_size=self.flow.chunk_size, device=self.device)
+        m = self.n_monitor
+        monitored, log_q = single.push(self._particles[:m], self._particles_log_q)
+        rest, _ = single.push(self._particles[m:])
+        particles = torch.cat([monitored, rest])
+        assert log_q is not None
+        with torch.no_grad():
+            lp = self.target.log_density(monitored)
+        self.flow.append(psi)
+        self._particles, self._particles_log_q = particles, log_q
+        elapsed = time.perf_counter() - start
+        self.training_time += elapsed
+        self.history.append(
+            {
+                "step": k + 1,
+                "time": (k + 1) * self.step_size,
+                "loss": info.loss,
+                "w2": info.w2,
+                "potential": info.potential,
+                "log_det": info.log_det,
+                "kl_plus_log_z": float((log_q - self.beta * lp).mean()),
+                "iterations": info.iterations,
+                "wall_time": elapsed,
+            }
+        )
+        if bar is not None:
+            bar.set_postfix(loss=f"{info.loss:.4g}")
+            bar.update(1)
+
+    # ------------------------------------------------------------------ outputs
+    def _require_trained(self) -> None:
+        if not self.flow.maps:
+            raise RuntimeError("the sampler has no trained JKO step yet: call run() first")
+
+    def _generator_for(self, seed: int | None) -> torch.Generator:
+        return self._generator if seed is None else torch.Generator().manual_seed(int(seed))
+
+    def sample(
+        self, n: int, return_log_prob: bool = False, seed: int | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Draw from the trained flow ``rho_K``.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws.
+        return_log_prob : bool
+            Also return the exact log-density of the flow at each draw (tracked along the trajectory,
+            no inversion needed).
+        seed : int, optional
+            Seed for these draws only; by default the sampler's generator advances.
+
+        Returns
+        -------
+        x : Tensor
+            ``(n, d)`` draws.
+        log_q : Tensor
+            ``(n,)`` log-densities, when ``return_log_prob`` is true.
+        """
+        self._require_trained()
+        n = check_positive_int("n", n)
+        return self.flow.sample(n, self._generator_for(seed), return_log_prob=return_log_prob)
+
+    def log_prob(self, y: Tensor, tol: float | None = None, max_iter: int = 100) -> Tensor:
+        """Exact log-density of the flow at arbitrary points, by inverting every map.
+
+        Parameters
+        ----------
+        y : Tensor
+            ``(n, d)`` points.
+        tol : float, optional
+            Newton tolerance of each inversion (default: 1e-10 in float64, 1e-4 in float32).
+        max_iter : int
+            Newton iterations at most per map.
+
+        Returns
+        -------
+        Tensor
+            ``(n,)`` log-densities; NaN (with a ``RuntimeWarning``) where an inversion did not
+            converge.
+        """
+        self._require_trained()
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        if y.ndim != 2 or y.shape[1] != self.dim:
+            raise ValueError(f"y must have shape (n, {self.dim}), got {tuple(y.shape)}")
+        return self.flow.log_prob(y.to(dtype=self.dtype, device=self.device), tol=tol, max_iter=max_iter)
+
+    def to_inference_data(self, num_samples: int = 1000, num_chains: int = 1, seed: int | None = None):
+        """Draws of the flow as ArviZ data, with ``lp``, ``log_q`` and ``log_weight``.
+
+        Parameters
+        ----------
+        num_samples : int
+            Draws per chain.
+        num_chains : int
+            Chains; the draws are independent, so chains are only a grouping that lets ArviZ's
+            between-chain diagnostics run.
+        seed : int, optional
+            Seed for these draws only.
+
+        Returns
+        -------
+        arviz.InferenceData (ArviZ 0.x) or xarray.DataTree (ArviZ >= 1.0)
+            Group ``posterior`` holds ``x`` with dims ``(chain, draw, x_dim_0)``; ``sample_stats``
+            holds ``lp`` (unnormalized log target), ``log_q`` (flow log-density) and
+            ``log_weight = lp - log_q``.
+        """
+        from wgfinfer.convert import build_inference_data
+
+        num_samples = check_positive_int("num_samples", num_samples)
+        num_chains = check_positive_int("num_chains", num_chains)
+        x, log_q = self.sample(num_samples * num_chains, return_log_prob=True, seed=seed)
+        with torch.no_grad():
+            lp = self.beta * self.target.log_density(x)
+        shape = (num_chains, num_samples)
+        to_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+        return build_inference_data(
+            posterior={"x": to_np(x).reshape(*shape, self.dim)},
+            sample_stats={
+                "lp": to_np(lp).reshape(shape),
+                "log_q": to_np(log_q).reshape(shape),
+                "log_weight": to_np(lp - log_q).reshape(shape),
+            },
+            attrs=self._attrs(),
+        )
+
+    def _attrs(self) -> dict[str, Any]:
+        from wgfinfer import __version__
+
+        c = self.config
+        return {
+            "inference_library": "wgfinfer",
+            "inference_library_version": __version__,
+            "method": self.method,
+            "step_size": self.step_size,
+            "n_steps": len(self.flow),
+            "iters_per_step": c.iters_per_step,
+            "batch_size": c.batch_size,
+            "lr": c.lr,
+            "hidden": list(c.hidden),
+            "beta": self.beta,
+            "training_time": self.training_time,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"WGFSampler(method={self.method!r}, dim={self.dim}, step_size={self.step_size}, "
+            f"steps={len(self.flow)}/{self.n_steps}, device={self.device}, dtype={self.dtype})"
+        )
+
+
+def _resolve_dim(dim: int | None, init: Distribution | None) -> int:
+    init_dim = None
+    if init is not None:
+        if not isinstance(init, Distribution):
+            raise TypeError(f"init must be a torch.distributions.Distribution, got {type(init).__name__}")
+        if len(init.event_shape) != 1 or init.batch_shape != torch.Size():
+            raise ValueError(
+                f"init must have event shape (d,) and no batch shape, got event shape "
+                f"{tuple(init.event_shape)} and batch shape {tuple(init.batch_shape)}"
+            )
+        init_dim = int(init.event_shape[0])
+    if dim is None:
+        if init_dim is None:
+            raise ValueError("dim is required when no init distribution is given")
+        return init_dim
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if init_dim is not None and init_dim != dim:
+        raise ValueError(f"dim={dim} is inconsistent with init's event shape ({init_dim},)")
+    return dim

@@ -1,0 +1,104 @@
+"""Targets: what the user gives, turned into a batched log-density on an unconstrained ``R^d``.
+
+Everything downstream of a target (schemes, flows, outputs) only calls
+:meth:`LogDensityTarget.log_density` on ``(n, d)`` tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+LogDensityFn = Callable[[Tensor], Tensor]
+
+
+class LogDensityTarget:
+    """An unnormalized log-density ``f: (n, d) -> (n,)``; the target is ``exp(f) / Z``.
+
+    Parameters
+    ----------
+    log_density : callable
+        Maps an ``(n, d)`` tensor to an ``(n,)`` tensor of unnormalized log-densities, differentiably
+        (the JKO schemes need ``grad f``).
+    dim : int
+        The dimension ``d``.
+
+    Notes
+    -----
+    Every call checks the output's type, shape and finiteness, so that a bad target fails with a
+    message naming the problem instead of training a network on NaNs.
+    """
+
+    def __init__(self, log_density: LogDensityFn, dim: int) -> None:
+        if not callable(log_density):
+            raise TypeError(f"log_density must be callable, got {type(log_density).__name__}")
+        self._fn = log_density
+        self.dim = int(dim)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.log_density(x)
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """Evaluate and check the log-density at ``(n, d)`` points.
+
+        Raises
+        ------
+        TypeError
+            If the output is not a tensor.
+        ValueError
+            If the output does not have shape ``(n,)`` or holds NaN/inf values.
+        """
+        out = self._fn(x)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"log_density must return a torch.Tensor of shape (n,), got {type(out).__name__}")
+        n = x.shape[0]
+        if out.shape != (n,):
+            raise ValueError(
+                f"log_density must map an (n, d) = {tuple(x.shape)} tensor to shape ({n},), "
+                f"got shape {tuple(out.shape)}"
+            )
+        finite = torch.isfinite(out)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().squeeze(-1)
+            example = x[bad[0]].detach().cpu().tolist()
+            raise ValueError(
+                f"log_density returned {bad.numel()} non-finite value(s) (NaN or inf) for {n} "
+                f"finite input points, e.g. at x = {example}"
+            )
+        return out
+
+    def validate(self, probe: Tensor) -> None:
+        """Check the log-density on probe points: shape, finiteness and differentiability.
+
+        Parameters
+        ----------
+        probe : Tensor
+            ``(n, d)`` points, typically draws from the initial measure.
+
+        Raises
+        ------
+        TypeError
+            If the output is not a tensor or is not differentiable with respect to the input.
+        ValueError
+            If the output has the wrong shape, or it or its gradient is not finite.
+        """
+        x = probe.detach().clone().requires_grad_(True)
+        out = self.log_density(x)
+        if out.dtype != x.dtype:
+            raise TypeError(f"log_density returned dtype {out.dtype} for inputs of dtype {x.dtype}")
+        if not out.requires_grad:
+            raise TypeError(
+                "log_density is not differentiable: its output does not depend on its input through "
+                "torch operations (write it with torch functions, not numpy/float conversions)"
+            )
+        (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+        if grad is None:
+            raise TypeError("log_density's output does not depend on its input")
+        finite = torch.isfinite(grad).all(dim=-1)
+        if not bool(finite.all()):
+            raise ValueError(
+                f"the gradient of log_density is not finite at {int((~finite).sum())} of "
+                f"{x.shape[0]} probe points"
+            )
