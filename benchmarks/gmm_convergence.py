@@ -145,7 +145,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section(f"gmm-convergence-{args.device.split(':')[0]}", body)
+        write_section(f"gmm-convergence-{args.device.split(':')[0]}-h{args.step_size:g}", body)
 
 
 if __name__ == "__main__":

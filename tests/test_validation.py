@@ -107,6 +107,8 @@ def test_non_positive_step_size(bad: float) -> None:
         ("iters_per_step", -1, ValueError),
         ("batch_size", 0, ValueError),
         ("lr", 0.0, ValueError),
+        ("lr_decay", 1.5, ValueError),
+        ("lr_decay", 0.0, ValueError),
         ("beta", -1.0, ValueError),
         ("init_scale", 0.0, ValueError),
         ("strong_convexity", 1.5, ValueError),

@@ -17,13 +17,16 @@ def check_positive_int(name: str, value: object, allow_zero: bool = False) -> in
     return int(value)
 
 
-def check_positive_float(name: str, value: object, upper: float | None = None) -> float:
+def check_positive_float(
+    name: str, value: object, upper: float | None = None, inclusive_upper: bool = False
+) -> float:
     """Return ``value`` as a float, or raise if it is not finite and positive (and below ``upper``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"{name} must be a finite positive number, got {value}")
-    if upper is not None and value >= upper:
-        raise ValueError(f"{name} must be smaller than {upper}, got {value}")
+    if upper is not None and (value > upper if inclusive_upper else value >= upper):
+        relation = "at most" if inclusive_upper else "smaller than"
+        raise ValueError(f"{name} must be {relation} {upper}, got {value}")
     return value

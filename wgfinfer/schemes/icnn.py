@@ -60,7 +60,7 @@ class ICNNSchemeConfig:
     iters_per_step: int = 200
     batch_size: int = 256
     lr: float = 5e-3
-    lr_decay: float = 1.0
+    lr_decay: float = 0.1
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""Examples and the demo run end to end with tiny settings (numpyro-style smoke tests)."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from wgfinfer.cli import main as cli_main
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_ornstein_uhlenbeck_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["ornstein_uhlenbeck.py", "--dim", "2", "--steps", "2", "--iters", "20", "--draws", "200"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLES / "ornstein_uhlenbeck.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "SymKL" in out and len(out.strip().splitlines()) == 4
+
+
+def test_demo_writes_plot_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["demo", "--out", str(tmp_path), "--steps", "2", "--iters", "10", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "KL(flow || target)" in out and "component weights" in out
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
