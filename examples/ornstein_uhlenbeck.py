@@ -23,7 +23,9 @@ from wgfinfer.reference import gaussian_symkl, ou_jko_gaussian, ou_marginal
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dim", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--step-size", type=float, default=0.05)
@@ -38,8 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
     sampler = wgfinfer.WGFSampler(
         lambda x: -0.5 * (((x - b_t) @ a_t) * (x - b_t)).sum(-1),
-        dim=d, step_size=args.step_size, n_steps=args.steps, iters_per_step=args.iters,
-        batch_size=512, hidden=(16, 16), dtype=torch.float64, seed=args.seed, progress_bar=False,
+        dim=d,
+        step_size=args.step_size,
+        n_steps=args.steps,
+        iters_per_step=args.iters,
+        batch_size=512,
+        hidden=(16, 16),
+        dtype=torch.float64,
+        seed=args.seed,
+        progress_bar=False,
     ).run()
 
     print(f"OU process in D={d}, h={args.step_size}")

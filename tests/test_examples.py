@@ -13,7 +13,9 @@ from wgfinfer.cli import main as cli_main
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_ornstein_uhlenbeck_example(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ornstein_uhlenbeck_example(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["ornstein_uhlenbeck.py", "--dim", "2", "--steps", "2", "--iters", "20", "--draws", "200"]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(EXAMPLES / "ornstein_uhlenbeck.py"), run_name="__main__")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import arviz as az
 import numpy as np
 import pytest
@@ -120,3 +122,15 @@ def test_cuda_device() -> None:
     torch.testing.assert_close(s.log_prob(x), log_q, rtol=1e-3, atol=1e-3)
     idata = s.to_inference_data(num_samples=50)
     assert idata.posterior["x"].shape == (1, 50, 3)
+
+
+def test_divergence_is_detected_and_completed_steps_are_kept() -> None:
+    s = small(n_steps=2).run()
+    s.n_steps = 3
+    # an absurd learning rate blows the next map up: the step must fail loudly, not return garbage
+    s.config = dataclasses.replace(s.config, lr=1e8, lr_decay=1.0)
+    with pytest.raises(wgfinfer.TrainingDivergedError, match="JKO step 2"):
+        s.run()
+    assert len(s.flow) == 2 and len(s.history) == 2
+    x, log_q = s.sample(20, return_log_prob=True)
+    assert bool(torch.isfinite(x).all() and torch.isfinite(log_q).all())

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
 from wgfinfer.targets import LogDensityTarget
@@ -241,10 +242,15 @@ class WGFSampler:
         )
         single = Flow(self.flow.base, [psi], chunk_size=self.flow.chunk_size, device=self.device)
         m = self.n_monitor
-        monitored, log_q = single.push(self._particles[:m], self._particles_log_q)
-        rest, _ = single.push(self._particles[m:])
+        try:
+            monitored, log_q = single.push(self._particles[:m], self._particles_log_q)
+            rest, _ = single.push(self._particles[m:])
+        except NonPositiveHessianError as exc:
+            raise TrainingDivergedError(f"JKO step {k}: pushing the particle pool failed: {exc}") from exc
         particles = torch.cat([monitored, rest])
         assert log_q is not None
+        if not bool(torch.isfinite(particles).all() and torch.isfinite(log_q).all()):
+            raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
         with torch.no_grad():
             lp = self.target.log_density(monitored)
         self.flow.append(psi)
