@@ -17,6 +17,13 @@ from torch.distributions import Distribution, Independent, Normal
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
+from wgfinfer.importance import (
+    importance_diagnostics,
+    independence_metropolis,
+    psis_resample,
+    warn_if_unreliable,
+)
+from wgfinfer.outputs import inference_data, site_samples
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
 from wgfinfer.targets import LogDensityTarget
 
@@ -125,9 +132,12 @@ class WGFSampler:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         progress_bar: bool = True,
+        model: Callable[..., Any] | None = None,
     ) -> None:
-        if log_density is None:
-            raise TypeError("WGFSampler needs a log_density callable")
+        if (log_density is None) == (model is None):
+            raise TypeError("WGFSampler needs exactly one of log_density (a callable) or model (Pyro)")
+        if model is not None and not callable(model):
+            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -158,27 +168,46 @@ class WGFSampler:
         self.n_monitor = min(check_positive_int("n_monitor", n_monitor), self.n_particles)
         if any(h < 1 for h in self.config.hidden) or not self.config.hidden:
             raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
-        dim = _resolve_dim(dim, init)
-        if init is None:
-            init = Independent(
-                Normal(
-                    torch.zeros(dim, dtype=dtype, device=self.device),
-                    torch.full((dim,), init_scale, dtype=dtype, device=self.device),
-                ),
-                1,
-            )
-        self.dim = dim
-        self.target = LogDensityTarget(log_density, dim)
-        self.flow = Flow(init, device=self.device)
+        self.model = model
+        self._init, self._init_scale = init, init_scale
+        self.dim: int | None = None
+        self.target: LogDensityTarget | None = None
+        self.flow: Flow | None = None
+        if model is None:
+            self._set_target(LogDensityTarget(log_density, _resolve_dim(dim, init)))
+        elif dim is not None or init is not None:
+            _resolve_dim(dim, init)  # type checks now; consistency with the model in run()
+        self._requested_dim = dim
+        self.last_correction: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.training_time = 0.0
         self._generator = torch.Generator().manual_seed(seed)
         self._particles: Tensor | None = None
         self._particles_log_q: Tensor | None = None
 
+    def _set_target(self, target: LogDensityTarget) -> None:
+        dim = _resolve_dim(target.dim, self._init)
+        init = self._init
+        if init is None:
+            init = Independent(
+                Normal(
+                    torch.zeros(dim, dtype=self.dtype, device=self.device),
+                    torch.full((dim,), self._init_scale, dtype=self.dtype, device=self.device),
+                ),
+                1,
+            )
+        self.dim, self.target = dim, target
+        self.flow = Flow(init, device=self.device)
+
     # ------------------------------------------------------------------ training
-    def run(self) -> WGFSampler:
+    def run(self, *model_args: Any, **model_kwargs: Any) -> WGFSampler:
         """Train the JKO steps not yet done (all ``n_steps`` on a new sampler).
+
+        Parameters
+        ----------
+        *model_args, **model_kwargs
+            For a Pyro model: its arguments, as in ``pyro.infer.MCMC.run``.  Needed on the first call;
+            a later call (to continue training) may omit them.
 
         Returns
         -------
@@ -192,6 +221,11 @@ class WGFSampler:
         TrainingDivergedError
             If a step diverges; the sampler keeps every step completed before it.
         """
+        if self.model is not None:
+            self._prepare_model(model_args, model_kwargs)
+        elif model_args or model_kwargs:
+            raise TypeError("run() takes model arguments only when the sampler was given a Pyro model")
+        assert self.target is not None and self.flow is not None
         if self._particles is None:
             x0 = sample_distribution(self.flow.base, self.n_particles, self._generator, self.device)
             if x0.shape != (self.n_particles, self.dim) or x0.dtype != self.dtype:
@@ -216,12 +250,36 @@ class WGFSampler:
                 bar.close()
         return self
 
+    def _prepare_model(self, model_args: tuple, model_kwargs: dict[str, Any]) -> None:
+        from wgfinfer.pyro_target import PyroTarget
+
+        if self.target is not None and not (model_args or model_kwargs):
+            return
+        target = PyroTarget(self.model, model_args, model_kwargs, dtype=self.dtype, device=self.device)
+        if self._requested_dim is not None and self._requested_dim != target.dim:
+            raise ValueError(
+                f"dim={self._requested_dim} does not match the model's {target.dim} unconstrained "
+                f"latent dimensions ({', '.join(target.site_names)})"
+            )
+        if self.target is None:
+            self._set_target(target)
+            return
+        old = self.target
+        assert isinstance(old, PyroTarget)
+        if old.site_shapes != target.site_shapes:
+            raise ValueError(
+                f"the model's latent sites changed between run() calls: {dict(old.site_shapes)} -> "
+                f"{dict(target.site_shapes)}"
+            )
+        self.target = target
+
     def _run_step(self, k: int, bar: Any) -> None:
+        assert self.flow is not None and self.target is not None
         assert self._particles is not None and self._particles_log_q is not None
         start = time.perf_counter()
         warm = (
             self.flow.maps[-1]
-            if self.flow.maps
+            if self.flow.maps and self.config.warm_start
             else new_potential(self.dim, self.config, self._generator, self.dtype, self.device)
         )
 
@@ -276,7 +334,7 @@ class WGFSampler:
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:
-        if not self.flow.maps:
+        if self.flow is None or not self.flow.maps:
             raise RuntimeError("the sampler has no trained JKO step yet: call run() first")
 
     def _generator_for(self, seed: int | None) -> torch.Generator:
@@ -353,26 +411,104 @@ class WGFSampler:
             holds ``lp`` (unnormalized log target), ``log_q`` (flow log-density) and
             ``log_weight = lp - log_q``.
         """
-        from wgfinfer.convert import build_inference_data
-
         num_samples = check_positive_int("num_samples", num_samples)
         num_chains = check_positive_int("num_chains", num_chains)
-        x, log_q = self.sample(num_samples * num_chains, return_log_prob=True, seed=seed)
-        with torch.no_grad():
-            lp = self.beta * self.target.log_density(x)
-        shape = (num_chains, num_samples)
-        to_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
-        return build_inference_data(
-            posterior={"x": to_np(x).reshape(*shape, self.dim)},
-            sample_stats={
-                "lp": to_np(lp).reshape(shape),
-                "log_q": to_np(log_q).reshape(shape),
-                "log_weight": to_np(lp - log_q).reshape(shape),
-            },
-            attrs=self._attrs(),
-        )
+        self._require_trained()
+        return inference_data(self, num_samples, num_chains, seed)
 
-    def _attrs(self) -> dict[str, Any]:
+    def get_samples(
+        self,
+        num_samples: int = 1000,
+        seed: int | None = None,
+        group_by_chain: bool = False,
+        resample: bool = False,
+        correct: str | None = None,
+    ) -> dict[str, Tensor]:
+        """Fresh draws in the shapes of ``pyro.infer.MCMC.get_samples``.
+
+        Parameters
+        ----------
+        num_samples : int
+            Number of draws.
+        seed : int, optional
+            Seed for these draws only.
+        group_by_chain : bool
+            Add a leading chain dimension of size 1, as MCMC does with ``group_by_chain=True``.
+        resample : bool
+            Shorthand for ``correct="psis"``.
+        correct : {None, "psis", "imh"}
+            Correct the flow's draws towards the target with the exact importance weights
+            ``lp - log q``: ``"psis"`` resamples ``num_samples`` draws with Pareto-smoothed weights;
+            ``"imh"`` runs an independence Metropolis-Hastings chain with the flow as proposal (exact
+            for any flow that covers the target; the acceptance rate is stored in
+            ``self.last_correction``).
+
+        Returns
+        -------
+        dict of str to Tensor
+            For a Pyro model, one entry per latent site in its constrained space with shape
+            ``(num_samples, *site_shape)``, usable as ``Predictive(model, posterior_samples=...)``;
+            for a log-density, ``{"x": (num_samples, d)}``.
+        """
+        self._require_trained()
+        assert self.target is not None
+        num_samples = check_positive_int("num_samples", num_samples)
+        correct = "psis" if resample and correct is None else correct
+        if correct not in (None, "psis", "imh"):
+            raise ValueError(f"correct must be None, 'psis' or 'imh', got {correct!r}")
+        if correct is None:
+            z = self.sample(num_samples, seed=seed)
+        else:
+            generator = self._generator_for(seed)
+            z, log_q = self.flow.sample(num_samples, generator, return_log_prob=True)
+            with torch.no_grad():
+                log_weights = self.beta * self.target.log_density(z) - log_q
+            if correct == "psis":
+                idx = psis_resample(log_weights, num_samples, generator)
+                self.last_correction = {"method": "psis"}
+            else:
+                idx, rate = independence_metropolis(log_weights, generator)
+                self.last_correction = {"method": "imh", "acceptance_rate": rate}
+            z = z[idx.to(z.device)]
+        samples = site_samples(self.target, z)
+        if group_by_chain:
+            samples = {k: v.unsqueeze(0) for k, v in samples.items()}
+        return samples
+
+    def diagnostics(self, num_samples: int = 4000, seed: int | None = None) -> dict[str, float]:
+        """Importance diagnostics of the flow against the target, from fresh draws.
+
+        Returns
+        -------
+        dict
+            ``khat`` (PSIS Pareto k-hat via ArviZ; above 0.7 the weights are unreliable and a warning
+            is raised), ``ess_is`` and ``ess_is_fraction`` (importance-sampling effective sample
+            size), ``log_evidence`` (``log Z`` estimate, ``logmeanexp(lp - log q)``, exact in
+            expectation because ``log q`` is exact), ``log_evidence_se`` and ``n``.  For a Pyro model
+            ``log_evidence`` estimates the log marginal likelihood ``log p(data)``.  See
+            ``docs/diagnostics.md``.
+        """
+        self._require_trained()
+        assert self.target is not None
+        z, log_q = self.sample(check_positive_int("num_samples", num_samples), True, seed)
+        with torch.no_grad():
+            log_weights = self.beta * self.target.log_density(z) - log_q
+        result = importance_diagnostics(log_weights)
+        warn_if_unreliable(result)
+        return result
+
+    def summary(self, num_samples: int = 1000, prob: float = 0.9, seed: int | None = None) -> None:
+        """Print a table of posterior statistics like ``pyro.infer.MCMC.summary``.
+
+        Uses Pyro's own ``print_summary`` on fresh draws (``n_eff`` of independent draws is close to
+        ``num_samples``; ``r_hat`` is computed by splitting them into two halves).
+        """
+        from pyro.infer.mcmc.util import print_summary
+
+        print_summary(self.get_samples(num_samples, seed=seed), prob=prob, group_by_chain=False)
+
+    def attrs(self) -> dict[str, Any]:
+        """Method, hyper-parameters, wgfinfer version and training time (stored in ArviZ attrs)."""
         from wgfinfer import __version__
 
         c = self.config
@@ -394,7 +530,8 @@ class WGFSampler:
     def __repr__(self) -> str:
         return (
             f"WGFSampler(method={self.method!r}, dim={self.dim}, step_size={self.step_size}, "
-            f"steps={len(self.flow)}/{self.n_steps}, device={self.device}, dtype={self.dtype})"
+            f"steps={len(self.flow) if self.flow else 0}/{self.n_steps}, device={self.device}, "
+            f"dtype={self.dtype})"
         )
 
 

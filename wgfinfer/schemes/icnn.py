@@ -20,6 +20,7 @@ size and the target are per-step inputs of :func:`icnn_jko_step`.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class ICNNSchemeConfig:
     lr_decay : float
         Within every step the learning rate follows a cosine from ``lr`` down to ``lr * lr_decay``
         (1 keeps it constant).
+    affine_lr_scale : float
+        Learning rate of the affine part of the map (``L`` and ``c``) relative to ``lr``.
+    warm_start : bool
+        Start every step from the previous step's map (``True``) or from a fresh near-identity map.
     """
 
     hidden: tuple[int, ...] = (64, 64)
@@ -61,6 +66,8 @@ class ICNNSchemeConfig:
     batch_size: int = 256
     lr: float = 5e-3
     lr_decay: float = 0.1
+    affine_lr_scale: float = 1.0
+    warm_start: bool = True
 
 
 @dataclass
@@ -142,13 +149,15 @@ def icnn_jko_step(
     psi = copy.deepcopy(warm_start)
     for p in psi.parameters():
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(psi.parameters(), lr=config.lr)
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=config.iters_per_step, eta_min=config.lr * config.lr_decay
-        )
-        if config.lr_decay < 1.0
-        else None
+    affine = [psi.quadratic, psi.linear]
+    network = [p for p in psi.parameters() if all(p is not a for a in affine)]
+    optimizer = torch.optim.Adam(
+        [{"params": network, "lr": config.lr}, {"params": affine, "lr": config.lr * config.affine_lr_scale}]
+    )
+    # cosine from 1 to lr_decay over the step, for every parameter group alike
+    decay, total = config.lr_decay, config.iters_per_step
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: decay + (1.0 - decay) * 0.5 * (1.0 + math.cos(math.pi * it / total))
     )
     n_particles = particles.shape[0]
     batch = min(config.batch_size, n_particles)
@@ -182,8 +191,7 @@ def icnn_jko_step(
                 f"JKO step {step_index}, iteration {it}: non-finite parameter gradient"
             )
         optimizer.step()
-        if schedule is not None:
-            schedule.step()
+        schedule.step()
         losses.append(loss_value)
         if it >= tail_from:
             tail.append((float(w2.detach()), float(potential.detach()), float(entropy_gain.detach())))

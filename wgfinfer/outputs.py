@@ -1,0 +1,69 @@
+"""Outputs computed from a trained flow and its target: site samples and ArviZ data.
+
+Both targets are handled here, so the sampler facade stays small: a plain log-density has one
+posterior variable ``x``; a Pyro model has one variable per latent site (constrained), pointwise
+log-likelihoods and observed data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wgfinfer.convert import build_inference_data
+from wgfinfer.targets import LogDensityTarget
+
+if TYPE_CHECKING:
+    from wgfinfer.sampler import WGFSampler
+
+
+def site_samples(target: LogDensityTarget, z: Tensor) -> dict[str, Tensor]:
+    """Draws as ``{name: (n, *shape)}``: constrained Pyro sites, or ``{"x": z}`` for a log-density."""
+    from wgfinfer.pyro_target import PyroTarget
+
+    if isinstance(target, PyroTarget):
+        return {name: v.detach() for name, v in target.constrain(z).items()}
+    return {"x": z.detach()}
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def inference_data(sampler: WGFSampler, num_samples: int, num_chains: int, seed: int | None) -> Any:
+    """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` and
+    ``observed_data`` from ``num_chains * num_samples`` fresh draws of the flow."""
+    from wgfinfer.pyro_target import PyroTarget
+
+    target = sampler.target
+    assert target is not None
+    z, log_q = sampler.sample(num_samples * num_chains, return_log_prob=True, seed=seed)
+    with torch.no_grad():
+        lp = sampler.beta * target.log_density(z)
+    chains = (num_chains, num_samples)
+    posterior = {
+        name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in site_samples(target, z).items()
+    }
+    sample_stats = {
+        "lp": _np(lp).reshape(chains),
+        "log_q": _np(log_q).reshape(chains),
+        "log_weight": _np(lp - log_q).reshape(chains),
+        "diverging": np.zeros(chains, dtype=bool),
+    }
+    log_likelihood = observed = dims = None
+    if isinstance(target, PyroTarget):
+        pointwise = target.pointwise_log_likelihood(z)
+        log_likelihood = {name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in pointwise.items()}
+        observed = {name: v.detach().cpu().numpy() for name, v in target.observed_sites.items()}
+        dims = {name: target.site_dims(name) for name in list(posterior) + list(observed)}
+    return build_inference_data(
+        posterior=posterior,
+        sample_stats=sample_stats,
+        log_likelihood=log_likelihood,
+        observed_data=observed,
+        dims=dims,
+        attrs=sampler.attrs(),
+    )
