@@ -91,8 +91,13 @@ def regression_sampler() -> tuple[wgfinfer.WGFSampler, torch.Tensor, torch.Tenso
     """A short run: enough for shapes and plumbing, not for accuracy."""
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
-        model=linear_regression, n_steps=2, iters_per_step=20, hidden=(8, 8),
-        dtype=torch.float64, progress_bar=False, seed=0,
+        model=linear_regression,
+        n_steps=2,
+        iters_per_step=20,
+        hidden=(8, 8),
+        dtype=torch.float64,
+        progress_bar=False,
+        seed=0,
     ).run(x, y)
     return sampler, x, y
 
@@ -102,8 +107,13 @@ def regression_sampler() -> tuple[wgfinfer.WGFSampler, torch.Tensor, torch.Tenso
 def test_conjugate_linear_regression_posterior() -> None:
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
-        model=linear_regression, n_steps=6, iters_per_step=100, hidden=(16, 16),
-        dtype=torch.float64, progress_bar=False, seed=0,
+        model=linear_regression,
+        n_steps=6,
+        iters_per_step=100,
+        hidden=(16, 16),
+        dtype=torch.float64,
+        progress_bar=False,
+        seed=0,
     ).run(x, y)
     mean, cov = conjugate_posterior(x, y)
     n = 20000

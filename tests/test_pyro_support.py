@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import torch
+from test_pyro import scale_model
 
 import wgfinfer
-from test_pyro import scale_model
 
 
 def test_positive_site_draws_stay_positive() -> None:
     y = torch.tensor([0.3, -1.2, 0.8, 2.1, -0.4])
     sampler = wgfinfer.WGFSampler(
-        model=scale_model, n_steps=1, iters_per_step=10, hidden=(4,), progress_bar=False, seed=0,
+        model=scale_model,
+        n_steps=1,
+        iters_per_step=10,
+        hidden=(4,),
+        progress_bar=False,
+        seed=0,
     ).run(y)
     sigma = sampler.get_samples(5000, seed=1, group_by_chain=True)["sigma"]
     assert sigma.shape == (1, 5000) and bool((sigma > 0).all())

@@ -21,8 +21,14 @@ def log_density(x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def sampler() -> wgfinfer.WGFSampler:
     return wgfinfer.WGFSampler(
-        log_density, dim=DIM, n_steps=4, iters_per_step=100, hidden=(16, 16),
-        dtype=torch.float64, progress_bar=False, seed=0,
+        log_density,
+        dim=DIM,
+        n_steps=4,
+        iters_per_step=100,
+        hidden=(16, 16),
+        dtype=torch.float64,
+        progress_bar=False,
+        seed=0,
     ).run()
 
 
@@ -36,8 +42,14 @@ def test_diagnostics_recover_known_log_evidence(sampler: wgfinfer.WGFSampler) ->
 def test_diagnostics_warn_on_a_flow_that_misses_the_target() -> None:
     # barely trained from a narrow init towards a wide target: heavy-tailed importance weights
     poor = wgfinfer.WGFSampler(
-        lambda x: -0.5 * (x / 3.0).square().sum(-1), dim=4, n_steps=1, iters_per_step=2,
-        hidden=(4,), init_scale=0.5, progress_bar=False, seed=0,
+        lambda x: -0.5 * (x / 3.0).square().sum(-1),
+        dim=4,
+        n_steps=1,
+        iters_per_step=2,
+        hidden=(4,),
+        init_scale=0.5,
+        progress_bar=False,
+        seed=0,
     ).run()
     with pytest.warns(UserWarning, match="k-hat"):
         d = poor.diagnostics(num_samples=8000, seed=2)

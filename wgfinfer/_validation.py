@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
+from torch.distributions import Distribution
+
 
 def check_positive_int(name: str, value: object, allow_zero: bool = False) -> int:
     """Return ``value`` as an int, or raise if it is not a positive (or non-negative) integer."""
@@ -30,3 +33,26 @@ def check_positive_float(
         relation = "at most" if inclusive_upper else "smaller than"
         raise ValueError(f"{name} must be {relation} {upper}, got {value}")
     return value
+
+
+def resolve_dim(dim: int | None, init: Distribution | None) -> int:
+    """The dimension ``d`` from ``dim`` and/or ``init``'s event shape, checked for consistency."""
+    init_dim = None
+    if init is not None:
+        if not isinstance(init, Distribution):
+            raise TypeError(f"init must be a torch.distributions.Distribution, got {type(init).__name__}")
+        if len(init.event_shape) != 1 or init.batch_shape != torch.Size():
+            raise ValueError(
+                f"init must have event shape (d,) and no batch shape, got event shape "
+                f"{tuple(init.event_shape)} and batch shape {tuple(init.batch_shape)}"
+            )
+        init_dim = int(init.event_shape[0])
+    if dim is None:
+        if init_dim is None:
+            raise ValueError("dim is required when no init distribution is given")
+        return init_dim
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if init_dim is not None and init_dim != dim:
+        raise ValueError(f"dim={dim} is inconsistent with init's event shape ({init_dim},)")
+    return dim

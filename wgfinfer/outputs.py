@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from wgfinfer.convert import build_inference_data
+from wgfinfer.importance import independence_metropolis, psis_resample
 from wgfinfer.targets import LogDensityTarget
 
 if TYPE_CHECKING:
@@ -27,6 +28,27 @@ def site_samples(target: LogDensityTarget, z: Tensor) -> dict[str, Tensor]:
     if isinstance(target, PyroTarget):
         return {name: v.detach() for name, v in target.constrain(z).items()}
     return {"x": z.detach()}
+
+
+def corrected_draws(
+    sampler: WGFSampler, num_samples: int, generator: torch.Generator, method: str
+) -> tuple[Tensor, dict[str, Any]]:
+    """Unconstrained draws corrected towards the target with the exact weights ``lp - log q``.
+
+    ``method="psis"`` resamples with Pareto-smoothed weights; ``"imh"`` runs an independence
+    Metropolis-Hastings chain with the flow's draws as proposals.  Returns the draws and a record of
+    the correction (with the acceptance rate for ``"imh"``).
+    """
+    assert sampler.flow is not None and sampler.target is not None
+    z, log_q = sampler.flow.sample(num_samples, generator, return_log_prob=True)
+    with torch.no_grad():
+        log_weights = sampler.beta * sampler.target.log_density(z) - log_q
+    if method == "psis":
+        idx, record = psis_resample(log_weights, num_samples, generator), {"method": "psis"}
+    else:
+        idx, rate = independence_metropolis(log_weights, generator)
+        record = {"method": "imh", "acceptance_rate": rate}
+    return z[idx.to(z.device)], record
 
 
 def _np(t: Tensor) -> np.ndarray:

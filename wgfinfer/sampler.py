@@ -14,16 +14,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer._validation import check_positive_float, check_positive_int, resolve_dim
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
-from wgfinfer.importance import (
-    importance_diagnostics,
-    independence_metropolis,
-    psis_resample,
-    warn_if_unreliable,
-)
-from wgfinfer.outputs import inference_data, site_samples
+from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
+from wgfinfer.outputs import corrected_draws, inference_data, site_samples
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
 from wgfinfer.targets import LogDensityTarget
 
@@ -174,9 +169,9 @@ class WGFSampler:
         self.target: LogDensityTarget | None = None
         self.flow: Flow | None = None
         if model is None:
-            self._set_target(LogDensityTarget(log_density, _resolve_dim(dim, init)))
+            self._set_target(LogDensityTarget(log_density, resolve_dim(dim, init)))
         elif dim is not None or init is not None:
-            _resolve_dim(dim, init)  # type checks now; consistency with the model in run()
+            resolve_dim(dim, init)  # type checks now; consistency with the model in run()
         self._requested_dim = dim
         self.last_correction: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -186,7 +181,7 @@ class WGFSampler:
         self._particles_log_q: Tensor | None = None
 
     def _set_target(self, target: LogDensityTarget) -> None:
-        dim = _resolve_dim(target.dim, self._init)
+        dim = resolve_dim(target.dim, self._init)
         init = self._init
         if init is None:
             init = Independent(
@@ -460,16 +455,7 @@ class WGFSampler:
             z = self.sample(num_samples, seed=seed)
         else:
             generator = self._generator_for(seed)
-            z, log_q = self.flow.sample(num_samples, generator, return_log_prob=True)
-            with torch.no_grad():
-                log_weights = self.beta * self.target.log_density(z) - log_q
-            if correct == "psis":
-                idx = psis_resample(log_weights, num_samples, generator)
-                self.last_correction = {"method": "psis"}
-            else:
-                idx, rate = independence_metropolis(log_weights, generator)
-                self.last_correction = {"method": "imh", "acceptance_rate": rate}
-            z = z[idx.to(z.device)]
+            z, self.last_correction = corrected_draws(self, num_samples, generator, correct)
         samples = site_samples(self.target, z)
         if group_by_chain:
             samples = {k: v.unsqueeze(0) for k, v in samples.items()}
@@ -533,25 +519,3 @@ class WGFSampler:
             f"steps={len(self.flow) if self.flow else 0}/{self.n_steps}, device={self.device}, "
             f"dtype={self.dtype})"
         )
-
-
-def _resolve_dim(dim: int | None, init: Distribution | None) -> int:
-    init_dim = None
-    if init is not None:
-        if not isinstance(init, Distribution):
-            raise TypeError(f"init must be a torch.distributions.Distribution, got {type(init).__name__}")
-        if len(init.event_shape) != 1 or init.batch_shape != torch.Size():
-            raise ValueError(
-                f"init must have event shape (d,) and no batch shape, got event shape "
-                f"{tuple(init.event_shape)} and batch shape {tuple(init.batch_shape)}"
-            )
-        init_dim = int(init.event_shape[0])
-    if dim is None:
-        if init_dim is None:
-            raise ValueError("dim is required when no init distribution is given")
-        return init_dim
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
-    if init_dim is not None and init_dim != dim:
-        raise ValueError(f"dim={dim} is inconsistent with init's event shape ({init_dim},)")
-    return dim
