@@ -163,7 +163,6 @@ def test_summary_prints_a_table(regression_sampler, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
-@NARROW_POSTERIOR_XFAIL
 def test_positive_site_stays_in_support_and_matches_grid_posterior() -> None:
     y = torch.tensor([0.3, -1.2, 0.8, 2.1, -0.4, 0.9, -1.7, 0.2, 1.1, -0.6])
     sampler = wgfinfer.WGFSampler(
