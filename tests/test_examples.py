@@ -27,5 +27,5 @@ def test_demo_writes_plot_and_report(tmp_path: Path, capsys: pytest.CaptureFixtu
     code = cli_main(["demo", "--out", str(tmp_path), "--steps", "2", "--iters", "10", "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "KL(flow || target)" in out and "component weights" in out
+    assert "KL(flow || target)" in out and "exact draws of the target" in out
     assert (tmp_path / "demo.png").stat().st_size > 10_000
