@@ -30,6 +30,20 @@ def site_samples(target: LogDensityTarget, z: Tensor) -> dict[str, Tensor]:
     return {"x": z.detach()}
 
 
+def weighted_draws(
+    sampler: WGFSampler, num_samples: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fresh unconstrained draws ``z`` of the flow, their exact ``log q`` and ``lp = beta * log p(z)``.
+
+    ``lp - log q`` are the log importance weights every correction and diagnostic is built on.
+    """
+    assert sampler.flow is not None and sampler.target is not None
+    z, log_q = sampler.flow.sample(num_samples, generator, return_log_prob=True)
+    with torch.no_grad():
+        lp = sampler.beta * sampler.target.log_density(z)
+    return z, log_q, lp
+
+
 def corrected_draws(
     sampler: WGFSampler, num_samples: int, generator: torch.Generator, method: str
 ) -> tuple[Tensor, dict[str, Any]]:
@@ -39,10 +53,8 @@ def corrected_draws(
     Metropolis-Hastings chain with the flow's draws as proposals.  Returns the draws and a record of
     the correction (with the acceptance rate for ``"imh"``).
     """
-    assert sampler.flow is not None and sampler.target is not None
-    z, log_q = sampler.flow.sample(num_samples, generator, return_log_prob=True)
-    with torch.no_grad():
-        log_weights = sampler.beta * sampler.target.log_density(z) - log_q
+    z, log_q, lp = weighted_draws(sampler, num_samples, generator)
+    log_weights = lp - log_q
     if method == "psis":
         idx, record = psis_resample(log_weights, num_samples, generator), {"method": "psis"}
     else:
@@ -55,16 +67,14 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def inference_data(sampler: WGFSampler, num_samples: int, num_chains: int, seed: int | None) -> Any:
+def inference_data(sampler: WGFSampler, num_samples: int, num_chains: int, generator: torch.Generator) -> Any:
     """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` and
     ``observed_data`` from ``num_chains * num_samples`` fresh draws of the flow."""
     from wgfinfer.pyro_target import PyroTarget
 
     target = sampler.target
     assert target is not None
-    z, log_q = sampler.sample(num_samples * num_chains, return_log_prob=True, seed=seed)
-    with torch.no_grad():
-        lp = sampler.beta * target.log_density(z)
+    z, log_q, lp = weighted_draws(sampler, num_samples * num_chains, generator)
     chains = (num_chains, num_samples)
     posterior = {
         name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in site_samples(target, z).items()

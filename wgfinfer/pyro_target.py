@@ -132,14 +132,6 @@ class PyroTarget(LogDensityTarget):
         """Constrained site values ``{site: (n, *site_shape)}`` of unconstrained ``(n, d)`` vectors."""
         return {name: self.transforms[name].inv(u) for name, u in self.unflatten(z).items()}
 
-    def flatten_unconstrained(self, values: dict[str, Tensor]) -> Tensor:
-        """Inverse of :meth:`constrain`: constrained values ``{site: (n, ...)}`` to ``(n, d)``."""
-        parts = []
-        for name in self.site_names:
-            u = self.transforms[name](values[name])
-            parts.append(u.reshape(u.shape[0], -1))
-        return torch.cat(parts, dim=-1)
-
     # ------------------------------------------------------------------ observed sites
     @property
     def observed_sites(self) -> dict[str, Tensor]:
@@ -156,7 +148,6 @@ class PyroTarget(LogDensityTarget):
         shape = site["value"].shape
         batch_ndim = len(site["fn"].batch_shape)
         plates = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
-        names = []
         names = [f"{name}_dim_{i}" for i in range(len(shape))]
         for i in range(batch_ndim):  # batch dim i sits at i - batch_ndim counted from the right
             names[i] = plates.get(i - batch_ndim, names[i])
@@ -173,14 +164,10 @@ class PyroTarget(LogDensityTarget):
         if self.batched:
             values = self._padded_values(z.to(self._model_dtype))[0]
             trace = self._run_conditioned(values, n)
-            out = {}
-            for name, lp in _site_log_probs(trace, obs_shapes).items():
-                if lp.ndim >= -self._particle_dim:
-                    lp = lp.movedim(self._particle_dim, 0)
-                else:  # the site does not depend on the particles at all
-                    lp = lp.unsqueeze(0)
-                out[name] = lp.expand((n,) + lp.shape[1:]).reshape((n,) + obs_shapes[name])
-            return out
+            return {
+                name: _particle_first(lp, self._particle_dim, n).reshape((n,) + obs_shapes[name])
+                for name, lp in _site_log_probs(trace, obs_shapes).items()
+            }
         per_particle: dict[str, list[Tensor]] = {name: [] for name in obs_shapes}
         constrained = self.constrain(z.to(self._model_dtype))
         for i in range(n):
@@ -232,7 +219,7 @@ class PyroTarget(LogDensityTarget):
         for site in trace.nodes.values():
             if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
                 continue
-            total = total + _sum_except_particle_dim(site["log_prob"], self._particle_dim, n)
+            total = total + _particle_first(site["log_prob"], self._particle_dim, n).reshape(n, -1).sum(-1)
         return total.to(z.dtype)
 
     def _check_batching(self) -> bool:
@@ -259,12 +246,14 @@ class PyroTarget(LogDensityTarget):
         return False
 
 
-def _sum_except_particle_dim(lp: Tensor, particle_dim: int, n: int) -> Tensor:
-    """Sum a site's log-prob over every dim but the particle dim; broadcast to ``(n,)``."""
-    if lp.ndim < -particle_dim:
-        return lp.sum().expand(n)
-    moved = lp.movedim(particle_dim, 0)
-    return moved.reshape(moved.shape[0], -1).sum(-1).expand(n)
+def _particle_first(lp: Tensor, particle_dim: int, n: int) -> Tensor:
+    """A site's log-prob with the particle dim moved first and broadcast to ``n``.
+
+    A site whose log-prob does not reach the particle dim does not depend on the particles; it gets a
+    leading axis of size ``n``.
+    """
+    lp = lp.movedim(particle_dim, 0) if lp.ndim >= -particle_dim else lp.unsqueeze(0)
+    return lp.expand((n,) + lp.shape[1:])
 
 
 def _site_log_probs(trace: Any, names: Any) -> dict[str, Tensor]:

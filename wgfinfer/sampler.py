@@ -18,7 +18,7 @@ from wgfinfer._validation import check_positive_float, check_positive_int, resol
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
-from wgfinfer.outputs import corrected_draws, inference_data, site_samples
+from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weighted_draws
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
 from wgfinfer.targets import LogDensityTarget
 
@@ -409,7 +409,7 @@ class WGFSampler:
         num_samples = check_positive_int("num_samples", num_samples)
         num_chains = check_positive_int("num_chains", num_chains)
         self._require_trained()
-        return inference_data(self, num_samples, num_chains, seed)
+        return inference_data(self, num_samples, num_chains, self._generator_for(seed))
 
     def get_samples(
         self,
@@ -476,10 +476,9 @@ class WGFSampler:
         """
         self._require_trained()
         assert self.target is not None
-        z, log_q = self.sample(check_positive_int("num_samples", num_samples), True, seed)
-        with torch.no_grad():
-            log_weights = self.beta * self.target.log_density(z) - log_q
-        result = importance_diagnostics(log_weights)
+        n = check_positive_int("num_samples", num_samples)
+        _, log_q, lp = weighted_draws(self, n, self._generator_for(seed))
+        result = importance_diagnostics(lp - log_q)
         warn_if_unreliable(result)
         return result
 
