@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from wgfinfer.laplace import AffineWhitening
 from wgfinfer.nn.icnn import DenseICNN
 
 
@@ -48,6 +49,9 @@ class Flow:
         Points processed at once when pushing or inverting (bounds memory).
     device : str or torch.device
         Where ``base`` draws its samples.
+    whitening : AffineWhitening, optional
+        A fixed affine map applied after the JKO maps (``init="laplace"``): the flow then runs in
+        whitened coordinates and its draws are ``x = loc + scale_tril @ z_K``.
     """
 
     def __init__(
@@ -56,8 +60,10 @@ class Flow:
         maps: list[DenseICNN] | None = None,
         chunk_size: int = 8192,
         device: torch.device | str = "cpu",
+        whitening: AffineWhitening | None = None,
     ) -> None:
         self.base = base
+        self.whitening = whitening
         self.device = torch.device(device)
         self.maps: list[DenseICNN] = list(maps or [])
         self.chunk_size = int(chunk_size)
@@ -106,6 +112,9 @@ class Flow:
                 else:
                     x, log_det = psi.map_and_log_det(x)
                     lq = lq - log_det
+            if self.whitening is not None:
+                x = self.whitening.forward(x)
+                lq = lq - self.whitening.log_abs_det
             xs.append(x)
             lqs.append(lq)
         return torch.cat(xs), (torch.cat(lqs) if log_q0 is not None else None)
@@ -132,7 +141,8 @@ class Flow:
         x0 : Tensor
             ``(n, d)`` pre-images under the whole flow.
         sum_log_det : Tensor
-            ``(n,)`` ``sum_k log det grad^2 psi_k(x_{k-1})`` along the recovered trajectory.
+            ``(n,)`` ``sum_k log det grad^2 psi_k(x_{k-1})`` along the recovered trajectory (plus
+            ``log|det scale_tril|`` of the whitening, if any).
         converged : Tensor
             ``(n,)`` booleans, ``False`` where any of the inversions did not converge.
         """
@@ -140,6 +150,9 @@ class Flow:
         for (chunk,) in self._chunks(y):
             x = chunk
             total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+            if self.whitening is not None:
+                x = self.whitening.inverse(x)
+                total = total + self.whitening.log_abs_det
             ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
             for psi in reversed(self.maps):
                 x, conv = psi.inverse(x, tol=tol, max_iter=max_iter)

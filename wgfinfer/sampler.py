@@ -18,11 +18,13 @@ from wgfinfer._validation import check_positive_float, check_positive_int, resol
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
+from wgfinfer.laplace import AffineWhitening, laplace_whitening
 from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weighted_draws
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
 from wgfinfer.targets import LogDensityTarget
 
 METHODS = ("icnn",)
+INITS = ("laplace", "normal")
 
 
 class WGFSampler:
@@ -60,11 +62,17 @@ class WGFSampler:
         KL(q || p) 0.008 with 0.1, 0.029 with a constant rate.
     hidden : sequence of int, default (64, 64)
         ICNN hidden widths.
-    init : torch.distributions.Distribution, optional
-        Initial measure ``rho_0`` with event shape ``(d,)``; default ``N(0, init_scale^2 I)``.
+    init : {"laplace", "normal"} or torch.distributions.Distribution, optional
+        Initial measure ``rho_0``.  ``"normal"``: ``N(0, init_scale^2 I)``.  ``"laplace"``: the
+        Laplace approximation at the mode, ``N(mode, init_scale^2 H^{-1})``, and the flow runs in the
+        coordinates that whiten it (see :mod:`wgfinfer.laplace`); narrow, anisotropic posteriors then
+        need few steps.  A distribution with event shape ``(d,)`` is used as it is.  Default:
+        ``"laplace"`` for a Pyro model, ``"normal"`` for a log-density (which may be multimodal, where
+        a Laplace approximation at one mode would miss the others).
     init_scale : float, default 1.0
-        Scale of the default initial measure.  It should cover the target's mass: the flow moves mass
-        but a Fokker-Planck flow of finite time cannot find modes far outside ``rho_0``.
+        Scale of the ``"normal"`` and ``"laplace"`` initial measures.  It should cover the target's
+        mass: the flow moves mass but a Fokker-Planck flow of finite time cannot find modes far
+        outside ``rho_0``.
     beta : float, default 1.0
         Inverse temperature.  ``beta = 1`` samples the target itself.
     n_particles : int, optional
@@ -85,6 +93,16 @@ class WGFSampler:
     dtype : torch.dtype, default torch.float32
     progress_bar : bool, default True
         Show a tqdm bar over JKO steps with the current loss.
+    model : callable, optional
+        A Pyro model, instead of ``log_density``; its arguments go to :meth:`run`.  The flow samples
+        the posterior of its continuous latent sites on Pyro's unconstrained space (see
+        ``docs/pyro.md``).
+    subsample_size : int or dict of str to int, optional
+        Train on mini-batches of a Pyro model's data: each training evaluation draws fresh indices
+        of the data plate (``int``: the model's only plate around observed sites; ``dict``: sizes by
+        plate name) and Pyro scales the mini-batch log-likelihood by ``N / B``, an unbiased estimate
+        of the full one (seed 002, sec. 4.4).  The model must index its data with the plate's
+        indices.  ``lp``, ``log_weight`` and every diagnostic use the full data.
 
     Attributes
     ----------
@@ -116,7 +134,7 @@ class WGFSampler:
         lr: float = 5e-3,
         lr_decay: float = 0.1,
         hidden: Sequence[int] = (64, 64),
-        init: Distribution | None = None,
+        init: Distribution | str | None = None,
         init_scale: float = 1.0,
         beta: float = 1.0,
         n_particles: int | None = None,
@@ -128,9 +146,16 @@ class WGFSampler:
         dtype: torch.dtype = torch.float32,
         progress_bar: bool = True,
         model: Callable[..., Any] | None = None,
+        subsample_size: int | dict[str, int] | None = None,
     ) -> None:
         if (log_density is None) == (model is None):
             raise TypeError("WGFSampler needs exactly one of log_density (a callable) or model (Pyro)")
+        if subsample_size is not None and model is None:
+            raise TypeError(
+                "subsample_size needs a Pyro model (its data plate is what gets subsampled); a "
+                "log_density callable cannot be subsampled"
+            )
+        self.subsample_size = subsample_size
         if model is not None and not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
         if method not in METHODS:
@@ -164,14 +189,20 @@ class WGFSampler:
         if any(h < 1 for h in self.config.hidden) or not self.config.hidden:
             raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
         self.model = model
+        if init is None:
+            init = "laplace" if model is not None else "normal"
+        if isinstance(init, str) and init not in INITS:
+            raise ValueError(f"init must be one of {INITS} or a torch Distribution, got {init!r}")
+        if not isinstance(init, (str, Distribution)):
+            raise TypeError(f"init must be one of {INITS} or a torch Distribution, got {type(init).__name__}")
         self._init, self._init_scale = init, init_scale
         self.dim: int | None = None
         self.target: LogDensityTarget | None = None
         self.flow: Flow | None = None
         if model is None:
-            self._set_target(LogDensityTarget(log_density, resolve_dim(dim, init)))
-        elif dim is not None or init is not None:
-            resolve_dim(dim, init)  # type checks now; consistency with the model in run()
+            self._set_target(LogDensityTarget(log_density, resolve_dim(dim, self._init_distribution)))
+        elif dim is not None or self._init_distribution is not None:
+            resolve_dim(dim, self._init_distribution)  # type checks now; consistency with the model in run()
         self._requested_dim = dim
         self.last_correction: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
@@ -180,9 +211,13 @@ class WGFSampler:
         self._particles: Tensor | None = None
         self._particles_log_q: Tensor | None = None
 
+    @property
+    def _init_distribution(self) -> Distribution | None:
+        return None if isinstance(self._init, str) else self._init
+
     def _set_target(self, target: LogDensityTarget) -> None:
-        dim = resolve_dim(target.dim, self._init)
-        init = self._init
+        dim = resolve_dim(target.dim, self._init_distribution)
+        init = self._init_distribution
         if init is None:
             init = Independent(
                 Normal(
@@ -222,13 +257,15 @@ class WGFSampler:
             raise TypeError("run() takes model arguments only when the sampler was given a Pyro model")
         assert self.target is not None and self.flow is not None
         if self._particles is None:
+            if self._init == "laplace" and self.flow.whitening is None:
+                self.flow.whitening = self._laplace_whitening()
             x0 = sample_distribution(self.flow.base, self.n_particles, self._generator, self.device)
             if x0.shape != (self.n_particles, self.dim) or x0.dtype != self.dtype:
                 raise ValueError(
                     f"init must draw points of shape (n, {self.dim}) and dtype {self.dtype}, "
                     f"got {tuple(x0.shape[1:])} and {x0.dtype}"
                 )
-            self.target.validate(x0[: min(64, self.n_particles)])
+            self.target.validate(self._to_target_space(x0[: min(64, self.n_particles)]))
             self._particles = x0
             self._particles_log_q = self.flow.base.log_prob(x0[: self.n_monitor])
         steps = range(len(self.flow), self.n_steps)
@@ -245,12 +282,40 @@ class WGFSampler:
                 bar.close()
         return self
 
+    def _laplace_whitening(self) -> AffineWhitening:
+        assert self.target is not None and self.dim is not None
+        start = self.target.initial_point
+        if start is None:
+            start = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        self.target.validate(start.unsqueeze(0))
+        target, beta = self.target, self.beta
+        return laplace_whitening(lambda x: beta * target.log_density(x), start)
+
+    def _to_target_space(self, z: Tensor) -> Tensor:
+        """Points of the flow's working coordinates in the target's coordinates."""
+        assert self.flow is not None
+        return z if self.flow.whitening is None else self.flow.whitening.forward(z)
+
+    def _working_log_density(self, z: Tensor) -> Tensor:
+        """The training potential in the flow's working coordinates (whitened with
+        ``init="laplace"``; a mini-batch estimate with ``subsample_size``)."""
+        assert self.target is not None
+        return self.target.training_log_density(self._to_target_space(z))
+
     def _prepare_model(self, model_args: tuple, model_kwargs: dict[str, Any]) -> None:
         from wgfinfer.pyro_target import PyroTarget
 
         if self.target is not None and not (model_args or model_kwargs):
             return
-        target = PyroTarget(self.model, model_args, model_kwargs, dtype=self.dtype, device=self.device)
+        target = PyroTarget(
+            self.model,
+            model_args,
+            model_kwargs,
+            dtype=self.dtype,
+            device=self.device,
+            subsample_size=self.subsample_size,
+            seed=self.seed,
+        )
         if self._requested_dim is not None and self._requested_dim != target.dim:
             raise ValueError(
                 f"dim={self._requested_dim} does not match the model's {target.dim} unconstrained "
@@ -285,7 +350,7 @@ class WGFSampler:
         psi, info = icnn_jko_step(
             warm,
             self._particles,
-            self.target.log_density,
+            self._working_log_density,
             self.step_size,
             self.config,
             self._generator,
@@ -304,8 +369,12 @@ class WGFSampler:
         assert log_q is not None
         if not bool(torch.isfinite(particles).all() and torch.isfinite(log_q).all()):
             raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
-        with torch.no_grad():
-            lp = self.target.log_density(monitored)
+        with torch.no_grad():  # full data, also when training on mini-batches
+            lp = self.target.log_density(self._to_target_space(monitored))
+        # KL up to log Z is the same in working and target coordinates (the log-Jacobian cancels)
+        kl_plus_log_z = float((log_q - self.beta * lp).mean())
+        if self.flow.whitening is not None:
+            kl_plus_log_z -= float(self.flow.whitening.log_abs_det)
         self.flow.append(psi)
         self._particles, self._particles_log_q = particles, log_q
         elapsed = time.perf_counter() - start
@@ -318,7 +387,7 @@ class WGFSampler:
                 "w2": info.w2,
                 "potential": info.potential,
                 "log_det": info.log_det,
-                "kl_plus_log_z": float((log_q - self.beta * lp).mean()),
+                "kl_plus_log_z": kl_plus_log_z,
                 "iterations": info.iterations,
                 "wall_time": elapsed,
             }
@@ -509,6 +578,9 @@ class WGFSampler:
             "lr_decay": c.lr_decay,
             "hidden": list(c.hidden),
             "beta": self.beta,
+            "subsample_size": str(self.subsample_size) if self.subsample_size is not None else "none",
+            "init": self._init if isinstance(self._init, str) else type(self._init).__name__,
+            "init_scale": self._init_scale,
             "training_time": self.training_time,
         }
 

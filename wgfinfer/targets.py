@@ -36,6 +36,8 @@ class LogDensityTarget:
             raise TypeError(f"log_density must be callable, got {type(log_density).__name__}")
         self._fn = log_density
         self.dim = int(dim)
+        self.initial_point: Tensor | None = None
+        """Where a mode search starts (``init="laplace"``); ``None`` means the origin."""
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_density(x)
@@ -68,6 +70,10 @@ class LogDensityTarget:
                 f"finite input points, e.g. at x = {example}"
             )
         return out
+
+    def training_log_density(self, x: Tensor) -> Tensor:
+        """The potential the JKO steps train on (the log-density itself; Pyro targets may subsample)."""
+        return self.log_density(x)
 
     def validate(self, probe: Tensor) -> None:
         """Check the log-density on probe points: shape, finiteness and differentiability.

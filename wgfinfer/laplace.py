@@ -1,0 +1,168 @@
+"""Laplace preconditioning: run the flow in the coordinates that whiten the target at its mode.
+
+Posteriors of regression-type models are often much narrower than any fixed ``rho_0`` and strongly
+anisotropic.  A JKO flow from ``N(0, I)`` then spends most of its steps (and its optimiser's
+budget) contracting and rotating mass.  With ``init="laplace"`` the sampler instead
+
+1. finds the mode ``m`` of the log-density (L-BFGS with a strong-Wolfe line search),
+2. takes the Hessian ``H`` of ``-log p`` there and a Cholesky factor ``L`` of ``H^{-1}``,
+3. runs the JKO flow for the whitened target ``z -> log p(m + L z)`` from ``N(0, s^2 I)``,
+4. maps every draw back with ``x = m + L z``; ``log q(x) = log q_z(z) - log|det L|`` stays exact.
+
+The starting measure is then the Laplace approximation (scaled by ``s = init_scale``) and the flow
+only corrects the target's non-Gaussianity.  This is a change of the metric in which the
+Wasserstein flow runs (the W2 cost is measured in whitened coordinates), not of its limit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class AffineWhitening:
+    """The affine map ``x = loc + scale_tril @ z`` from whitened to original coordinates.
+
+    Attributes
+    ----------
+    loc : Tensor
+        ``(d,)`` shift (the mode of the target).
+    scale_tril : Tensor
+        ``(d, d)`` lower-triangular factor with positive diagonal.
+    """
+
+    loc: Tensor
+    scale_tril: Tensor
+
+    @property
+    def log_abs_det(self) -> Tensor:
+        """``log|det scale_tril|``, the log-Jacobian of ``z -> x``."""
+        return torch.diagonal(self.scale_tril).log().sum()
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Whitened ``(n, d)`` points to original coordinates."""
+        return self.loc + z @ self.scale_tril.T
+
+    def inverse(self, x: Tensor) -> Tensor:
+        """Original ``(n, d)`` points to whitened coordinates."""
+        centred = (x - self.loc).T
+        return torch.linalg.solve_triangular(self.scale_tril, centred, upper=False).T
+
+    def to(self, dtype: torch.dtype, device: torch.device) -> AffineWhitening:
+        """A copy with the given dtype and device."""
+        return AffineWhitening(
+            self.loc.to(dtype=dtype, device=device), self.scale_tril.to(dtype=dtype, device=device)
+        )
+
+
+def find_mode(
+    log_density: Callable[[Tensor], Tensor], x0: Tensor, max_iter: int = 500, tol: float = 1e-9
+) -> Tensor:
+    """Maximise ``log_density`` from ``x0`` with L-BFGS (strong-Wolfe line search).
+
+    Parameters
+    ----------
+    log_density : callable
+        Batched log-density ``(n, d) -> (n,)``.
+    x0 : Tensor
+        ``(d,)`` starting point.
+    max_iter : int
+        L-BFGS iterations at most.
+    tol : float
+        Gradient tolerance (max-norm) for convergence.
+
+    Returns
+    -------
+    Tensor
+        ``(d,)`` the mode found.
+
+    Raises
+    ------
+    ValueError
+        If the optimisation leaves the finite values of the log-density (e.g. an improper
+        posterior whose density grows without bound).
+    """
+    x = x0.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [x],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = -log_density(x.unsqueeze(0)).squeeze(0)
+        loss.backward()
+        return loss
+
+    try:
+        optimizer.step(closure)
+    except ValueError as exc:
+        raise ValueError(f"init='laplace': the search for the mode failed: {exc}") from exc
+    x = x.detach()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            "init='laplace': the search for the mode of the log-density diverged (is the posterior "
+            "proper?); pass an explicit init distribution instead"
+        )
+    return x
+
+
+def hessian_of_negative_log_density(log_density: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``-grad^2 log_density(x)`` at one ``(d,)`` point, by automatic differentiation."""
+    hessian = torch.autograd.functional.hessian(lambda v: -log_density(v.unsqueeze(0)).squeeze(0), x)
+    return 0.5 * (hessian + hessian.T)
+
+
+def laplace_whitening(
+    log_density: Callable[[Tensor], Tensor], x0: Tensor, eigenvalue_floor: float = 1e-8
+) -> AffineWhitening:
+    """The whitening map of the Laplace approximation ``N(mode, H^{-1})`` of a log-density.
+
+    Parameters
+    ----------
+    log_density : callable
+        Batched log-density ``(n, d) -> (n,)``.
+    x0 : Tensor
+        ``(d,)`` start of the mode search.
+    eigenvalue_floor : float
+        Relative floor on the Hessian's eigenvalues where it is not positive definite at the mode
+        (a warning is raised then).
+
+    Returns
+    -------
+    AffineWhitening
+        ``loc`` = mode, ``scale_tril`` = Cholesky factor of ``H^{-1}``.  Computed in float64.
+    """
+    dtype, device = x0.dtype, x0.device
+
+    def f64(v: Tensor) -> Tensor:
+        return log_density(v.to(dtype)).to(torch.float64)
+
+    mode = find_mode(f64, x0.detach().to(torch.float64))
+    hessian = hessian_of_negative_log_density(f64, mode)
+    if not bool(torch.isfinite(hessian).all()):
+        raise ValueError("init='laplace': the Hessian of the log-density at its mode is not finite")
+    eigenvalues, vectors = torch.linalg.eigh(hessian)
+    floor = eigenvalue_floor * max(float(eigenvalues.abs().max()), 1.0)
+    if float(eigenvalues.min()) < floor:
+        warnings.warn(
+            "init='laplace': the Hessian of -log p at the mode is not positive definite (smallest "
+            f"eigenvalue {float(eigenvalues.min()):.3g}); its eigenvalues are floored at {floor:.3g}. "
+            "The Laplace approximation is poor here; consider an explicit init distribution.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        eigenvalues = eigenvalues.clamp_min(floor)
+    covariance = (vectors / eigenvalues) @ vectors.T
+    scale_tril = torch.linalg.cholesky(0.5 * (covariance + covariance.T))
+    return AffineWhitening(mode, scale_tril).to(dtype, device)
