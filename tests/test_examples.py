@@ -6,6 +6,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wgfinfer.cli import main as cli_main
@@ -29,3 +30,20 @@ def test_demo_writes_plot_and_report(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "KL(flow || target)" in out and "exact draws of the target" in out
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_logistic_regression_example_saves_netcdf_plot_and_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import arviz as az
+
+    argv = ["bayesian_logistic_regression.py", "--quick", "--num-samples", "256", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(EXAMPLES / "bayesian_logistic_regression.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "PSIS k-hat" in out and "log evidence" in out
+    idata = az.from_netcdf(str(tmp_path / "blr_breast_cancer.nc"))
+    assert idata.posterior["w"].shape == (4, 64, 31)
+    assert {"lp", "log_q", "log_weight", "diverging"} <= set(idata.sample_stats.data_vars)
+    assert np.isfinite(az.loo(idata).elpd_loo)
+    assert (tmp_path / "blr_breast_cancer.png").stat().st_size > 10_000

@@ -317,6 +317,7 @@ DATASETS: dict[str, Callable[..., LogisticData]] = {
     "ringnorm": make_ringnorm,
     "waveform": make_waveform,
     "pima": load_pima,
+    "synthetic": make_synthetic_logistic,
 }
 
 
