@@ -16,11 +16,13 @@ Wasserstein flow runs (the W2 cost is measured in whitened coordinates), not of 
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -166,3 +168,71 @@ def laplace_whitening(
     covariance = (vectors / eigenvalues) @ vectors.T
     scale_tril = torch.linalg.cholesky(0.5 * (covariance + covariance.T))
     return AffineWhitening(mode, scale_tril).to(dtype, device)
+
+
+def fit_gaussian(
+    log_density: Callable[[Tensor], Tensor],
+    start: AffineWhitening,
+    generator: torch.Generator,
+    n_iter: int = 1000,
+    batch_size: int = 256,
+    lr: float = 0.02,
+) -> AffineWhitening:
+    """Refine a Gaussian start by minimising ``KL(N(m, S) || p)`` over full-rank Gaussians.
+
+    The Gaussian is parameterised in ``start``'s whitened coordinates, ``z = a + B e`` with
+    ``e ~ N(0, I)`` and ``B`` lower-triangular with a softplus diagonal, starting from ``a = 0``,
+    ``B = I``; the loss is the reparameterised ``-E[log p(x(z))] - log|det B|`` (the KL up to
+    ``log Z`` and a constant), minimised with Adam.  This is the JKO flow restricted to affine maps
+    with an infinite step, and is far cheaper per iteration than an ICNN step (no Hessians).  For
+    hierarchical posteriors, whose mass can sit far from the joint mode, it moves the start to where
+    the mass is before the flow corrects the shape.
+
+    Parameters
+    ----------
+    log_density : callable
+        Batched log-density ``(n, d) -> (n,)`` in original coordinates.
+    start : AffineWhitening
+        Starting Gaussian ``N(loc, scale_tril scale_tril^T)`` (e.g. the Laplace approximation).
+    generator : torch.Generator
+        CPU generator for the Monte-Carlo draws.
+    n_iter, batch_size, lr : int, int, float
+        Adam iterations, draws per iteration, learning rate (cosine-decayed to ``lr / 10``).
+
+    Returns
+    -------
+    AffineWhitening
+        The fitted Gaussian as a whitening map.
+
+    Raises
+    ------
+    ValueError
+        If the loss becomes non-finite.
+    """
+    d = start.loc.shape[0]
+    dtype, device = start.loc.dtype, start.loc.device
+    shift = torch.zeros(d, dtype=dtype, device=device, requires_grad=True)
+    raw = torch.zeros(d, d, dtype=dtype, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([shift, raw], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * it / n_iter))
+    )
+    offset = math.log(math.e - 1.0)  # softplus(offset) = 1
+
+    def factor() -> Tensor:
+        return torch.tril(raw, -1) + torch.diag(F.softplus(torch.diagonal(raw) + offset))
+
+    for it in range(n_iter):
+        e = torch.randn(batch_size, d, generator=generator, dtype=dtype).to(device)
+        b = factor()
+        x = start.forward(shift + e @ b.T)
+        loss = -log_density(x).mean() - torch.diagonal(b).log().sum()
+        if not bool(torch.isfinite(loss)):
+            raise ValueError(f"init='gaussian': the Gaussian fit diverged at iteration {it}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    with torch.no_grad():
+        b = factor()
+        return AffineWhitening(start.loc + start.scale_tril @ shift, start.scale_tril @ b)

@@ -26,18 +26,22 @@ PRIOR_SHAPE = 1.0
 PRIOR_RATE = 0.01
 
 SETTINGS: dict[str, object] = {
+    "init": "gaussian",
     "step_size": 5.0,
     "n_steps": 6,
     "iters_per_step": 200,
     "hidden": (32, 32),
     "affine_lr_scale": 10.0,
 }
-"""``WGFSampler`` settings used by the example and the benchmark for this model (Laplace start).
+"""``WGFSampler`` settings used by the example and the benchmark for this model.
 
 Measured on breast cancer (32 dimensions), KL(q || p) from the flow's exact densities, with
-``log Z = -52.9`` estimated by importance sampling from a fitted full-rank Gaussian (k-hat 0.65):
-the Laplace start is at KL 15; after training 0.9 with these settings, 2.2 with ``step_size=1``,
-2.9 with ``step_size=1``, ``affine_lr_scale=1``, ``hidden=(64, 64)`` and 5 steps.
+``log Z = -52.9`` estimated by importance sampling from a fitted full-rank Gaussian (k-hat 0.65).
+The hierarchical prior puts the posterior mass far from the joint mode: the Laplace start is at
+KL 15, and the flow from it ends at 0.9 after 6 steps (2.2 with ``step_size=1``; 2.9 with
+``step_size=1``, ``affine_lr_scale=1``, ``hidden=(64, 64)``, 5 steps).  With ``init="gaussian"``
+the start is at KL 0.89 and the flow brings it to 0.69 (k-hat 0.86, test log-lik -0.0615 against
+-0.0638 from the Laplace start).
 """
 
 
