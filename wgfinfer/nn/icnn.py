@@ -179,20 +179,25 @@ class DenseICNN(nn.Module):
         jacobians: list[Tensor] = []  # d u_l / d x, (n, h_l, d)
         hidden_weights = [F.softplus(v) for v in self.raw_hidden_weights]
         activation = slope = jacobian = None
+        all_projections: list[Tensor] = []
         for layer, (a, b, p) in enumerate(
             zip(self.input_weights, self.biases, self.quadratic_factors, strict=True)
         ):
             projections = torch.einsum("hrd,nd->nhr", p, x)
             u = x @ a.T + b + projections.square().sum(-1)
-            jac = a + 2.0 * torch.einsum("nhr,hrd->nhd", projections, p)
             if layer > 0:
-                w = hidden_weights[layer - 1]
-                u = u + activation @ w.T
-                jac = jac + torch.einsum("hk,nkd->nhd", w, slope.unsqueeze(-1) * jacobian)
-            activation, slope, jacobian = F.softplus(u), torch.sigmoid(u), jac
+                u = u + activation @ hidden_weights[layer - 1].T
+            if order >= 2:  # forward-mode Jacobians d u_l / d x, needed for the Hessian only
+                jac = a + 2.0 * torch.einsum("nhr,hrd->nhd", projections, p)
+                if layer > 0:
+                    w = hidden_weights[layer - 1]
+                    jac = jac + torch.einsum("hk,nkd->nhd", w, slope.unsqueeze(-1) * jacobian)
+                jacobian = jac
+                jacobians.append(jac)
+            activation, slope = F.softplus(u), torch.sigmoid(u)
             pre_activations.append(u)
             slopes.append(slope)
-            jacobians.append(jac)
+            all_projections.append(projections)
 
         out_w = F.softplus(self.raw_output_weights)
         lx = x @ self.quadratic.T
@@ -200,10 +205,20 @@ class DenseICNN(nn.Module):
         value = (
             activation @ out_w + 0.5 * s * x.square().sum(-1) + 0.5 * lx.square().sum(-1) + x @ self.linear
         )
-        delta = out_w * slope  # d f / d u_L, (n, h_L)
-        gradient = torch.einsum("nh,nhd->nd", delta, jacobian) + s * x + lx @ self.quadratic + self.linear
+        affine_gradient = s * x + lx @ self.quadratic + self.linear
         if order < 2:
+            # reverse accumulation: O(n h d) per layer instead of the O(n h^2 d) Jacobians
+            gradient = affine_gradient
+            delta = out_w * slope  # d f / d u_L
+            for layer in range(len(self.hidden) - 1, -1, -1):
+                a, p = self.input_weights[layer], self.quadratic_factors[layer]
+                gradient = gradient + delta @ a
+                gradient = gradient + 2.0 * torch.einsum("nh,nhr,hrd->nd", delta, all_projections[layer], p)
+                if layer > 0:
+                    delta = (delta @ hidden_weights[layer - 1]) * slopes[layer - 1]
             return PotentialDerivatives(value, gradient, None)
+        delta = out_w * slope  # d f / d u_L, (n, h_L)
+        gradient = torch.einsum("nh,nhd->nd", delta, jacobian) + affine_gradient
 
         # g_l = d f / d sigma(u_l) and delta_l = g_l * sigma'(u_l), from the last layer back
         outer_grads: list[Tensor] = [out_w.expand_as(slope)]
