@@ -57,6 +57,7 @@ def run(
         diagnostics = sampler.diagnostics(num_samples=num_samples, seed=seed + 2)
     report = {
         "dataset": dataset,
+        "num_samples": num_samples,
         "n_train": int(data.x_train.shape[0]),
         "dim": int(sampler.dim),
         "train_seconds": train_seconds,
@@ -95,7 +96,7 @@ def _print(report: dict[str, Any], out: Path) -> None:
         f"Bayesian logistic regression on {report['dataset']} ({report['n_train']} training rows, "
         f"{report['dim']} dimensions)"
     )
-    print(f"  training: {report['train_seconds']:.1f} s;  {4096} draws: {report['draw_seconds']:.2f} s")
+    print(f"  training: {report['train_seconds']:.1f} s;  {report['num_samples']} draws: {report['draw_seconds']:.2f} s")
     print(f"  test accuracy {report['test_accuracy']:.4f},  test log-lik {report['test_log_lik']:.4f}")
     verdict = "reliable" if report["khat"] <= 0.7 else "unreliable: use get_samples(correct='imh')"
     print(
