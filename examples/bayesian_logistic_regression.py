@@ -96,7 +96,10 @@ def _print(report: dict[str, Any], out: Path) -> None:
         f"Bayesian logistic regression on {report['dataset']} ({report['n_train']} training rows, "
         f"{report['dim']} dimensions)"
     )
-    print(f"  training: {report['train_seconds']:.1f} s;  {report['num_samples']} draws: {report['draw_seconds']:.2f} s")
+    print(
+        f"  training: {report['train_seconds']:.1f} s;  {report['num_samples']} draws: "
+        f"{report['draw_seconds']:.2f} s"
+    )
     print(f"  test accuracy {report['test_accuracy']:.4f},  test log-lik {report['test_log_lik']:.4f}")
     verdict = "reliable" if report["khat"] <= 0.7 else "unreliable: use get_samples(correct='imh')"
     print(
