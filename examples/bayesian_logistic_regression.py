@@ -70,7 +70,11 @@ def run(
         "log_evidence_se": diagnostics["log_evidence_se"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    idata = sampler.to_inference_data(num_samples=num_samples // 4, num_chains=4, seed=seed + 3)
+    # the pointwise log-likelihood holds draws x rows values: leave it out for large data sets
+    small = data.x_train.shape[0] * num_samples <= 50_000_000
+    idata = sampler.to_inference_data(
+        num_samples=num_samples // 4, num_chains=4, seed=seed + 3, log_likelihood=small
+    )
     idata.to_netcdf(str(out / f"blr_{dataset}.nc"))
     (out / f"blr_{dataset}.json").write_text(json.dumps(report, indent=2))
     _plot(idata, out / f"blr_{dataset}.png", dataset)

@@ -191,6 +191,12 @@ def test_inference_data_for_pyro_models(regression_sampler) -> None:
     assert list(summary.index) == ["w[0]", "w[1]", "w[2]"]
 
 
+def test_inference_data_without_log_likelihood_for_large_data(regression_sampler) -> None:
+    idata = regression_sampler[0].to_inference_data(num_samples=20, seed=4, log_likelihood=False)
+    assert "log_likelihood" not in idata.groups() and "observed_data" in idata.groups()
+    assert idata.posterior["w"].shape == (1, 20, 3)
+
+
 def test_summary_prints_a_table(regression_sampler, capsys: pytest.CaptureFixture[str]) -> None:
     regression_sampler[0].summary(num_samples=200, seed=0)
     out = capsys.readouterr().out

@@ -67,9 +67,16 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def inference_data(sampler: WGFSampler, num_samples: int, num_chains: int, generator: torch.Generator) -> Any:
-    """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` and
-    ``observed_data`` from ``num_chains * num_samples`` fresh draws of the flow."""
+def inference_data(
+    sampler: WGFSampler,
+    num_samples: int,
+    num_chains: int,
+    generator: torch.Generator,
+    log_likelihood: bool = True,
+) -> Any:
+    """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` (unless
+    switched off: it holds draws x observations values) and ``observed_data`` from
+    ``num_chains * num_samples`` fresh draws of the flow."""
     from wgfinfer.pyro_target import PyroTarget
 
     target = sampler.target
@@ -85,16 +92,19 @@ def inference_data(sampler: WGFSampler, num_samples: int, num_chains: int, gener
         "log_weight": _np(lp - log_q).reshape(chains),
         "diverging": np.zeros(chains, dtype=bool),
     }
-    log_likelihood = observed = dims = None
+    pointwise = observed = dims = None
     if isinstance(target, PyroTarget):
-        pointwise = target.pointwise_log_likelihood(z)
-        log_likelihood = {name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in pointwise.items()}
+        if log_likelihood:
+            pointwise = {
+                name: _np(v).reshape(chains + tuple(v.shape[1:]))
+                for name, v in target.pointwise_log_likelihood(z).items()
+            }
         observed = {name: v.detach().cpu().numpy() for name, v in target.observed_sites.items()}
         dims = {name: target.site_dims(name) for name in list(posterior) + list(observed)}
     return build_inference_data(
         posterior=posterior,
         sample_stats=sample_stats,
-        log_likelihood=log_likelihood,
+        log_likelihood=pointwise,
         observed_data=observed,
         dims=dims,
         attrs=sampler.attrs(),

@@ -469,7 +469,13 @@ class WGFSampler:
             raise ValueError(f"y must have shape (n, {self.dim}), got {tuple(y.shape)}")
         return self.flow.log_prob(y.to(dtype=self.dtype, device=self.device), tol=tol, max_iter=max_iter)
 
-    def to_inference_data(self, num_samples: int = 1000, num_chains: int = 1, seed: int | None = None):
+    def to_inference_data(
+        self,
+        num_samples: int = 1000,
+        num_chains: int = 1,
+        seed: int | None = None,
+        log_likelihood: bool = True,
+    ):
         """Draws of the flow as ArviZ data, with ``lp``, ``log_q`` and ``log_weight``.
 
         Parameters
@@ -481,6 +487,9 @@ class WGFSampler:
             between-chain diagnostics run.
         seed : int, optional
             Seed for these draws only.
+        log_likelihood : bool
+            For a Pyro model, include the pointwise ``log_likelihood`` group (draws x observations
+            values: switch it off for large data sets).
 
         Returns
         -------
@@ -492,7 +501,7 @@ class WGFSampler:
         num_samples = check_positive_int("num_samples", num_samples)
         num_chains = check_positive_int("num_chains", num_chains)
         self._require_trained()
-        return inference_data(self, num_samples, num_chains, self._generator_for(seed))
+        return inference_data(self, num_samples, num_chains, self._generator_for(seed), log_likelihood)
 
     def get_samples(
         self,
