@@ -31,16 +31,19 @@ def site_samples(target: LogDensityTarget, z: Tensor) -> dict[str, Tensor]:
 
 
 def weighted_draws(
-    sampler: WGFSampler, num_samples: int, generator: torch.Generator
+    sampler: WGFSampler, num_samples: int, generator: torch.Generator, beta: float | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fresh unconstrained draws ``z`` of the flow, their exact ``log q`` and ``lp = beta * log p(z)``.
 
     ``lp - log q`` are the log importance weights every correction and diagnostic is built on.
+    ``beta`` defaults to the sampler's inverse temperature; ``beta=1`` weighs against the untempered
+    target (as an exact MCMC kernel must).
     """
     assert sampler.flow is not None and sampler.target is not None
+    beta = sampler.beta if beta is None else beta
     z, log_q = sampler.flow.sample(num_samples, generator, return_log_prob=True)
     with torch.no_grad():
-        lp = sampler.beta * sampler.target.log_density(z)
+        lp = beta * sampler.target.log_density(z)
     return z, log_q, lp
 
 

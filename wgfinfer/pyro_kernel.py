@@ -27,6 +27,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch import Tensor
 
 from wgfinfer._validation import check_positive_int
+from wgfinfer.outputs import weighted_draws
 from wgfinfer.sampler import WGFSampler
 
 _STREAM = 0x57474B  # separates the kernel's random stream from the sampler's own (same seed)
@@ -176,7 +177,7 @@ class WGFKernel(MCMCKernel):
             z = self._flatten(self._initial_params)
             self._set_state(z, self._log_weight_at(z))
         else:  # sampling-importance-resampling from a block of draws not used as proposals later
-            z, log_q, lp = self._draw(self.block_size)
+            z, log_q, lp = self._draw()
             lw = (lp - log_q).double()
             pick = int(torch.multinomial((lw - lw.max()).exp(), 1, generator=self._generator))
             self._set_state(z[pick], float(lw[pick]))
@@ -253,18 +254,14 @@ class WGFKernel(MCMCKernel):
             key.append(torch.initial_seed())
         return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
-    def _draw(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``n`` flow draws with their exact ``log q`` and the untempered full-data log joint."""
-        flow, target = self.sampler.flow, self.sampler.target
-        assert flow is not None and target is not None and self._generator is not None
-        z, log_q = flow.sample(n, self._generator, return_log_prob=True)
-        with torch.no_grad():
-            lp = target.log_density(z)
-        return z, log_q, lp
+    def _draw(self) -> tuple[Tensor, Tensor, Tensor]:
+        """A block of flow draws, their exact ``log q`` and the untempered full-data log joint."""
+        assert self._generator is not None
+        return weighted_draws(self.sampler, self.block_size, self._generator, beta=1.0)
 
     def _refill(self) -> None:
         assert self._generator is not None
-        z, log_q, lp = self._draw(self.block_size)
+        z, log_q, lp = self._draw()
         log_u = torch.rand(self.block_size, generator=self._generator, dtype=torch.float64).log()
         self._block_z = z
         self._block_lw = (lp - log_q).double().tolist()
