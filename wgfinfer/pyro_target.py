@@ -127,6 +127,7 @@ class PyroTarget(LogDensityTarget):
         """Pyro's initial unconstrained values (``init_to_uniform``), flattened: ``(d,)``."""
         observed_size = sum(v.numel() for v in self.observed_sites.values())
         self._chunk = max(1, 2**23 // max(1, observed_size))
+        self._plate_sizes = self._data_plates()
         self.subsample_sizes = self._resolve_subsample(subsample_size)
         self._subsample_generator = torch.Generator().manual_seed(seed)
         if self.subsample_sizes:
@@ -208,7 +209,7 @@ class PyroTarget(LogDensityTarget):
         """``{plate: mini-batch size}`` from the ``subsample_size`` option (checked)."""
         if subsample_size is None:
             return {}
-        plates = self._data_plates()
+        plates = self._plate_sizes
         if isinstance(subsample_size, bool) or not isinstance(subsample_size, (int, dict)):
             raise TypeError(
                 "subsample_size must be an int or a dict {plate name: int}, got "
@@ -233,9 +234,10 @@ class PyroTarget(LogDensityTarget):
         return {name: size for name, size in subsample_size.items() if size < plates[name]}
 
     def _draw_indices(self) -> dict[str, Tensor]:
-        plates = self._data_plates()
+        """Fresh mini-batch indices (without replacement) for every subsampled plate."""
+        gen = self._subsample_generator
         return {
-            name: torch.randperm(plates[name], generator=self._subsample_generator)[:size].to(self.device)
+            name: torch.randperm(self._plate_sizes[name], generator=gen)[:size].to(self.device)
             for name, size in self.subsample_sizes.items()
         }
 
@@ -261,7 +263,7 @@ class PyroTarget(LogDensityTarget):
         itself, seed 002 sec. 4.4), with fresh indices on every call."""
         if not self.subsample_sizes:
             return self.log_density(z)
-        return self._batched_log_joint(z, self._draw_indices()).to(z.dtype)
+        return self._checked(z, self._batched_log_joint(z, self._draw_indices()).to(z.dtype))
 
     # ------------------------------------------------------------------ log joint
     def _log_joint(self, z: Tensor) -> Tensor:

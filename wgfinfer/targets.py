@@ -52,7 +52,10 @@ class LogDensityTarget:
         ValueError
             If the output does not have shape ``(n,)`` or holds NaN/inf values.
         """
-        out = self._fn(x)
+        return self._checked(x, self._fn(x))
+
+    def _checked(self, x: Tensor, out: object) -> Tensor:
+        """``out`` if it is a finite ``(n,)`` tensor for the ``(n, d)`` points ``x``, else an error."""
         if not isinstance(out, Tensor):
             raise TypeError(f"log_density must return a torch.Tensor of shape (n,), got {type(out).__name__}")
         n = x.shape[0]
