@@ -8,6 +8,30 @@ import torch
 from torch import Tensor
 
 
+def kl_divergence(log_q: Tensor, log_p: Tensor) -> tuple[float, float]:
+    """Monte-Carlo estimate of ``KL(q||p) = E_q[log q - log p]`` and its standard error.
+
+    Parameters
+    ----------
+    log_q, log_p : Tensor
+        ``(n,)`` normalised log-densities of ``q`` and ``p`` at draws of ``q`` (the flow gives
+        ``log q`` exactly at its own draws).
+
+    Returns
+    -------
+    estimate, standard_error : float
+
+    Raises
+    ------
+    ValueError
+        If a log-density difference is not finite.
+    """
+    diff = (log_q - log_p).double()
+    if not bool(torch.isfinite(diff).all()):
+        raise ValueError(f"non-finite log-density differences at {int((~torch.isfinite(diff)).sum())} draws")
+    return float(diff.mean()), math.sqrt(float(diff.var()) / diff.numel())
+
+
 def symmetric_kl(
     log_q_at_q: Tensor, log_p_at_q: Tensor, log_p_at_p: Tensor, log_q_at_p: Tensor
 ) -> tuple[float, float]:
@@ -28,13 +52,6 @@ def symmetric_kl(
     -------
     estimate, standard_error : float
     """
-    forward = (log_q_at_q - log_p_at_q).double()
-    backward = (log_p_at_p - log_q_at_p).double()
-    for name, t in (("draws of q", forward), ("draws of p", backward)):
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(
-                f"non-finite log-density differences at {int((~torch.isfinite(t)).sum())} {name}"
-            )
-    estimate = float(forward.mean() + backward.mean())
-    se = math.sqrt(float(forward.var()) / forward.numel() + float(backward.var()) / backward.numel())
-    return estimate, se
+    forward, forward_se = kl_divergence(log_q_at_q, log_p_at_q)
+    backward, backward_se = kl_divergence(log_p_at_p, log_q_at_p)
+    return forward + backward, math.hypot(forward_se, backward_se)
