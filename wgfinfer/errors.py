@@ -17,3 +17,11 @@ class TrainingDivergedError(WGFError, RuntimeError):
 
 class NonPositiveHessianError(WGFError, ArithmeticError):
     """A Hessian that should be positive definite failed its Cholesky factorisation."""
+
+
+class DensityNotAvailableError(WGFError, NotImplementedError):
+    """The flow's maps have no tractable density (e.g. residual maps of the variational scheme).
+
+    Draws still work; ``log_prob``, ``log q`` and everything built on importance weights need maps
+    with exact log-determinants (``method="icnn"``, or ``method="variational", map="icnn"``).
+    """

@@ -12,9 +12,10 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from wgfinfer.errors import DensityNotAvailableError
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.nn.icnn import DenseICNN
 
@@ -37,14 +38,16 @@ def sample_distribution(
 
 
 class Flow:
-    """Initial measure ``rho_0`` and the list of convex-gradient maps of the JKO steps.
+    """Initial measure ``rho_0`` and the list of transport maps of the JKO steps.
 
     Parameters
     ----------
     base : torch.distributions.Distribution
         The initial measure, event shape ``(d,)``.
-    maps : list of DenseICNN, optional
-        Trained potentials, first step first.
+    maps : list of nn.Module, optional
+        Trained maps, first step first: ``DenseICNN`` potentials (whose gradients are the maps, with
+        exact log-densities) or any module with a ``transport(x)`` method (e.g.
+        :class:`wgfinfer.nn.ResidualMap`; draws only, no densities).
     chunk_size : int
         Points processed at once when pushing or inverting (bounds memory).
     device : str or torch.device
@@ -65,13 +68,29 @@ class Flow:
         self.base = base
         self.whitening = whitening
         self.device = torch.device(device)
-        self.maps: list[DenseICNN] = list(maps or [])
+        self.maps: list[nn.Module] = list(maps or [])
         self.chunk_size = int(chunk_size)
 
     def __len__(self) -> int:
         return len(self.maps)
 
-    def append(self, psi: DenseICNN) -> None:
+    @property
+    def has_density(self) -> bool:
+        """Whether every map is a convex-gradient map, so that exact log-densities exist."""
+        return all(isinstance(m, DenseICNN) for m in self.maps)
+
+    def require_density(self) -> None:
+        """Raise :class:`DensityNotAvailableError` unless the flow has exact log-densities."""
+        if not self.has_density:
+            kinds = sorted({type(m).__name__ for m in self.maps if not isinstance(m, DenseICNN)})
+            raise DensityNotAvailableError(
+                f"this flow's maps ({', '.join(kinds)}) have no tractable density: a residual map is "
+                "not invertible in closed form and its Jacobian log-determinant is not tracked. Use "
+                "map='icnn' (variational scheme) or method='icnn' when you need log_prob, log q, "
+                "importance weights or corrections; draws and KSD work for every map."
+            )
+
+    def append(self, psi: nn.Module) -> None:
         """Add the map of a completed JKO step (its parameters are frozen)."""
         for p in psi.parameters():
             p.requires_grad_(False)
@@ -101,6 +120,8 @@ class Flow:
         log_q : Tensor or None
             ``(n,)`` log-densities of the pushed points, or ``None`` if ``log_q0`` was not given.
         """
+        if log_q0 is not None:
+            self.require_density()
         if x0.shape[0] == 0:
             return x0.clone(), (log_q0.clone() if log_q0 is not None else None)
         xs, lqs = [], []
@@ -108,7 +129,7 @@ class Flow:
         for x, lq in self._chunks(x0, log_q0 if log_q0 is not None else dummy):
             for psi in self.maps:
                 if log_q0 is None:
-                    x = psi.gradient(x)
+                    x = psi.transport(x)
                 else:
                     x, log_det = psi.map_and_log_det(x)
                     lq = lq - log_det
@@ -146,6 +167,7 @@ class Flow:
         converged : Tensor
             ``(n,)`` booleans, ``False`` where any of the inversions did not converge.
         """
+        self.require_density()
         outs: list[tuple[Tensor, Tensor, Tensor]] = []
         for (chunk,) in self._chunks(y):
             x = chunk

@@ -152,6 +152,10 @@ class DenseICNN(nn.Module):
         """The transport map ``grad psi(x)``, shape ``(n, d)``."""
         return self.derivatives(x, order=1).gradient
 
+    def transport(self, x: Tensor) -> Tensor:
+        """The transport map ``grad psi(x)`` (the name every JKO map shares)."""
+        return self.gradient(x)
+
     def hessian(self, x: Tensor) -> Tensor:
         """Hessians ``grad^2 psi(x)``, shape ``(n, d, d)``; symmetric positive definite."""
         hess = self.derivatives(x, order=2).hessian
