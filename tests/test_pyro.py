@@ -263,3 +263,42 @@ def test_unsupported_models_raise_clear_errors() -> None:
         wgfinfer.WGFSampler(lambda x: -x.square().sum(-1), dim=2, progress_bar=False).run(y)
     with pytest.raises(ValueError, match="does not match the model"):
         wgfinfer.WGFSampler(model=scale_model, dim=3, progress_bar=False).run(y)
+
+
+def test_conjugate_posterior_with_the_variational_scheme() -> None:
+    """The same Pyro target through the variational scheme with an ICNN map (densities exist)."""
+    x, y = regression_data()
+    sampler = wgfinfer.WGFSampler(
+        model=linear_regression,
+        method="variational",
+        map="icnn",
+        n_steps=6,
+        iters_per_step=100,
+        hidden=(16, 16),
+        dual_hidden=(32, 32),
+        init_scale=2.0,
+        dtype=torch.float64,
+        progress_bar=False,
+        seed=0,
+    ).run(x, y)
+    check_against_conjugate_posterior(sampler, x, y)
+
+
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto")  # LOO on 100 draws
+def test_resnet_flow_of_a_pyro_model_gives_arviz_data_without_log_q() -> None:
+    x, y = regression_data()
+    sampler = wgfinfer.WGFSampler(
+        model=linear_regression,
+        method="variational",
+        n_steps=2,
+        iters_per_step=20,
+        hidden=(8,),
+        progress_bar=False,
+        seed=0,
+    ).run(x, y)
+    idata = sampler.to_inference_data(num_samples=100, seed=1)
+    assert idata.posterior["w"].shape == (1, 100, 3)
+    assert {"lp", "diverging"} <= set(idata.sample_stats.data_vars)
+    assert "log_q" not in idata.sample_stats
+    assert "no tractable density" in idata.posterior.attrs["flow_density"]
+    assert np.isfinite(az.loo(idata).elpd_loo)

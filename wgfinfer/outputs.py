@@ -82,19 +82,21 @@ def inference_data(
     ``num_chains * num_samples`` fresh draws of the flow."""
     from wgfinfer.pyro_target import PyroTarget
 
-    target = sampler.target
-    assert target is not None
-    z, log_q, lp = weighted_draws(sampler, num_samples * num_chains, generator)
+    target, flow = sampler.target, sampler.flow
+    assert target is not None and flow is not None
     chains = (num_chains, num_samples)
+    if flow.has_density:
+        z, log_q, lp = weighted_draws(sampler, num_samples * num_chains, generator)
+        density_stats = {"log_q": _np(log_q).reshape(chains), "log_weight": _np(lp - log_q).reshape(chains)}
+    else:  # draws only: attrs["flow_density"] says why log_q and log_weight are missing
+        z = flow.sample(num_samples * num_chains, generator)
+        with torch.no_grad():
+            lp = sampler.beta * target.log_density(z)
+        density_stats = {}
     posterior = {
         name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in site_samples(target, z).items()
     }
-    sample_stats = {
-        "lp": _np(lp).reshape(chains),
-        "log_q": _np(log_q).reshape(chains),
-        "log_weight": _np(lp - log_q).reshape(chains),
-        "diverging": np.zeros(chains, dtype=bool),
-    }
+    sample_stats = {"lp": _np(lp).reshape(chains), **density_stats, "diverging": np.zeros(chains, dtype=bool)}
     pointwise = observed = dims = None
     if isinstance(target, PyroTarget):
         if log_likelihood:

@@ -6,7 +6,6 @@ scheme and answers questions about the trained flow (draws, densities, Inference
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,15 +14,20 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float, check_positive_int, resolve_dim
-from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
 from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
+from wgfinfer.nn.mlp import DualNetwork
 from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weighted_draws
-from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
+from wgfinfer.schemes import METHODS, scheme_config
+from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden
 from wgfinfer.targets import LogDensityTarget
+from wgfinfer.training import run_jko_step
 
-METHODS = ("icnn",)
+NO_DENSITY_NOTE = (
+    "unavailable: residual maps (map='resnet' or 'linear') have no tractable density, so log_q and "
+    "log_weight are omitted; use map='icnn' for them"
+)
 INITS = ("laplace", "gaussian", "normal")
 
 
@@ -41,9 +45,12 @@ class WGFSampler:
         operations.
     dim : int, optional
         Dimension ``d``; inferred from ``init`` when omitted.
-    method : {"icnn"}
+    method : {"icnn", "variational"}
         The JKO scheme. ``"icnn"``: gradient of an input-convex network with the exact log-det of its
-        Hessian (seed 002).
+        Hessian (seed 002); draws come with exact densities.  ``"variational"``: a transport map and
+        a dual network trained on the variational formula of the KL divergence (seeds 000/001): no
+        log-det in training, so the cost per iteration hardly grows with the dimension; densities
+        only with ``map="icnn"``.  See ``docs/methods.md``.
     step_size : float, default 1.0
         JKO step ``h`` (time of the gradient flow covered by one step).  The scheme is implicit and
         stable for any ``h``; large steps reach the target in fewer steps, small ones (e.g. 0.05)
@@ -65,7 +72,23 @@ class WGFSampler:
         ``lr``.  Larger values let the maps shift and rescale mass faster, which matters when the
         start is far from the target in whitened units (see ``wgfinfer.logistic.SETTINGS``).
     hidden : sequence of int, default (64, 64)
-        ICNN hidden widths.
+        Hidden widths of the maps (the ICNN, or the residual MLP of ``map="resnet"``).
+    map : {"resnet", "icnn", "linear"}, optional
+        Variational scheme only (default ``"resnet"``): ``T(x) = x + MLP(x)``; the gradient of an
+        ICNN (invertible: ``log_prob``, ``log q`` and the importance diagnostics work, log-dets are
+        computed only when asked for); or an affine residual map (Gaussian targets, OU flows).
+    dual_hidden : sequence of int, default (64, 64, 64)
+        Variational scheme only: hidden widths of the dual network ``h``.
+    dual_head : {"softplus", "expm1", "exp"}, default "softplus"
+        Variational scheme only: positive output head of ``h`` (``"expm1"``: ``h = exp(hbar) - 1``
+        with a bounded ``hbar``, seed 001 App. E.2; see ``docs/methods.md`` for the measurement that
+        chose it).
+    dual_steps : int, default 3
+        Variational scheme only: Adam steps on ``h`` per outer iteration (seed default).
+    map_steps : int, default 1
+        Variational scheme only: Adam steps on ``T`` per outer iteration (seed default).
+    dual_lr : float, optional
+        Variational scheme only: learning rate of ``h`` (default: ``lr``).
     init : {"laplace", "gaussian", "normal"} or torch.distributions.Distribution, optional
         Initial measure ``rho_0``.  ``"normal"``: ``N(0, init_scale^2 I)``.  ``"laplace"``: the
         Laplace approximation at the mode, ``N(mode, init_scale^2 H^{-1})``, and the flow runs in the
@@ -114,10 +137,13 @@ class WGFSampler:
     Attributes
     ----------
     history : list of dict
-        One entry per completed JKO step: ``step``, ``loss``, ``w2``, ``potential``, ``log_det``,
-        ``kl_plus_log_z`` (``E_q[log q - beta * log_density]``, the KL divergence to the target up to
-        its unknown ``log Z``, estimated on the particle pool with exact ``log q``), ``iterations``,
-        ``wall_time``.
+        One entry per completed JKO step: ``step``, ``time`` (flow time ``(k+1) h``), ``loss``,
+        ``w2``, ``potential``, ``kl_plus_log_z`` (``E_q[log q - beta * log_density]``, the KL
+        divergence to the target up to its unknown ``log Z``, on the full data), ``iterations``,
+        ``wall_time``.  ICNN scheme: ``kl_plus_log_z`` uses the exact ``log q`` of ``n_monitor`` pool
+        particles, and ``log_det`` is the step's entropy gain.  Variational scheme:
+        ``kl_plus_log_z`` is the variational estimate (seed 001 Fig. 3b; no ``log q`` needed) with
+        its standard error ``kl_plus_log_z_se``, and ``dual_objective`` is the dual's objective.
 
     Examples
     --------
@@ -142,6 +168,12 @@ class WGFSampler:
         lr_decay: float = 0.1,
         affine_lr_scale: float = 1.0,
         hidden: Sequence[int] = (64, 64),
+        map: str | None = None,
+        dual_hidden: Sequence[int] = (64, 64, 64),
+        dual_head: str = "softplus",
+        dual_steps: int = 3,
+        map_steps: int = 1,
+        dual_lr: float | None = None,
         init: Distribution | str | None = None,
         init_scale: float = 1.0,
         beta: float = 1.0,
@@ -181,22 +213,27 @@ class WGFSampler:
         self.seed = seed
         self.method = method
         self.progress_bar = bool(progress_bar)
-        self.config = ICNNSchemeConfig(
+        self.config = scheme_config(
+            method,
             hidden=as_hidden(hidden),
-            rank=check_positive_int("rank", rank, allow_zero=True),
-            strong_convexity=check_positive_float("strong_convexity", strong_convexity, upper=1.0),
             iters_per_step=check_positive_int("iters_per_step", iters_per_step),
             batch_size=check_positive_int("batch_size", batch_size),
             lr=check_positive_float("lr", lr),
             lr_decay=check_positive_float("lr_decay", lr_decay, upper=1.0, inclusive_upper=True),
+            rank=check_positive_int("rank", rank, allow_zero=True),
+            strong_convexity=check_positive_float("strong_convexity", strong_convexity, upper=1.0),
             affine_lr_scale=check_positive_float("affine_lr_scale", affine_lr_scale),
+            map=map,
+            dual_hidden=as_hidden(dual_hidden),
+            dual_head=dual_head,
+            dual_steps=check_positive_int("dual_steps", dual_steps),
+            map_steps=check_positive_int("map_steps", map_steps),
+            dual_lr=lr if dual_lr is None else check_positive_float("dual_lr", dual_lr),
         )
         if n_particles is None:
             n_particles = self.config.iters_per_step * self.config.batch_size
         self.n_particles = check_positive_int("n_particles", n_particles)
         self.n_monitor = min(check_positive_int("n_monitor", n_monitor), self.n_particles)
-        if any(h < 1 for h in self.config.hidden) or not self.config.hidden:
-            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden}")
         self.model = model
         if init is None:
             init = "laplace" if model is not None else "normal"
@@ -219,6 +256,7 @@ class WGFSampler:
         self._generator = torch.Generator().manual_seed(seed)
         self._particles: Tensor | None = None
         self._particles_log_q: Tensor | None = None
+        self._dual: DualNetwork | None = None  # the variational scheme's h, carried across steps
 
     @property
     def _init_distribution(self) -> Distribution | None:
@@ -285,7 +323,7 @@ class WGFSampler:
             bar = tqdm(total=self.n_steps, initial=len(self.flow), desc="JKO steps", unit="step")
         try:
             for k in steps:
-                self._run_step(k, bar)
+                run_jko_step(self, k, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -346,69 +384,6 @@ class WGFSampler:
                 f"{dict(target.site_shapes)}"
             )
         self.target = target
-
-    def _run_step(self, k: int, bar: Any) -> None:
-        assert self.flow is not None and self.target is not None
-        assert self._particles is not None and self._particles_log_q is not None
-        start = time.perf_counter()
-        warm = (
-            self.flow.maps[-1]
-            if self.flow.maps and self.config.warm_start
-            else new_potential(self.dim, self.config, self._generator, self.dtype, self.device)
-        )
-
-        def report(it: int, loss: float) -> None:
-            if bar is not None and (it % 50 == 0 or it == self.config.iters_per_step - 1):
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-
-        psi, info = icnn_jko_step(
-            warm,
-            self._particles,
-            self._working_log_density,
-            self.step_size,
-            self.config,
-            self._generator,
-            beta=self.beta,
-            step_index=k,
-            callback=report,
-        )
-        single = Flow(self.flow.base, [psi], chunk_size=self.flow.chunk_size, device=self.device)
-        m = self.n_monitor
-        try:
-            monitored, log_q = single.push(self._particles[:m], self._particles_log_q)
-            rest, _ = single.push(self._particles[m:])
-        except NonPositiveHessianError as exc:
-            raise TrainingDivergedError(f"JKO step {k}: pushing the particle pool failed: {exc}") from exc
-        particles = torch.cat([monitored, rest])
-        assert log_q is not None
-        if not bool(torch.isfinite(particles).all() and torch.isfinite(log_q).all()):
-            raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
-        with torch.no_grad():  # full data, also when training on mini-batches
-            lp = self.target.log_density(self._to_target_space(monitored))
-        # KL up to log Z is the same in working and target coordinates (the log-Jacobian cancels)
-        kl_plus_log_z = float((log_q - self.beta * lp).mean())
-        if self.flow.whitening is not None:
-            kl_plus_log_z -= float(self.flow.whitening.log_abs_det)
-        self.flow.append(psi)
-        self._particles, self._particles_log_q = particles, log_q
-        elapsed = time.perf_counter() - start
-        self.training_time += elapsed
-        self.history.append(
-            {
-                "step": k + 1,
-                "time": (k + 1) * self.step_size,
-                "loss": info.loss,
-                "w2": info.w2,
-                "potential": info.potential,
-                "log_det": info.log_det,
-                "kl_plus_log_z": kl_plus_log_z,
-                "iterations": info.iterations,
-                "wall_time": elapsed,
-            }
-        )
-        if bar is not None:
-            bar.set_postfix(loss=f"{info.loss:.4g}")
-            bar.update(1)
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:
@@ -589,7 +564,7 @@ class WGFSampler:
         from wgfinfer import __version__
 
         c = self.config
-        return {
+        attrs: dict[str, Any] = {
             "inference_library": "wgfinfer",
             "inference_library_version": __version__,
             "method": self.method,
@@ -599,14 +574,28 @@ class WGFSampler:
             "batch_size": c.batch_size,
             "lr": c.lr,
             "lr_decay": c.lr_decay,
-            "affine_lr_scale": c.affine_lr_scale,
             "hidden": list(c.hidden),
-            "beta": self.beta,
-            "subsample_size": str(self.subsample_size) if self.subsample_size is not None else "none",
-            "init": self._init if isinstance(self._init, str) else type(self._init).__name__,
-            "init_scale": self._init_scale,
-            "training_time": self.training_time,
         }
+        if isinstance(c, ICNNSchemeConfig):
+            attrs["affine_lr_scale"] = c.affine_lr_scale
+        else:
+            attrs.update(
+                map=c.map,
+                dual_hidden=list(c.dual_hidden),
+                dual_head=c.dual_head,
+                dual_steps=c.dual_steps,
+                map_steps=c.map_steps,
+                dual_lr=c.dual_lr,
+            )
+        attrs.update(
+            beta=self.beta,
+            subsample_size=str(self.subsample_size) if self.subsample_size is not None else "none",
+            init=self._init if isinstance(self._init, str) else type(self._init).__name__,
+            init_scale=self._init_scale,
+            training_time=self.training_time,
+            flow_density="exact" if self.flow is None or self.flow.has_density else NO_DENSITY_NOTE,
+        )
+        return attrs
 
     def __repr__(self) -> str:
         return (

@@ -177,6 +177,11 @@ def icnn_jko_step(
                 f"JKO step {step_index}, iteration {it}: the transport map returned non-finite points"
             )
         w2 = (y - x).square().sum(-1).mean()
+        if not torch.isfinite(w2):
+            raise TrainingDivergedError(
+                f"JKO step {step_index}, iteration {it}: the transport distance overflowed "
+                "(the map sends particles to infinity)"
+            )
         potential = -log_density(y).mean()
         entropy_gain = log_det.mean()
         loss = w2 / (2.0 * step_size) + potential - entropy_gain / beta

@@ -1,0 +1,144 @@
+"""One JKO step of the sampler's training loop, for each scheme.
+
+The scheme modules fit a map from particles; this module does what the sampler needs around that:
+warm starts, pushing the cached particle pool through the new map (once), the per-step monitor of
+``KL(rho_k || target) - log Z`` on the full data, the history entry and divergence checks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
+from wgfinfer.flow import Flow
+from wgfinfer.schemes.icnn import ICNNSchemeConfig, icnn_jko_step, new_potential
+from wgfinfer.schemes.variational import new_dual, new_map, variational_jko_step, variational_kl
+
+if TYPE_CHECKING:
+    from wgfinfer.sampler import WGFSampler
+
+
+def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
+    """Train JKO step ``k`` of ``sampler``, push its particle pool and record the step in history."""
+    assert sampler.flow is not None and sampler.target is not None and sampler._particles is not None
+    start = time.perf_counter()
+
+    def report(it: int, loss: float) -> None:
+        if bar is not None and (it % 50 == 0 or it == sampler.config.iters_per_step - 1):
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    if isinstance(sampler.config, ICNNSchemeConfig):
+        record = _icnn_step(sampler, k, report)
+    else:
+        record = _variational_step(sampler, k, report)
+    elapsed = time.perf_counter() - start
+    sampler.training_time += elapsed
+    sampler.history.append(
+        {"step": k + 1, "time": (k + 1) * sampler.step_size, **record, "wall_time": elapsed}
+    )
+    if bar is not None:
+        bar.set_postfix(loss=f"{record['loss']:.4g}")
+        bar.update(1)
+
+
+def _full_data_lp(sampler: WGFSampler, working_points: Tensor) -> Tensor:
+    """Log target on the full data (also when training on mini-batches) at working-space points."""
+    assert sampler.target is not None
+    with torch.no_grad():
+        return sampler.target.log_density(sampler._to_target_space(working_points))
+
+
+def _whitening_correction(flow: Flow) -> float:
+    # KL up to log Z is the same in working and target coordinates once log q carries the
+    # whitening's log-Jacobian
+    return 0.0 if flow.whitening is None else float(flow.whitening.log_abs_det)
+
+
+def _icnn_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any]:
+    flow, config = sampler.flow, sampler.config
+    assert flow is not None and sampler._particles_log_q is not None
+    warm = (
+        flow.maps[-1]
+        if flow.maps and config.warm_start
+        else new_potential(sampler.dim, config, sampler._generator, sampler.dtype, sampler.device)
+    )
+    psi, info = icnn_jko_step(
+        warm,
+        sampler._particles,
+        sampler._working_log_density,
+        sampler.step_size,
+        config,
+        sampler._generator,
+        beta=sampler.beta,
+        step_index=k,
+        callback=report,
+    )
+    single = Flow(flow.base, [psi], chunk_size=flow.chunk_size, device=sampler.device)
+    m = sampler.n_monitor
+    try:
+        monitored, log_q = single.push(sampler._particles[:m], sampler._particles_log_q)
+        rest, _ = single.push(sampler._particles[m:])
+    except NonPositiveHessianError as exc:
+        raise TrainingDivergedError(f"JKO step {k}: pushing the particle pool failed: {exc}") from exc
+    particles = torch.cat([monitored, rest])
+    assert log_q is not None
+    if not bool(torch.isfinite(particles).all() and torch.isfinite(log_q).all()):
+        raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
+    lp = _full_data_lp(sampler, monitored)
+    kl_plus_log_z = float((log_q - sampler.beta * lp).mean()) - _whitening_correction(flow)
+    flow.append(psi)
+    sampler._particles, sampler._particles_log_q = particles, log_q
+    return {
+        "loss": info.loss,
+        "w2": info.w2,
+        "potential": info.potential,
+        "log_det": info.log_det,
+        "kl_plus_log_z": kl_plus_log_z,
+        "iterations": info.iterations,
+    }
+
+
+@torch.no_grad()
+def _push_pool(transport: nn.Module, particles: Tensor, chunk_size: int) -> Tensor:
+    return torch.cat([transport.transport(c) for c in particles.split(chunk_size)])
+
+
+def _variational_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any]:
+    flow, config = sampler.flow, sampler.config
+    assert flow is not None
+    args = (sampler.dim, config, sampler._generator, sampler.dtype, sampler.device)
+    warm = flow.maps[-1] if flow.maps else new_map(*args)
+    dual = sampler._dual if sampler._dual is not None else new_dual(*args)
+    transport, dual, info = variational_jko_step(
+        warm,
+        dual,
+        sampler._particles,
+        sampler._working_log_density,
+        sampler.step_size,
+        config,
+        sampler._generator,
+        beta=sampler.beta,
+        step_index=k,
+        callback=report,
+    )
+    particles = _push_pool(transport, sampler._particles, flow.chunk_size)
+    if not bool(torch.isfinite(particles).all()):
+        raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
+    monitored = particles[: sampler.n_monitor]
+    lp = _full_data_lp(sampler, monitored)
+    kl, kl_se = variational_kl(dual, info.reference, monitored, lp, sampler._generator, sampler.beta)
+    flow.append(transport)
+    sampler._particles, sampler._dual = particles, dual
+    return {
+        "loss": info.loss,
+        "w2": info.w2,
+        "potential": info.potential,
+        "dual_objective": info.dual_objective,
+        "kl_plus_log_z": kl - _whitening_correction(flow),
+        "kl_plus_log_z_se": kl_se,
+        "iterations": info.iterations,
+    }
