@@ -161,3 +161,145 @@ class GaussianMixture:
         """Index of the most likely component of each point."""
         means = self.means.to(dtype=x.dtype, device=x.device)
         return (x.unsqueeze(1) - means).square().sum(-1).argmin(dim=1)
+
+
+def ou_kalman_filter(
+    a: float,
+    beta: float,
+    mean0: float,
+    var0: float,
+    times: np.ndarray,
+    values: np.ndarray,
+    noise_std: float,
+    t_final: float,
+) -> dict[str, np.ndarray | float]:
+    """Exact Kalman filter of the 1-D OU process observed with Gaussian noise.
+
+    The state follows ``dX = -a X dt + sqrt(2 / beta) dW`` (potential ``Phi(x) = a x^2 / 2``) from
+    ``X_0 ~ N(mean0, var0)``; over a time ``s`` the transition is ``N(e^{-a s} m,
+    e^{-2 a s} v + (1 - e^{-2 a s}) / (a beta))``.  Observations ``Y_k = X_{t_k} + N(0, noise_std^2)``.
+
+    Parameters
+    ----------
+    a, beta : float
+        Drift rate and inverse temperature, both positive.
+    mean0, var0 : float
+        Mean and variance (``>= 0``) of ``X_0``.
+    times : array_like
+        ``(K,)`` strictly increasing observation times, all ``>= 0``.
+    values : array_like
+        ``(K,)`` (or ``(K, 1)``) observations.
+    noise_std : float
+        Standard deviation of the observation noise, positive.
+    t_final : float
+        Time of the final prediction, ``>= times[-1]``.
+
+    Returns
+    -------
+    dict
+        ``means``, ``variances``: ``(K,)`` posteriors after each update; ``pred_means``,
+        ``pred_variances``: ``(K,)`` predictions before each update; ``final_mean``,
+        ``final_variance``: the prediction at ``t_final``; ``log_evidence``: ``sum_k log
+        N(Y_k; m_pred, v_pred + noise_std^2)``; ``log_evidence_increments``: ``(K,)`` its terms.
+    """
+    a, beta, noise_std = float(a), float(beta), float(noise_std)
+    mean, var = float(mean0), float(var0)
+    for name, value in (("a", a), ("beta", beta), ("noise_std", noise_std)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be finite and positive, got {value}")
+    if not (math.isfinite(mean) and math.isfinite(var) and var >= 0):
+        raise ValueError(f"need a finite mean0 and a finite var0 >= 0, got {mean}, {var}")
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if times.shape != values.shape:
+        raise ValueError(f"times and values must have the same length, got {times.size} and {values.size}")
+    if np.any(~np.isfinite(times)) or np.any(times < 0) or np.any(np.diff(times) <= 0):
+        raise ValueError(f"times must be finite, >= 0 and strictly increasing, got {times.tolist()}")
+    t_final = float(t_final)
+    if times.size and not t_final >= times[-1]:
+        raise ValueError(f"t_final must be >= the last observation time {times[-1]}, got {t_final}")
+
+    def predict(mean: float, var: float, span: float) -> tuple[float, float]:
+        decay = math.exp(-a * span)
+        return decay * mean, decay**2 * var - math.expm1(-2 * a * span) / (a * beta)
+
+    r = noise_std**2
+    out: dict[str, list[float]] = {
+        k: [] for k in ("means", "variances", "pred_means", "pred_variances", "log_evidence_increments")
+    }
+    t = 0.0
+    for t_k, y in zip(times.tolist(), values.tolist(), strict=True):
+        mean, var = predict(mean, var, t_k - t)
+        out["pred_means"].append(mean)
+        out["pred_variances"].append(var)
+        s = var + r
+        out["log_evidence_increments"].append(-0.5 * (math.log(2 * math.pi * s) + (y - mean) ** 2 / s))
+        gain = var / s
+        mean, var = mean + gain * (y - mean), var * r / s
+        out["means"].append(mean)
+        out["variances"].append(var)
+        t = t_k
+    final_mean, final_var = predict(mean, var, t_final - t)
+    result: dict[str, np.ndarray | float] = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    result.update(
+        final_mean=final_mean,
+        final_variance=final_var,
+        log_evidence=float(np.sum(out["log_evidence_increments"])),
+    )
+    return result
+
+
+def ou_jko_kalman_filter(
+    a: float,
+    beta: float,
+    mean0: float,
+    var0: float,
+    times: np.ndarray,
+    values: np.ndarray,
+    noise_std: float,
+    t_final: float,
+    step_size: float,
+) -> dict[str, np.ndarray | float]:
+    """The exact filter of the *JKO-discretised* 1-D OU process: :func:`ou_kalman_filter` with each
+    prediction replaced by exact Gaussian JKO steps.
+
+    A JKO filter (``wgfinfer.filtering.JKOFilter``) splits every interval between observations into
+    ``round(length / step_size)`` equal JKO steps (at least one); for a Gaussian law and the quadratic
+    potential ``a x^2 / 2`` every step is exactly Gaussian, so this recursion is what a filter with
+    perfectly trained maps computes, separating the optimisation error from the time-discretisation
+    error.  The JKO step for temperature ``1 / beta`` with step ``h`` is the ``beta = 1`` step for the
+    potential ``beta a x^2 / 2`` with step ``h / beta`` (:func:`ou_jko_gaussian`).
+
+    Returns the same keys as :func:`ou_kalman_filter` (without the ``pred_*`` ones).
+    """
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    a_scaled = np.array([[float(beta) * float(a)]])
+
+    def predict(mean: float, var: float, span: float) -> tuple[float, float]:
+        n_steps = max(1, round(span / step_size))
+        m, v = ou_jko_gaussian(
+            a_scaled, np.zeros(1), np.array([mean]), np.array([[var]]), span / n_steps / beta, n_steps
+        )
+        return float(m[0]), float(v[0, 0])
+
+    r = float(noise_std) ** 2
+    mean, var, t = float(mean0), float(var0), 0.0
+    means, variances, increments = [], [], []
+    for t_k, y in zip(times.tolist(), values.tolist(), strict=True):
+        mean, var = predict(mean, var, t_k - t)
+        s = var + r
+        increments.append(-0.5 * (math.log(2 * math.pi * s) + (y - mean) ** 2 / s))
+        mean, var = mean + var / s * (y - mean), var * r / s
+        means.append(mean)
+        variances.append(var)
+        t = t_k
+    final_mean, final_var = predict(mean, var, t_final - t) if t_final > t else (mean, var)
+    return {
+        "means": np.asarray(means),
+        "variances": np.asarray(variances),
+        "final_mean": final_mean,
+        "final_variance": final_var,
+        "log_evidence": float(sum(increments)),
+        "log_evidence_increments": np.asarray(increments),
+    }

@@ -1,0 +1,199 @@
+"""The filtering problem: a Langevin diffusion observed with noise at discrete times.
+
+``dX = -grad Phi(X) dt + sqrt(2 / beta) dW``, ``X_0 ~ initial``; observations ``Y_k`` at times
+``t_1 < ... < t_K`` with likelihood ``p(Y_k | X_{t_k} = x)`` (seed 002 §3.4; seed 003 for the
+constants of the benchmark problem).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent
+
+from wgfinfer._validation import check_positive_float
+
+PotentialFn = Callable[[Tensor], Tensor]
+
+
+def _as_vector_distribution(initial: Distribution) -> Distribution:
+    if not isinstance(initial, Distribution):
+        raise TypeError(f"initial must be a torch.distributions.Distribution, got {type(initial).__name__}")
+    if initial.batch_shape != torch.Size():
+        raise ValueError(f"initial must have no batch shape, got {tuple(initial.batch_shape)}")
+    if len(initial.event_shape) == 0:  # a scalar law: the 1-D process
+        return Independent(initial.expand(torch.Size([1])), 1)
+    if len(initial.event_shape) != 1:
+        raise ValueError(f"initial must have event shape (d,) or (), got {tuple(initial.event_shape)}")
+    return initial
+
+
+class LangevinDiffusion:
+    """``dX = -grad Phi(X) dt + sqrt(2 / beta) dW`` from ``X_0 ~ initial``, in any dimension.
+
+    Its law follows the Fokker-Planck equation, the Wasserstein gradient flow of
+    ``E[Phi] - beta^{-1} H``; the JKO filter's maps are the JKO steps of that flow.
+
+    Parameters
+    ----------
+    potential : callable
+        ``Phi``: ``(n, d)`` points to ``(n,)`` values, differentiable torch code.
+    beta : float
+        Inverse temperature.
+    initial : torch.distributions.Distribution
+        Law of ``X_0``; event shape ``(d,)``, or a scalar distribution for ``d = 1``.
+    """
+
+    def __init__(
+        self, potential: PotentialFn, beta: float = 1.0, initial: Distribution | None = None
+    ) -> None:
+        if not callable(potential):
+            raise TypeError(f"potential must be callable, got {type(potential).__name__}")
+        if initial is None:
+            raise TypeError("initial (a torch distribution of X_0) is required")
+        self.potential = potential
+        self.beta = check_positive_float("beta", beta)
+        self.initial = _as_vector_distribution(initial)
+        self.dim = int(self.initial.event_shape[0])
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """``-Phi(x)``: the stationary law is ``prop. to exp(beta * log_density)``."""
+        return -self.potential(x)
+
+    def drift(self, x: Tensor) -> Tensor:
+        """``-grad Phi(x)`` by autograd, shape ``(n, d)``."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.potential(x).sum(), x)
+        return -grad
+
+    def simulate(self, x0: Tensor, duration: float, dt: float, generator: torch.Generator) -> Tensor:
+        """Euler-Maruyama from ``x0`` (``(n, d)``) over ``duration`` with steps of at most ``dt``."""
+        n_steps = max(1, math.ceil(duration / dt - 1e-9))
+        step = duration / n_steps
+        scale = math.sqrt(2.0 * step / self.beta)
+        x = x0
+        for _ in range(n_steps):
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            x = x + step * self.drift(x) + scale * noise
+        return x.detach()
+
+
+def _check_times(times: Tensor) -> Tensor:
+    times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+    if times.numel() == 0:
+        raise ValueError("observations need at least one observation time")
+    if not bool(torch.isfinite(times).all()) or bool((times <= 0).any()):
+        raise ValueError(
+            f"observation times must be finite and > 0 (the process starts at 0), got {times.tolist()}"
+        )
+    if bool((times[1:] <= times[:-1]).any()):
+        raise ValueError(f"observation times must be strictly increasing, got {times.tolist()}")
+    return times
+
+
+class Observations:
+    """Observations ``Y_k`` at times ``t_k`` with a user-given likelihood ``log p(Y_k | x)``.
+
+    Parameters
+    ----------
+    times : sequence of float
+        Strictly increasing observation times, all > 0.
+    values : Tensor
+        ``(K, ...)``: one observation per time (any shape the likelihood understands).
+    log_likelihood : callable
+        ``log_likelihood(y_k, x)`` with ``x`` of shape ``(n, d)`` returns ``(n,)`` log-likelihoods.
+    """
+
+    def __init__(
+        self,
+        times: Sequence[float] | Tensor,
+        values: Tensor,
+        log_likelihood: Callable[[Tensor, Tensor], Tensor],
+    ) -> None:
+        self.times = _check_times(times)
+        values = torch.as_tensor(values)
+        if values.shape[0] != self.times.numel():
+            raise ValueError(
+                f"values must hold one observation per time: {self.times.numel()} times, "
+                f"{values.shape[0]} values"
+            )
+        if not callable(log_likelihood):
+            raise TypeError(f"log_likelihood must be callable, got {type(log_likelihood).__name__}")
+        self.values = values
+        self._log_likelihood = log_likelihood
+
+    def __len__(self) -> int:
+        return int(self.times.numel())
+
+    def log_likelihood(self, k: int, x: Tensor) -> Tensor:
+        """``log p(Y_k | X_{t_k} = x)`` for ``(n, d)`` points, checked to be ``(n,)`` and not NaN."""
+        out = self._log_likelihood(self.values[k].to(x.device), x)
+        if not isinstance(out, Tensor) or out.shape != (x.shape[0],):
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"log_likelihood must return shape ({x.shape[0]},) for {x.shape[0]} points, got {shape}"
+            )
+        if bool(torch.isnan(out).any()):
+            raise ValueError(f"log_likelihood returned NaN for observation {k} (time {float(self.times[k])})")
+        return out.to(x.dtype)
+
+
+class GaussianObservations(Observations):
+    """``Y_k = X_{t_k} + v_k``, ``v_k ~ N(0, noise_std^2 I)``.
+
+    Parameters
+    ----------
+    times : sequence of float
+        Strictly increasing observation times, all > 0.
+    values : Tensor
+        ``(K, d)`` observations, or ``(K,)`` for ``d = 1``.
+    noise_std : float
+        Standard deviation of the observation noise.
+    """
+
+    def __init__(self, times: Sequence[float] | Tensor, values: Tensor, noise_std: float = 1.0) -> None:
+        self.noise_std = check_positive_float("noise_std", noise_std)
+        values = torch.as_tensor(values, dtype=torch.float64)
+        if values.ndim == 1:
+            values = values.unsqueeze(-1)
+        if values.ndim != 2:
+            raise ValueError(f"values must have shape (K, d) or (K,), got {tuple(values.shape)}")
+        super().__init__(times, values, self._gaussian)
+
+    def _gaussian(self, y: Tensor, x: Tensor) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != y.shape[-1]:
+            raise ValueError(f"points must have shape (n, {y.shape[-1]}), got {tuple(x.shape)}")
+        s = self.noise_std
+        sq = (x - y.to(x.dtype)).square().sum(-1)
+        return -0.5 * sq / s**2 - x.shape[1] * (math.log(s) + 0.5 * math.log(2 * math.pi))
+
+    @classmethod
+    def of_path(
+        cls,
+        diffusion: LangevinDiffusion,
+        times: Sequence[float],
+        noise_std: float,
+        generator: torch.Generator,
+        dt: float = 1e-3,
+    ) -> tuple[GaussianObservations, Tensor]:
+        """Simulate one path of ``diffusion`` (Euler-Maruyama, step ``dt``) and observe it with noise.
+
+        Returns the observations and the path's states at the observation times, ``(K, d)``.
+        """
+        times_t = _check_times(torch.as_tensor(times, dtype=torch.float64))
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            x = diffusion.initial.sample((1,)).double()
+        states, t = [], 0.0
+        for t_k in times_t.tolist():
+            x = diffusion.simulate(x, t_k - t, dt, generator)
+            states.append(x[0])
+            t = t_k
+        states_t = torch.stack(states)
+        noise = noise_std * torch.randn(states_t.shape, generator=generator, dtype=torch.float64)
+        return cls(times_t, states_t + noise, noise_std), states_t
