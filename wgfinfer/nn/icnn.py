@@ -187,15 +187,18 @@ class DenseICNN(nn.Module):
         for layer, (a, b, p) in enumerate(
             zip(self.input_weights, self.biases, self.quadratic_factors, strict=True)
         ):
-            projections = torch.einsum("hrd,nd->nhr", p, x)
+            # plain matmuls instead of torch.einsum: einsum's contraction-path search (opt_einsum)
+            # cost more than the arithmetic for the small batches of training and MH sweeps
+            h_l, r = p.shape[0], p.shape[1]
+            projections = (x @ p.reshape(h_l * r, self.dim).T).reshape(x.shape[0], h_l, r)
             u = x @ a.T + b + projections.square().sum(-1)
             if layer > 0:
                 u = u + activation @ hidden_weights[layer - 1].T
             if order >= 2:  # forward-mode Jacobians d u_l / d x, needed for the Hessian only
-                jac = a + 2.0 * torch.einsum("nhr,hrd->nhd", projections, p)
+                jac = a + 2.0 * torch.matmul(projections.unsqueeze(-2), p).squeeze(-2)
                 if layer > 0:
                     w = hidden_weights[layer - 1]
-                    jac = jac + torch.einsum("hk,nkd->nhd", w, slope.unsqueeze(-1) * jacobian)
+                    jac = jac + torch.matmul(w, slope.unsqueeze(-1) * jacobian)
                 jacobian = jac
                 jacobians.append(jac)
             activation, slope = F.softplus(u), torch.sigmoid(u)
@@ -217,12 +220,13 @@ class DenseICNN(nn.Module):
             for layer in range(len(self.hidden) - 1, -1, -1):
                 a, p = self.input_weights[layer], self.quadratic_factors[layer]
                 gradient = gradient + delta @ a
-                gradient = gradient + 2.0 * torch.einsum("nh,nhr,hrd->nd", delta, all_projections[layer], p)
+                weighted = (delta.unsqueeze(-1) * all_projections[layer]).flatten(1)
+                gradient = gradient + 2.0 * weighted @ p.reshape(weighted.shape[1], self.dim)
                 if layer > 0:
                     delta = (delta @ hidden_weights[layer - 1]) * slopes[layer - 1]
             return PotentialDerivatives(value, gradient, None)
         delta = out_w * slope  # d f / d u_L, (n, h_L)
-        gradient = torch.einsum("nh,nhd->nd", delta, jacobian) + affine_gradient
+        gradient = (delta.unsqueeze(1) @ jacobian).squeeze(1) + affine_gradient
 
         # g_l = d f / d sigma(u_l) and delta_l = g_l * sigma'(u_l), from the last layer back
         outer_grads: list[Tensor] = [out_w.expand_as(slope)]
