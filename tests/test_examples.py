@@ -47,3 +47,14 @@ def test_logistic_regression_example_saves_netcdf_plot_and_report(
     assert {"lp", "log_q", "log_weight", "diverging"} <= set(idata.sample_stats.data_vars)
     assert np.isfinite(az.loo(idata).elpd_loo)
     assert (tmp_path / "blr_breast_cancer.png").stat().st_size > 10_000
+
+
+def test_nonlinear_filtering_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_png = tmp_path / "filtering.png"
+    monkeypatch.setattr(sys, "argv", ["nonlinear_filtering.py", "--quick", "--out", str(out_png)])
+    runpy.run_path(str(EXAMPLES / "nonlinear_filtering.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "SymKL to the grid solution" in out and "MH acceptance rates" in out
+    assert out_png.stat().st_size > 10_000
