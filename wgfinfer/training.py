@@ -7,6 +7,7 @@ warm starts, pushing the cached particle pool through the new map (once), the pe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,22 @@ if TYPE_CHECKING:
     from wgfinfer.sampler import WGFSampler
 
 
+DEFAULT_MAX_RETRIES = 3
+RETRY_LR_FACTOR = 0.25
+# a step that moves particles by more than this many times their spread (squared) has exploded
+W2_EXPLOSION_FACTOR = 1e4
+
+
 def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
-    """Train JKO step ``k`` of ``sampler``, push its particle pool and record the step in history."""
+    """Train JKO step ``k`` of ``sampler``, push its particle pool and record the step in history.
+
+    A step that diverges (non-finite loss, map output or gradient; a failed Cholesky; a transport
+    distance that explodes) is retried from the same warm start and particle pool with the learning
+    rates multiplied by ``RETRY_LR_FACTOR`` each time, at most ``sampler.max_retries`` times; every
+    failed attempt is recorded in the step's ``history`` entry (``retries``).  When the retries are
+    exhausted, :class:`TrainingDivergedError` names the step and carries the attempts (``.attempts``);
+    the sampler keeps every completed step.
+    """
     assert sampler.flow is not None and sampler.target is not None and sampler._particles is not None
     start = time.perf_counter()
 
@@ -31,18 +46,66 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
         if bar is not None and (it % 50 == 0 or it == sampler.config.iters_per_step - 1):
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
-    if isinstance(sampler.config, ICNNSchemeConfig):
-        record = _icnn_step(sampler, k, report)
-    else:
-        record = _variational_step(sampler, k, report)
+    base_config = sampler.config
+    max_retries = getattr(sampler, "max_retries", DEFAULT_MAX_RETRIES)
+    attempts: list[dict[str, Any]] = []
+    scale = 1.0
+    try:
+        while True:
+            sampler.config = _scaled(base_config, scale)
+            try:
+                if isinstance(base_config, ICNNSchemeConfig):
+                    record = _icnn_step(sampler, k, report)
+                else:
+                    record = _variational_step(sampler, k, report)
+                break
+            except TrainingDivergedError as exc:
+                attempts.append({"lr_scale": scale, "error": str(exc)})
+                if len(attempts) > max_retries:
+                    scales = ", ".join(f"{a['lr_scale']:g}" for a in attempts)
+                    error = TrainingDivergedError(
+                        f"JKO step {k} diverged {len(attempts)} times (learning rates scaled by "
+                        f"{scales}); last error: {exc}. "
+                        f"The sampler keeps its {len(sampler.flow)} completed steps."
+                    )
+                    error.attempts = attempts
+                    raise error from exc
+                scale *= RETRY_LR_FACTOR
+    finally:
+        sampler.config = base_config
     elapsed = time.perf_counter() - start
     sampler.training_time += elapsed
     sampler.history.append(
-        {"step": k + 1, "time": (k + 1) * sampler.step_size, **record, "wall_time": elapsed}
+        {
+            "step": k + 1,
+            "time": (k + 1) * sampler.step_size,
+            **record,
+            "wall_time": elapsed,
+            "retries": attempts,
+        }
     )
     if bar is not None:
         bar.set_postfix(loss=f"{record['loss']:.4g}")
         bar.update(1)
+
+
+def _scaled(config: Any, scale: float) -> Any:
+    if scale == 1.0:
+        return config
+    if isinstance(config, ICNNSchemeConfig):
+        return dataclasses.replace(config, lr=config.lr * scale)
+    return dataclasses.replace(config, lr=config.lr * scale, dual_lr=config.dual_lr * scale)
+
+
+def _check_explosion(k: int, before: Tensor, after: Tensor) -> None:
+    """Raise if the pool moved by far more than its own spread: the map exploded."""
+    spread = float((before - before.mean(0)).square().sum(-1).mean())
+    moved = float((after - before).square().sum(-1).mean())
+    if not moved <= W2_EXPLOSION_FACTOR * (spread + 1.0):
+        raise TrainingDivergedError(
+            f"JKO step {k}: the transport distance exploded (E||T(x) - x||^2 = {moved:.3g} against a "
+            f"particle spread of {spread:.3g})"
+        )
 
 
 def _full_data_lp(sampler: WGFSampler, working_points: Tensor) -> Tensor:
@@ -88,6 +151,7 @@ def _icnn_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any]:
     assert log_q is not None
     if not bool(torch.isfinite(particles).all() and torch.isfinite(log_q).all()):
         raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
+    _check_explosion(k, sampler._particles, particles)
     lp = _full_data_lp(sampler, monitored)
     kl_plus_log_z = float((log_q - sampler.beta * lp).mean()) - _whitening_correction(flow)
     flow.append(psi)
@@ -128,6 +192,7 @@ def _variational_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any
     particles = _push_pool(transport, sampler._particles, flow.chunk_size)
     if not bool(torch.isfinite(particles).all()):
         raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
+    _check_explosion(k, sampler._particles, particles)
     monitored = particles[: sampler.n_monitor]
     lp = _full_data_lp(sampler, monitored)
     kl, kl_se = variational_kl(dual, info.reference, monitored, lp, sampler._generator, sampler.beta)

@@ -1,0 +1,63 @@
+"""Divergence handling: failed JKO steps are retried with smaller learning rates, recorded in the
+history, and reported with every attempt when the retries run out; the sampler keeps its completed
+steps either way."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import wgfinfer
+from wgfinfer import training
+from wgfinfer.errors import TrainingDivergedError
+
+
+def small(**kwargs) -> wgfinfer.WGFSampler:
+    options = dict(dim=2, n_steps=3, iters_per_step=20, batch_size=64, hidden=(8,), progress_bar=False)
+    options.update(kwargs)
+    return wgfinfer.WGFSampler(lambda x: -0.5 * (x - 1.0).square().sum(-1), **options)
+
+
+@pytest.mark.parametrize("method", ["icnn", "variational"])
+def test_a_diverged_step_is_retried_with_a_smaller_learning_rate(method, monkeypatch) -> None:
+    step_fn = "icnn_jko_step" if method == "icnn" else "variational_jko_step"
+    real = getattr(training, step_fn)
+    seen: list[float] = []
+
+    def fails_once_at_step_two(*args, **kwargs):
+        config = args[4] if method == "icnn" else args[5]  # positional config of each step function
+        seen.append(config.lr)
+        if kwargs["step_index"] == 1 and len(seen) == 2:
+            raise TrainingDivergedError("JKO step 1, iteration 3: non-finite loss (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, step_fn, fails_once_at_step_two)
+    s = small(method=method).run()
+    assert len(s.flow) == 3 and [h["step"] for h in s.history] == [1, 2, 3]
+    assert s.history[1]["retries"] == [
+        {"lr_scale": 1.0, "error": "JKO step 1, iteration 3: non-finite loss (injected)"}
+    ]
+    assert s.history[0]["retries"] == [] and s.history[2]["retries"] == []
+    lr = s.config.lr
+    assert seen == [lr, lr, lr * training.RETRY_LR_FACTOR, lr]  # only the retry ran at the lower rate
+
+
+def test_exhausted_retries_name_the_step_and_keep_completed_steps() -> None:
+    s = small(n_steps=2).run()
+    s.n_steps = 3
+    s.config = dataclasses.replace(s.config, lr=1e8, lr_decay=1.0)
+    with pytest.raises(TrainingDivergedError, match="JKO step 2 diverged 4 times") as info:
+        s.run()
+    assert [a["lr_scale"] for a in info.value.attempts] == [1.0, 0.25, 0.0625, 0.015625]
+    assert s.config.lr == 1e8  # the configuration is restored after the retries
+    assert len(s.flow) == 2 and len(s.history) == 2
+    assert bool(torch.isfinite(s.sample(20, return_log_prob=True)[1]).all())
+
+
+def test_exploding_transport_is_detected() -> None:
+    before = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    training._check_explosion(0, before, before + 10.0)  # a large but sane move
+    with pytest.raises(TrainingDivergedError, match="transport distance exploded"):
+        training._check_explosion(0, before, before * 1e4)
