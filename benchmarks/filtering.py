@@ -57,7 +57,8 @@ def run_method(method: str, problem, grid_result, args: argparse.Namespace, seed
             step_size=0.1,
             proposal=proposal,
             iters_per_step=args.jko_iters,
-            batch_size=512,
+            batch_size=args.jko_batch,
+            dtype=torch.float32 if args.jko_float32 else torch.float64,
             hidden=(args.jko_width, args.jko_width),
             n_chains=args.jko_chains,
             warmup=args.jko_warmup,
@@ -107,7 +108,8 @@ def render(rows: list[dict], meta: dict) -> str:
         f"Machine: {meta['machine']}. Command: `{meta['command']}`.",
         f"Seed 002 §4.5 problem, seeds {seeds} (path, observations and filters); reference: Chang-Cooper "
         "grid, 2000 points on [-5, 5], dt = 1e-3. JKO filter: h = 0.1 (50 steps), "
-        f"{meta['jko_iters']} iterations x batch 512 per step, ICNN width {meta['jko_width']}, "
+        f"{meta['jko_iters']} iterations x batch {meta['jko_batch']} per step, ICNN width "
+        f"({meta['jko_width']}, {meta['jko_width']}), {meta['jko_dtype']}, "
         f"{meta['jko_chains']} chains, "
         f"{meta['jko_warmup']} warm-up sweeps, every 2nd state kept; its density by inverting the maps. "
         "Particle filters: Euler-Maruyama dt = 1e-3, systematic resampling, Gaussian KDE.",
@@ -123,9 +125,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--jko-iters", type=int, default=200)
-    parser.add_argument("--jko-width", type=int, default=64)
-    parser.add_argument("--jko-warmup", type=int, default=1000)
+    # CPU budget (about a minute per JKO filter run on one core); the seed trains width 256, batch 1024,
+    # 700 iterations per step and warms up 1000 sweeps, on a GPU
+    parser.add_argument("--jko-iters", type=int, default=100)
+    parser.add_argument("--jko-width", type=int, default=32)
+    parser.add_argument("--jko-batch", type=int, default=256)
+    parser.add_argument("--jko-warmup", type=int, default=200)
+    parser.add_argument("--jko-float64", dest="jko_float32", action="store_false")
     parser.add_argument("--jko-chains", type=int, default=256)
     parser.add_argument("--json", help="also write the rows here (after every run)")
     parser.add_argument("--from-json", help="render a saved run instead of running")
@@ -143,6 +149,8 @@ def main() -> None:
             "jko_iters": args.jko_iters,
             "jko_width": args.jko_width,
             "jko_warmup": args.jko_warmup,
+            "jko_batch": args.jko_batch,
+            "jko_dtype": "float32" if args.jko_float32 else "float64",
             "jko_chains": args.jko_chains,
             "note": args.note,
         }

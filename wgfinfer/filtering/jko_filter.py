@@ -142,7 +142,7 @@ class JKOFilter:
         generator = torch.Generator().manual_seed(self.seed)
         obs_times = [float(t) for t in observations.times]
         bounds = [0.0, *obs_times] + ([t_final] if t_final > obs_times[-1] else [])
-        paths = FlowTrajectories(self.diffusion.initial, [], observations, [])
+        paths = FlowTrajectories(self.diffusion.initial, [], observations, [], dtype=self.dtype)
         draws: dict[float, torch.Tensor] = {}
         acceptance: dict[float, float] = {}
         history: list[dict] = []

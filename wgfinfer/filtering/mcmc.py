@@ -45,12 +45,15 @@ class FlowTrajectories:
     observations : Observations
     obs_after_map : list of int
         ``obs_after_map[tau]``: number of maps applied when observation ``tau`` is made.
+    dtype : torch.dtype, optional
+        Dtype of the maps; base draws are cast to it (``None``: the base's own).
     """
 
     base: Distribution
     maps: list[nn.Module]
     observations: Observations
     obs_after_map: list[int]
+    dtype: torch.dtype | None = None
 
     @torch.no_grad()
     def push(self, z: Tensor, n_maps: int, n_obs: int) -> tuple[Tensor, Tensor]:
@@ -69,7 +72,8 @@ class FlowTrajectories:
         return x, log_weight
 
     def draw_base(self, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
-        return sample_distribution(self.base, n, generator, device)
+        z = sample_distribution(self.base, n, generator, device)
+        return z if self.dtype is None else z.to(self.dtype)
 
 
 @dataclass
