@@ -137,3 +137,10 @@ def test_log_prob_checks_its_input() -> None:
         s.log_prob(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="n must be a positive"):
         s.sample(0)
+
+
+def test_summary_checks_its_probability() -> None:
+    s = quick(good).run()
+    for bad in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="prob"):
+            s.summary(num_samples=10, prob=bad)

@@ -1,6 +1,12 @@
 """wgfinfer: Bayesian posterior sampling with Wasserstein gradient flows (JKO schemes) in PyTorch."""
 
-from wgfinfer.errors import DensityNotAvailableError, NonPositiveHessianError, TrainingDivergedError, WGFError
+from wgfinfer.errors import (
+    DensityNotAvailableError,
+    NonPositiveHessianError,
+    SaveFileError,
+    TrainingDivergedError,
+    WGFError,
+)
 from wgfinfer.sampler import WGFSampler
 
 __version__ = "0.1.0"
@@ -8,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DensityNotAvailableError",
     "NonPositiveHessianError",
+    "SaveFileError",
     "TrainingDivergedError",
     "WGFError",
     "WGFSampler",

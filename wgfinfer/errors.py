@@ -25,3 +25,9 @@ class DensityNotAvailableError(WGFError, NotImplementedError):
     Draws still work; ``log_prob``, ``log q`` and everything built on importance weights need maps
     with exact log-determinants (``method="icnn"``, or ``method="variational", map="icnn"``).
     """
+
+
+class SaveFileError(WGFError, ValueError):
+    """A save file or checkpoint cannot be read: not a torch file, truncated or corrupted, not written
+    by wgfinfer, of another format or format version, or with damaged entries.  The message names the
+    file."""

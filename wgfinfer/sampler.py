@@ -6,6 +6,7 @@ scheme and answers questions about the trained flow (draws, densities, Inference
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
+from wgfinfer import io as wgf_io
 from wgfinfer._validation import check_positive_float, check_positive_int, resolve_dim
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
@@ -121,6 +123,9 @@ class WGFSampler:
         set.
     device : str or torch.device, default "cpu"
     dtype : torch.dtype, default torch.float32
+    max_retries : int, default 3
+        Times a diverged JKO step is retried from its warm start with the learning rates multiplied
+        by 0.25 before ``run`` gives up with :class:`TrainingDivergedError` (``docs/reliability.md``).
     progress_bar : bool, default True
         Show a tqdm bar over JKO steps with the current loss.
     model : callable, optional
@@ -184,6 +189,7 @@ class WGFSampler:
         seed: int = 0,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        max_retries: int = 3,
         progress_bar: bool = True,
         model: Callable[..., Any] | None = None,
         subsample_size: int | dict[str, int] | None = None,
@@ -208,11 +214,18 @@ class WGFSampler:
         self.n_steps = check_positive_int("n_steps", n_steps)
         self.beta = check_positive_float("beta", beta)
         init_scale = check_positive_float("init_scale", init_scale)
+        finfo = torch.finfo(dtype)
+        if not finfo.tiny**0.5 < init_scale < finfo.max**0.5:
+            raise ValueError(
+                f"init_scale={init_scale} is not representable in {dtype}: its square must lie between "
+                f"{finfo.tiny:.3g} and {finfo.max:.3g}"
+            )
         if not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed
         self.method = method
         self.progress_bar = bool(progress_bar)
+        self.max_retries = check_positive_int("max_retries", max_retries, allow_zero=True)
         self.config = scheme_config(
             method,
             hidden=as_hidden(hidden),
@@ -277,14 +290,30 @@ class WGFSampler:
         self.flow = Flow(init, device=self.device)
 
     # ------------------------------------------------------------------ training
-    def run(self, *model_args: Any, **model_kwargs: Any) -> WGFSampler:
+    def run(
+        self,
+        *model_args: Any,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        **model_kwargs: Any,
+    ) -> WGFSampler:
         """Train the JKO steps not yet done (all ``n_steps`` on a new sampler).
 
         Parameters
         ----------
         *model_args, **model_kwargs
             For a Pyro model: its arguments, as in ``pyro.infer.MCMC.run``.  Needed on the first call;
-            a later call (to continue training) may omit them.
+            a later call (to continue training) may omit them.  ``checkpoint_dir`` and ``resume`` are
+            never passed to the model.
+        checkpoint_dir : str or os.PathLike, optional
+            After every completed JKO step, write the sampler's full state (maps, history, particle
+            pool, random generator states) atomically to ``checkpoint_dir / "checkpoint.pt"``, a save
+            file that :meth:`load` also reads.  The directory is created if needed.
+        resume : bool, default False
+            With ``checkpoint_dir``: if it holds a checkpoint, replace this sampler's state by the
+            checkpoint's and continue from its last completed step (on CPU the result is
+            bit-identical to an uninterrupted run); without a checkpoint, start fresh.  The sampler
+            must be configured as the one that wrote the checkpoint (``n_steps`` may be larger).
 
         Returns
         -------
@@ -297,22 +326,41 @@ class WGFSampler:
             If the log-density is malformed (checked on draws of ``rho_0`` before training).
         TrainingDivergedError
             If a step diverges; the sampler keeps every step completed before it.
+        ValueError
+            With ``resume=True``, if the checkpoint's configuration or dimension differs from this
+            sampler's (the message lists the differences).
+        SaveFileError
+            If the checkpoint to resume from is damaged.
+
+        Notes
+        -----
+        A ``KeyboardInterrupt`` during a step undoes that step's partial work (random generator
+        states included) and propagates: the sampler holds every completed step, can be sampled,
+        saved, and a later ``run()`` continues exactly as if it had not been interrupted.
         """
+        checkpoint = wgf_io.checkpoint_path(checkpoint_dir, resume)
         if self.model is not None:
             self._prepare_model(model_args, model_kwargs)
         elif model_args or model_kwargs:
             raise TypeError("run() takes model arguments only when the sampler was given a Pyro model")
         assert self.target is not None and self.flow is not None
+        if checkpoint is not None:
+            wgf_io.prepare_checkpoint(self, checkpoint, resume)
         if self._particles is None:
-            if self._init in ("laplace", "gaussian") and self.flow.whitening is None:
-                self.flow.whitening = self._laplace_whitening()
-            x0 = sample_distribution(self.flow.base, self.n_particles, self._generator, self.device)
-            if x0.shape != (self.n_particles, self.dim) or x0.dtype != self.dtype:
-                raise ValueError(
-                    f"init must draw points of shape (n, {self.dim}) and dtype {self.dtype}, "
-                    f"got {tuple(x0.shape[1:])} and {x0.dtype}"
-                )
-            self.target.validate(self._to_target_space(x0[: min(64, self.n_particles)]))
+            snapshot = wgf_io.training_snapshot(self)
+            try:
+                if self._init in ("laplace", "gaussian") and self.flow.whitening is None:
+                    self.flow.whitening = self._laplace_whitening()
+                x0 = sample_distribution(self.flow.base, self.n_particles, self._generator, self.device)
+                if x0.shape != (self.n_particles, self.dim) or x0.dtype != self.dtype:
+                    raise ValueError(
+                        f"init must draw points of shape (n, {self.dim}) and dtype {self.dtype}, "
+                        f"got {tuple(x0.shape[1:])} and {x0.dtype}"
+                    )
+                self.target.validate(self._to_target_space(x0[: min(64, self.n_particles)]))
+            except KeyboardInterrupt:
+                wgf_io.restore_training_snapshot(self, snapshot)
+                raise
             self._particles = x0
             self._particles_log_q = self.flow.base.log_prob(x0[: self.n_monitor])
         steps = range(len(self.flow), self.n_steps)
@@ -323,7 +371,15 @@ class WGFSampler:
             bar = tqdm(total=self.n_steps, initial=len(self.flow), desc="JKO steps", unit="step")
         try:
             for k in steps:
-                run_jko_step(self, k, bar)
+                snapshot = wgf_io.training_snapshot(self)
+                try:
+                    run_jko_step(self, k, bar)
+                except KeyboardInterrupt:
+                    # the step in progress is dropped whole: the sampler keeps the completed ones
+                    wgf_io.restore_training_snapshot(self, snapshot)
+                    raise
+                if checkpoint is not None:
+                    wgf_io.write_checkpoint(self, checkpoint)
         finally:
             if bar is not None:
                 bar.close()
@@ -557,6 +613,7 @@ class WGFSampler:
         """
         from pyro.infer.mcmc.util import print_summary
 
+        prob = check_positive_float("prob", prob, upper=1.0)
         print_summary(self.get_samples(num_samples, seed=seed), prob=prob, group_by_chain=False)
 
     def attrs(self) -> dict[str, Any]:
@@ -602,4 +659,86 @@ class WGFSampler:
             f"WGFSampler(method={self.method!r}, dim={self.dim}, step_size={self.step_size}, "
             f"steps={len(self.flow) if self.flow else 0}/{self.n_steps}, device={self.device}, "
             f"dtype={self.dtype})"
+        )
+
+    # ------------------------------------------------------------------ save files
+    def save(self, path: str | os.PathLike, save_init: bool = True) -> None:
+        """Write the trained sampler to a save file, atomically.
+
+        The file holds the configuration, ``rho_0``, every map, the Laplace whitening, the dual
+        network, ``history``, ``training_time``, the random generator state and the particle pool (so
+        that :meth:`run` can continue after :meth:`load`), as plain tensors and values; the target
+        (log-density or Pyro model) is code and is not stored.  See ``docs/reliability.md``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination file (its directory must exist); an existing file is replaced atomically.
+        save_init : bool, default True
+            ``rho_0`` is stored for ``Independent(Normal)`` and ``MultivariateNormal`` (every string
+            ``init``); any other distribution raises ``TypeError`` unless ``save_init=False``, which
+            records only its type and requires passing it again as ``load(..., init=...)``.
+
+        Raises
+        ------
+        TypeError
+            If ``rho_0`` is of a kind that cannot be saved (and ``save_init`` is true).
+        RuntimeError
+            If a Pyro-model sampler has not been run yet (its dimension is unknown).
+        """
+        wgf_io.save_sampler(self, path, save_init=save_init)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        log_density: Callable[[Tensor], Tensor] | None = None,
+        model: Callable[..., Any] | None = None,
+        model_args: Sequence[Any] = (),
+        model_kwargs: dict[str, Any] | None = None,
+        init: Distribution | None = None,
+    ) -> WGFSampler:
+        """Rebuild a sampler written by :meth:`save` (or a checkpoint of :meth:`run`).
+
+        The file is read with ``torch.load(path, weights_only=True)``: no code from the file runs.  On
+        CPU the loaded sampler gives bit-identical ``sample(n, seed=...)`` draws to the saved one, its
+        generator continues where the saved one stood, and :meth:`run` with a larger ``n_steps``
+        continues training.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        log_density : callable, optional
+            The target of a log-density sampler, passed again (code is never stored).
+        model : callable, optional
+            The Pyro model of a Pyro-model sampler, passed again with ``model_args`` and
+            ``model_kwargs``; its latent sites must have the saved shapes.
+        model_args : sequence, optional
+        model_kwargs : dict, optional
+        init : torch.distributions.Distribution, optional
+            Needed only for files written with ``save_init=False``: the same ``rho_0`` again.
+
+        Returns
+        -------
+        WGFSampler
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no file at ``path``.
+        SaveFileError
+            If the file is not a readable wgfinfer sampler file of this format version (the message
+            names the file).
+        ValueError
+            If the target does not match the file (kind, dimension, Pyro site shapes) or ``init``
+            differs from the saved ``rho_0``.
+        """
+        return wgf_io.load_sampler(
+            cls,
+            path,
+            log_density=log_density,
+            model=model,
+            model_args=tuple(model_args),
+            model_kwargs=model_kwargs,
+            init=init,
         )

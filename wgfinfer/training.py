@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from wgfinfer.sampler import WGFSampler
 
 
-DEFAULT_MAX_RETRIES = 3
 RETRY_LR_FACTOR = 0.25
 # a step that moves particles by more than this many times their spread (squared) has exploded
 W2_EXPLOSION_FACTOR = 1e4
@@ -47,7 +46,7 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     base_config = sampler.config
-    max_retries = getattr(sampler, "max_retries", DEFAULT_MAX_RETRIES)
+    max_retries = sampler.max_retries
     attempts: list[dict[str, Any]] = []
     scale = 1.0
     try:

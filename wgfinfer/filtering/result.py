@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,8 @@ class FilterResult:
         paths, n_obs = self.paths, self._n_obs(i)
         if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != paths.base.event_shape[0]:
             raise ValueError(f"x must be a tensor of shape (n, {paths.base.event_shape[0]})")
-        point = x.to(torch.get_default_dtype() if not x.is_floating_point() else x.dtype)
+        reference = next(paths.maps[0].parameters()) if paths.maps else x
+        point = x.to(dtype=reference.dtype, device=reference.device)  # the maps' dtype and device
         total = torch.zeros(point.shape[0], dtype=point.dtype, device=point.device)
         ok = torch.ones(point.shape[0], dtype=torch.bool, device=point.device)
         for count in range(self.maps_at[i], 0, -1):
@@ -171,3 +173,44 @@ class FilterResult:
                 "training_time": self.wall_time,
             },
         )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the result to a save file, atomically (format ``"wgfinfer-filter-result"``).
+
+        The maps, observation times and values, draws, history, MCMC settings and seed are stored as
+        plain tensors and values; the diffusion and observation model are code and are passed again
+        to :meth:`load`.
+        """
+        from wgfinfer.io import save_filter_result
+
+        save_filter_result(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, diffusion: Any, observations: Any) -> FilterResult:
+        """Read a result written by :meth:`save` (``torch.load(..., weights_only=True)``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        diffusion : LangevinDiffusion
+            The filtered diffusion, passed again; its dimension (and initial law, when that is a
+            normal law) must match the file.
+        observations : Observations
+            The same observations (times and values are checked against the file).
+
+        Returns
+        -------
+        FilterResult
+            On CPU, ``sample(n, time, seed)`` gives bit-identical draws to the saved result.
+
+        Raises
+        ------
+        FileNotFoundError, SaveFileError
+            For a missing file, or one that is not a readable filter-result file of this format
+            version.
+        ValueError
+            If the diffusion or observations do not match the file.
+        """
+        from wgfinfer.io import load_filter_result
+
+        return load_filter_result(path, diffusion, observations)

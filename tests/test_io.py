@@ -1,0 +1,327 @@
+"""Save files, checkpoints and resume (issue 6, points 1-2): bit-identical round trips for every scheme,
+a Pyro model and a filter result; clear errors for bad files; a run killed with SIGKILL and resumed;
+KeyboardInterrupt during run()."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_pyro import linear_regression, regression_data
+from torch.distributions import Independent, MultivariateNormal, StudentT
+
+import wgfinfer
+from wgfinfer import SaveFileError
+from wgfinfer.filtering import FilterResult, GaussianObservations, JKOFilter, LangevinDiffusion
+from wgfinfer.io import CHECKPOINT_NAME, SAMPLER_FORMAT, read_save_file
+
+
+def log_density(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (x - 1.0).square().sum(-1)
+
+
+SCHEMES = {
+    "icnn": {},
+    "variational-resnet": {"method": "variational", "map": "resnet"},
+    "variational-icnn": {"method": "variational", "map": "icnn"},
+}
+TINY = dict(
+    dim=3, step_size=0.5, n_steps=2, iters_per_step=20, batch_size=32, hidden=(8, 8), progress_bar=False
+)
+
+
+def tiny(scheme: str = "icnn", fn=log_density, **kwargs) -> wgfinfer.WGFSampler:
+    options = {**TINY, **SCHEMES[scheme], "seed": 7, **kwargs}
+    return wgfinfer.WGFSampler(fn, **options)
+
+
+def without_wall_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in entry.items() if k != "wall_time"} for entry in history]
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-identity across processes needs the same thread count as the 1-thread child processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------ round trips
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_round_trip_is_bit_identical(scheme: str, tmp_path: Path) -> None:
+    sampler = tiny(scheme).run()
+    path = tmp_path / "sampler.pt"
+    sampler.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["sampler.pt"]  # no temporary file left behind
+    loaded = wgfinfer.WGFSampler.load(path, log_density)
+    assert torch.equal(loaded.sample(200, seed=3), sampler.sample(200, seed=3))
+    assert torch.equal(loaded.sample(50), sampler.sample(50))  # the generator continues identically
+    assert loaded.history == sampler.history and loaded.training_time == sampler.training_time
+    assert loaded.config == sampler.config and repr(loaded) == repr(sampler)
+    if sampler.flow.has_density:
+        y = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(loaded.log_prob(y), sampler.log_prob(y))
+        assert loaded.diagnostics(num_samples=200, seed=1) == sampler.diagnostics(num_samples=200, seed=1)
+    idata = loaded.to_inference_data(num_samples=30, seed=2)
+    assert idata.posterior["x"].shape == (1, 30, 3)
+    # load then run() with a larger n_steps continues training exactly like the original
+    sampler.n_steps = loaded.n_steps = 3
+    sampler.run()
+    loaded.run()
+    assert torch.equal(loaded.sample(200, seed=3), sampler.sample(200, seed=3))
+    assert without_wall_time(loaded.history) == without_wall_time(sampler.history)
+
+
+def test_laplace_whitened_pyro_model_round_trip(tmp_path: Path) -> None:
+    x, y = regression_data()
+    options = dict(n_steps=2, iters_per_step=20, batch_size=32, hidden=(8, 8), dtype=torch.float64)
+    sampler = wgfinfer.WGFSampler(model=linear_regression, progress_bar=False, seed=0, **options)
+    sampler.run(x, y, checkpoint_dir=tmp_path / "ckpt")  # not forwarded to the model
+    assert sampler.flow.whitening is not None
+    sampler.save(tmp_path / "pyro.pt")
+    for path in (tmp_path / "pyro.pt", tmp_path / "ckpt" / CHECKPOINT_NAME):
+        loaded = wgfinfer.WGFSampler.load(path, model=linear_regression, model_args=(x, y))
+        assert torch.equal(loaded.flow.whitening.scale_tril, sampler.flow.whitening.scale_tril)
+        assert torch.equal(loaded.sample(100, seed=4), sampler.sample(100, seed=4))
+        z = sampler.sample(10, seed=5)
+        assert torch.equal(loaded.log_prob(z), sampler.log_prob(z))
+        samples = loaded.get_samples(20, seed=6)
+        assert torch.equal(samples["w"], sampler.get_samples(20, seed=6)["w"])
+        assert loaded.history == sampler.history
+    with pytest.raises(ValueError, match="latent sites"):
+        x4 = torch.cat([x, x[:, :1]], dim=1)
+        wgfinfer.WGFSampler.load(tmp_path / "pyro.pt", model=linear_regression, model_args=(x4, y))
+    with pytest.raises(ValueError, match="Pyro model"):
+        wgfinfer.WGFSampler.load(tmp_path / "pyro.pt", log_density)
+
+
+def test_normal_init_distribution_round_trip(tmp_path: Path) -> None:
+    init = MultivariateNormal(torch.zeros(3), scale_tril=torch.eye(3) * 1.5)
+    sampler = tiny(init=init, n_steps=1).run()
+    sampler.save(tmp_path / "mvn.pt")
+    loaded = wgfinfer.WGFSampler.load(tmp_path / "mvn.pt", log_density)
+    assert isinstance(loaded.flow.base, MultivariateNormal)
+    assert torch.equal(loaded.sample(100, seed=1), sampler.sample(100, seed=1))
+
+
+def test_unsavable_init_distribution(tmp_path: Path) -> None:
+    init = Independent(StudentT(5.0, torch.zeros(3), torch.ones(3)), 1)
+    sampler = tiny(init=init, n_steps=1).run()
+    with pytest.raises(TypeError, match=r"Independent\(StudentT\).*diag_normal.*mvn.*init="):
+        sampler.save(tmp_path / "t.pt")
+    assert not (tmp_path / "t.pt").exists()
+    sampler.save(tmp_path / "t.pt", save_init=False)
+    with pytest.raises(ValueError, match="saved without rho_0"):
+        wgfinfer.WGFSampler.load(tmp_path / "t.pt", log_density)
+    loaded = wgfinfer.WGFSampler.load(tmp_path / "t.pt", log_density, init=init)
+    assert torch.equal(loaded.sample(100, seed=1), sampler.sample(100, seed=1))
+
+
+# ------------------------------------------------------------------------------------------ bad files
+@pytest.fixture(scope="module")
+def saved_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("saved") / "good.pt"
+    tiny(n_steps=1).run().save(path)
+    return path.read_bytes()
+
+
+def _write_other_version(path: Path, good: bytes) -> None:
+    source = path.with_name("source.pt")
+    source.write_bytes(good)
+    content = torch.load(source, weights_only=True)
+    content["format_version"] = 999
+    torch.save(content, path)
+
+
+def _flip_bytes(path: Path, good: bytes) -> None:
+    damaged = bytearray(good)
+    for offset in range(len(good) // 3, 2 * len(good) // 3, 997):  # inside the tensors' records
+        damaged[offset] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+
+
+BAD_FILES = {
+    "random-bytes": (lambda p, good: p.write_bytes(os.urandom(4096)), "not a readable"),
+    "truncated": (lambda p, good: p.write_bytes(good[: len(good) // 2]), "not a readable"),
+    "truncated-tail": (lambda p, good: p.write_bytes(good[:-100]), "not a readable"),
+    "flipped-bytes": (_flip_bytes, "corrupted|not a readable"),
+    "empty": (lambda p, good: p.write_bytes(b""), "not a readable"),
+    "other-dict": (lambda p, good: torch.save({"weights": torch.ones(3)}, p), "not a wgfinfer save file"),
+    "other-format": (lambda p, good: torch.save({"format": "something"}, p), "holds format 'something'"),
+    "version-999": (_write_other_version, "format version 999"),
+    "pickled-object": (
+        lambda p, good: torch.save({"format": SAMPLER_FORMAT, "x": Path(".")}, p),
+        "weights_only",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_bad_files_raise_save_file_error(kind: str, tmp_path: Path, saved_bytes: bytes) -> None:
+    write, match = BAD_FILES[kind]
+    path = tmp_path / f"bad-{kind}.pt"
+    write(path, saved_bytes)
+    with pytest.raises(SaveFileError, match=match) as info:
+        wgfinfer.WGFSampler.load(path, log_density)
+    assert f"bad-{kind}.pt" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_file_and_wrong_loader(tmp_path: Path, saved_bytes: bytes) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        wgfinfer.WGFSampler.load(tmp_path / "nowhere.pt", log_density)
+    path = tmp_path / "sampler.pt"
+    path.write_bytes(saved_bytes)
+    diffusion, observations = ou_problem()
+    with pytest.raises(SaveFileError, match="sampler.pt.*wgfinfer-sampler"):
+        FilterResult.load(path, diffusion, observations)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_resume_with_another_configuration_raises(tmp_path: Path) -> None:
+    tiny(n_steps=1).run(checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"step_size: checkpoint 0.5, sampler 0.25"):
+        tiny(step_size=0.25).run(checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="dim: checkpoint 3, sampler 4"):
+        tiny(dim=4).run(checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="method"):
+        tiny("variational-resnet").run(checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="needs checkpoint_dir"):
+        tiny().run(resume=True)
+    # a larger n_steps is allowed: the run continues from step 1
+    resumed = tiny(n_steps=2).run(checkpoint_dir=tmp_path, resume=True)
+    assert [h["step"] for h in resumed.history] == [1, 2]
+    # no checkpoint: resume=True starts fresh
+    fresh = tiny(n_steps=1).run(checkpoint_dir=tmp_path / "empty", resume=True)
+    assert len(fresh.history) == 1
+
+
+def test_keyboard_interrupt_keeps_the_completed_steps(tmp_path: Path) -> None:
+    calls = {"n": 0, "limit": 30}  # validation, then 20 training calls + 1 monitor per step: 30 is in step 2
+
+    def interrupting(x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == calls["limit"]:
+            raise KeyboardInterrupt
+        return log_density(x)
+
+    sampler = tiny(fn=interrupting, n_steps=3)
+    with pytest.raises(KeyboardInterrupt):
+        sampler.run(checkpoint_dir=tmp_path)
+    assert len(sampler.flow) == 1 and [h["step"] for h in sampler.history] == [1]
+    assert sampler.sample(10, seed=0).shape == (10, 3)
+    assert torch.isfinite(sampler.log_prob(sampler.sample(10, seed=0))).all()
+    assert len(read_save_file(tmp_path / CHECKPOINT_NAME, SAMPLER_FORMAT)["history"]) == 1
+    sampler.run()  # continues exactly as an uninterrupted run
+    reference = tiny(n_steps=3).run()
+    assert torch.equal(sampler.sample(100, seed=1), reference.sample(100, seed=1))
+    assert without_wall_time(sampler.history) == without_wall_time(reference.history)
+
+
+KILL_CONFIG = dict(
+    dim=2,
+    step_size=0.5,
+    n_steps=8,
+    iters_per_step=10,
+    batch_size=32,
+    hidden=(4, 4),
+    progress_bar=False,
+    seed=3,
+)
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    import wgfinfer
+
+    torch.set_num_threads(1)
+
+    def log_density(x):
+        time.sleep(0.03)  # about 0.35 s per JKO step of 10 iterations
+        return -0.5 * (x - 1.0).square().sum(-1)
+
+    wgfinfer.WGFSampler(log_density, **{config!r}).run(checkpoint_dir=sys.argv[1])
+    """
+).format(config=KILL_CONFIG)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, one_thread) -> None:
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        reads = 0
+        while True:
+            assert child.poll() is None, "the training process ended before it was killed"
+            assert time.monotonic() < deadline, "no checkpoint with 3 steps after 120 s"
+            if checkpoint.exists():
+                done = len(read_save_file(checkpoint, SAMPLER_FORMAT)["history"])  # never half-written
+                reads += 1
+                if done >= 3:
+                    break
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    killed_at = len(read_save_file(checkpoint, SAMPLER_FORMAT)["history"])
+    assert 3 <= killed_at < KILL_CONFIG["n_steps"], "the kill should land in the middle of the run"
+    assert reads >= 1
+
+    resumed = wgfinfer.WGFSampler(log_density, **KILL_CONFIG).run(checkpoint_dir=tmp_path, resume=True)
+    # the resumed process trained only the steps after the checkpoint: at most the step in progress
+    # at the kill was redone, and every step appears exactly once
+    assert len(resumed.flow) == KILL_CONFIG["n_steps"]
+    assert [h["step"] for h in resumed.history] == list(range(1, KILL_CONFIG["n_steps"] + 1))
+    assert not list(tmp_path.glob(".*.tmp")), "stale temporary files are cleaned up on resume"
+    final = read_save_file(checkpoint, SAMPLER_FORMAT)
+    assert len(final["history"]) == KILL_CONFIG["n_steps"]
+
+    reference = wgfinfer.WGFSampler(log_density, **KILL_CONFIG).run()
+    assert len(reference.flow) == len(resumed.flow)
+    assert torch.equal(resumed.sample(200, seed=11), reference.sample(200, seed=11))
+    assert without_wall_time(resumed.history) == without_wall_time(reference.history)
+
+
+# ------------------------------------------------------------------------------------------ filter results
+def ou_problem() -> tuple[LangevinDiffusion, GaussianObservations]:
+    initial = torch.distributions.Normal(
+        torch.tensor(0.5, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    )
+    diffusion = LangevinDiffusion(lambda x: 0.75 * x.square().sum(-1), 2.0, initial)
+    return diffusion, GaussianObservations([0.5, 1.0], torch.tensor([0.8, -0.2]), 0.7)
+
+
+def test_filter_result_round_trip(tmp_path: Path) -> None:
+    diffusion, observations = ou_problem()
+    result = JKOFilter(
+        diffusion, step_size=0.5, n_chains=16, n_particles=256, warmup=5, thin=1,
+        iters_per_step=10, batch_size=32, hidden=(4, 4), seed=0,
+    ).run(observations, 1.5)  # fmt: skip
+    result.save(tmp_path / "filter.pt")
+    loaded = FilterResult.load(tmp_path / "filter.pt", diffusion, observations)
+    for t in result.times:
+        assert torch.equal(loaded.sample(32, time=t, seed=2), result.sample(32, time=t, seed=2))
+        assert torch.equal(loaded.draws[t], result.draws[t])
+    grid = torch.linspace(-2, 2, 9, dtype=torch.float64).unsqueeze(-1)
+    assert torch.equal(loaded.log_prob(grid), result.log_prob(grid))
+    assert loaded.history == result.history and loaded.acceptance_rate == result.acceptance_rate
+    assert loaded.log_evidence == result.log_evidence and loaded.mcmc == result.mcmc
+    other = GaussianObservations([0.5, 1.0], torch.tensor([0.8, 0.2]), 0.7)
+    with pytest.raises(ValueError, match="observations differ"):
+        FilterResult.load(tmp_path / "filter.pt", diffusion, other)
+    with pytest.raises(SaveFileError, match="filter.pt.*wgfinfer-filter-result"):
+        wgfinfer.WGFSampler.load(tmp_path / "filter.pt", log_density)

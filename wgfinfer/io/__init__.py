@@ -1,0 +1,91 @@
+"""Save files of samplers and filter results; checkpoints of a running sampler.
+
+A save file is a plain dict written with :func:`torch.save` and read back with
+``torch.load(path, weights_only=True)``: it holds only tensors, numbers, strings, lists, dicts and
+``None`` (no pickled classes), so reading a file never runs code from it.  Every file starts with
+
+* ``"format"``: ``"wgfinfer-sampler"`` or ``"wgfinfer-filter-result"``,
+* ``"format_version"``: :data:`FORMAT_VERSION`,
+* ``"wgfinfer_version"``: the version that wrote it,
+
+and describes every network as ``{"kind": ..., "args": {...}, "state": state_dict}``: the kind and
+constructor arguments rebuild the module, the state dict fills its parameters.  The target (a
+log-density callable or a Pyro model) and the filter's diffusion and observation model are code, which
+is never stored: the caller passes them again when loading.
+
+Files are written atomically (:func:`write_save_file`): to a temporary file in the same directory,
+flushed and ``fsync``-ed, then renamed over the destination, so a reader (or a run killed while
+writing) never sees a half-written file.  See ``docs/design.md`` ("Save files") and
+``docs/reliability.md``.
+
+The package has one module per concept: :mod:`~wgfinfer.io.files` (the file level: atomic writes,
+reads, checksum, header), :mod:`~wgfinfer.io.components` (``rho_0``, networks, whitening),
+:mod:`~wgfinfer.io.samplers` (sampler save files), :mod:`~wgfinfer.io.checkpoints` (checkpoints and
+rollback snapshots) and :mod:`~wgfinfer.io.filter_results` (filter result save files); the names
+below are re-exported so that ``wgfinfer.io.<name>`` keeps working.
+"""
+
+from wgfinfer.io.checkpoints import (
+    CHECKPOINT_NAME,
+    check_compatible,
+    checkpoint_path,
+    prepare_checkpoint,
+    restore_training_snapshot,
+    training_snapshot,
+    write_checkpoint,
+)
+from wgfinfer.io.components import (
+    SAVABLE_DISTRIBUTIONS,
+    build_distribution,
+    build_module,
+    describe_distribution,
+    describe_kind,
+    describe_module,
+    distribution_name,
+)
+from wgfinfer.io.files import (
+    DTYPES,
+    FILTER_RESULT_FORMAT,
+    FORMAT_VERSION,
+    SAMPLER_FORMAT,
+    PathLike,
+    content_checksum,
+    plain,
+    read_save_file,
+    write_save_file,
+)
+from wgfinfer.io.filter_results import filter_result_state, load_filter_result, save_filter_result
+from wgfinfer.io.samplers import load_sampler, restore_training_state, sampler_state, save_sampler
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "DTYPES",
+    "FILTER_RESULT_FORMAT",
+    "FORMAT_VERSION",
+    "SAMPLER_FORMAT",
+    "SAVABLE_DISTRIBUTIONS",
+    "PathLike",
+    "build_distribution",
+    "build_module",
+    "check_compatible",
+    "checkpoint_path",
+    "content_checksum",
+    "describe_distribution",
+    "describe_kind",
+    "describe_module",
+    "distribution_name",
+    "filter_result_state",
+    "load_filter_result",
+    "load_sampler",
+    "plain",
+    "prepare_checkpoint",
+    "read_save_file",
+    "restore_training_snapshot",
+    "restore_training_state",
+    "sampler_state",
+    "save_filter_result",
+    "save_sampler",
+    "training_snapshot",
+    "write_checkpoint",
+    "write_save_file",
+]
