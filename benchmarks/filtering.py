@@ -125,11 +125,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    # CPU budget (about a minute per JKO filter run on one core); the seed trains width 256, batch 1024,
-    # 700 iterations per step and warms up 1000 sweeps, on a GPU
-    parser.add_argument("--jko-iters", type=int, default=100)
-    parser.add_argument("--jko-width", type=int, default=32)
-    parser.add_argument("--jko-batch", type=int, default=256)
+    # a CPU budget (about 4 minutes per JKO filter run on one core; --jko-width 32 --jko-iters 100
+    # --jko-batch 256 takes one); the seed trains width 256, batch 1024, 700 iterations per step and
+    # warms up 1000 sweeps, on a GPU
+    parser.add_argument("--jko-iters", type=int, default=300)
+    parser.add_argument("--jko-width", type=int, default=64)
+    parser.add_argument("--jko-batch", type=int, default=512)
     parser.add_argument("--jko-warmup", type=int, default=200)
     parser.add_argument("--jko-float64", dest="jko_float32", action="store_false")
     parser.add_argument("--jko-chains", type=int, default=256)

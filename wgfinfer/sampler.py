@@ -16,7 +16,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer import io as wgf_io
 from wgfinfer._validation import check_positive_float, check_positive_int, resolve_dim
-from wgfinfer.flow import Flow, sample_distribution
+from wgfinfer.flow import Flow
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
 from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
 from wgfinfer.nn.mlp import DualNetwork
@@ -24,7 +24,7 @@ from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weig
 from wgfinfer.schemes import METHODS, scheme_config
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden
 from wgfinfer.targets import LogDensityTarget
-from wgfinfer.training import run_jko_step
+from wgfinfer.training import initial_pool, train_steps
 
 NO_DENSITY_NOTE = (
     "unavailable: residual maps (map='resnet' or 'linear') have no tractable density, so log_q and "
@@ -347,42 +347,8 @@ class WGFSampler:
         if checkpoint is not None:
             wgf_io.prepare_checkpoint(self, checkpoint, resume)
         if self._particles is None:
-            snapshot = wgf_io.training_snapshot(self)
-            try:
-                if self._init in ("laplace", "gaussian") and self.flow.whitening is None:
-                    self.flow.whitening = self._laplace_whitening()
-                x0 = sample_distribution(self.flow.base, self.n_particles, self._generator, self.device)
-                if x0.shape != (self.n_particles, self.dim) or x0.dtype != self.dtype:
-                    raise ValueError(
-                        f"init must draw points of shape (n, {self.dim}) and dtype {self.dtype}, "
-                        f"got {tuple(x0.shape[1:])} and {x0.dtype}"
-                    )
-                self.target.validate(self._to_target_space(x0[: min(64, self.n_particles)]))
-            except KeyboardInterrupt:
-                wgf_io.restore_training_snapshot(self, snapshot)
-                raise
-            self._particles = x0
-            self._particles_log_q = self.flow.base.log_prob(x0[: self.n_monitor])
-        steps = range(len(self.flow), self.n_steps)
-        bar = None
-        if self.progress_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.n_steps, initial=len(self.flow), desc="JKO steps", unit="step")
-        try:
-            for k in steps:
-                snapshot = wgf_io.training_snapshot(self)
-                try:
-                    run_jko_step(self, k, bar)
-                except KeyboardInterrupt:
-                    # the step in progress is dropped whole: the sampler keeps the completed ones
-                    wgf_io.restore_training_snapshot(self, snapshot)
-                    raise
-                if checkpoint is not None:
-                    wgf_io.write_checkpoint(self, checkpoint)
-        finally:
-            if bar is not None:
-                bar.close()
+            initial_pool(self)
+        train_steps(self, checkpoint)
         return self
 
     def _laplace_whitening(self) -> AffineWhitening:

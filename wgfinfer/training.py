@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
-from wgfinfer.flow import Flow
+from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, icnn_jko_step, new_potential
 from wgfinfer.schemes.variational import new_dual, new_map, variational_jko_step, variational_kl
 
@@ -26,6 +27,60 @@ if TYPE_CHECKING:
 RETRY_LR_FACTOR = 0.25
 # a step that moves particles by more than this many times their spread (squared) has exploded
 W2_EXPLOSION_FACTOR = 1e4
+
+
+def initial_pool(sampler: WGFSampler) -> None:
+    """Draw the particle pool of ``rho_0`` (after the Laplace whitening, if any) and check the target
+    on some of its points before any training; a ``KeyboardInterrupt`` leaves the sampler as it was."""
+    from wgfinfer import io as wgf_io
+
+    assert sampler.flow is not None and sampler.target is not None
+    snapshot = wgf_io.training_snapshot(sampler)
+    try:
+        if sampler._init in ("laplace", "gaussian") and sampler.flow.whitening is None:
+            sampler.flow.whitening = sampler._laplace_whitening()
+        n, dim, dtype = sampler.n_particles, sampler.dim, sampler.dtype
+        x0 = sample_distribution(sampler.flow.base, n, sampler._generator, sampler.device)
+        if x0.shape != (n, dim) or x0.dtype != dtype:
+            raise ValueError(
+                f"init must draw points of shape (n, {dim}) and dtype {dtype}, "
+                f"got {tuple(x0.shape[1:])} and {x0.dtype}"
+            )
+        sampler.target.validate(sampler._to_target_space(x0[: min(64, n)]))
+    except KeyboardInterrupt:
+        wgf_io.restore_training_snapshot(sampler, snapshot)
+        raise
+    sampler._particles = x0
+    sampler._particles_log_q = sampler.flow.base.log_prob(x0[: sampler.n_monitor])
+
+
+def train_steps(sampler: WGFSampler, checkpoint: Path | None) -> None:
+    """Run the JKO steps not yet done, with a progress bar, writing ``checkpoint`` after each one.
+
+    A ``KeyboardInterrupt`` drops the step in progress whole (its random draws included): the
+    sampler keeps every completed step.
+    """
+    from wgfinfer import io as wgf_io
+
+    assert sampler.flow is not None
+    bar = None
+    if sampler.progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sampler.n_steps, initial=len(sampler.flow), desc="JKO steps", unit="step")
+    try:
+        for k in range(len(sampler.flow), sampler.n_steps):
+            snapshot = wgf_io.training_snapshot(sampler)
+            try:
+                run_jko_step(sampler, k, bar)
+            except KeyboardInterrupt:
+                wgf_io.restore_training_snapshot(sampler, snapshot)
+                raise
+            if checkpoint is not None:
+                wgf_io.write_checkpoint(sampler, checkpoint)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
