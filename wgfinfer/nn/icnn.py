@@ -237,15 +237,20 @@ class DenseICNN(nn.Module):
         slope_all = torch.cat(slopes, dim=1)
         jac_all = torch.cat(jacobians, dim=1)  # (n, sum h, d)
         curvature = grads * slope_all * (1.0 - slope_all)  # g * sigma''(u) >= 0
-        hessian = torch.bmm(jac_all.transpose(1, 2), curvature.unsqueeze(-1) * jac_all)
+        # the (n, d, d) Hessian is accumulated in place: with large batches these additions are
+        # memory-bound and fresh tensors for each term cost more than the products themselves
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        constant = s * eye + self.quadratic.T @ self.quadratic
+        hessian = torch.baddbmm(
+            constant.expand(x.shape[0], -1, -1), jac_all.transpose(1, 2), curvature.unsqueeze(-1) * jac_all
+        )
         if self.rank > 0:
             # sum_{l,j} 2 delta_{l,j} P_{l,j}^T P_{l,j} as one (n, K) @ (K, d*d) product
             factors = torch.cat([p.reshape(-1, self.dim) for p in self.quadratic_factors])
             outer = (factors.unsqueeze(-1) * factors.unsqueeze(-2)).reshape(factors.shape[0], -1)
             deltas = (grads * slope_all).repeat_interleave(self.rank, dim=1)
-            hessian = hessian + (2.0 * deltas @ outer).reshape(-1, self.dim, self.dim)
-        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
-        hessian = hessian + s * eye + self.quadratic.T @ self.quadratic
+            hessian = hessian.reshape(x.shape[0], -1).addmm_(deltas, outer, alpha=2.0)
+            hessian = hessian.reshape(-1, self.dim, self.dim)
         return PotentialDerivatives(value, gradient, hessian)
 
     # ------------------------------------------------------------------ transport map
