@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
@@ -220,11 +220,6 @@ def _icnn_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
-def _push_pool(transport: nn.Module, particles: Tensor, chunk_size: int) -> Tensor:
-    return torch.cat([transport.transport(c) for c in particles.split(chunk_size)])
-
-
 def _variational_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any]:
     flow, config = sampler.flow, sampler.config
     assert flow is not None
@@ -243,7 +238,8 @@ def _variational_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any
         step_index=k,
         callback=report,
     )
-    particles = _push_pool(transport, sampler._particles, flow.chunk_size)
+    single = Flow(flow.base, [transport], chunk_size=flow.chunk_size, device=sampler.device)
+    particles = single.push(sampler._particles)[0]
     if not bool(torch.isfinite(particles).all()):
         raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
     _check_explosion(k, sampler._particles, particles)

@@ -18,6 +18,7 @@ from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.filtering.mcmc import PROPOSALS, FlowTrajectories, log_evidence, metropolis_hastings
 from wgfinfer.filtering.models import LangevinDiffusion, Observations
 from wgfinfer.filtering.result import FilterResult, MCMCSettings
+from wgfinfer.flow import Flow
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
 
 
@@ -166,8 +167,7 @@ class JKOFilter:
                     psi, particles, self.diffusion.log_density, h, self.config, generator,
                     beta=self.diffusion.beta, step_index=len(paths.maps),
                 )  # fmt: skip
-                with torch.no_grad():
-                    particles = torch.cat([psi.transport(c) for c in particles.split(8192)])
+                particles = Flow(paths.base, [psi], device=self.device).push(particles)[0]
                 paths.maps.append(psi)
                 history.append(
                     {

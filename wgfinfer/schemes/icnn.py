@@ -20,7 +20,6 @@ size and the target are per-step inputs of :func:`icnn_jko_step`.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.nn.icnn import DenseICNN
+from wgfinfer.schemes.common import check_gradients, check_points, cosine_schedule, transport_distance
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,7 @@ def icnn_jko_step(
     optimizer = torch.optim.Adam(
         [{"params": network, "lr": config.lr}, {"params": affine, "lr": config.lr * config.affine_lr_scale}]
     )
-    # cosine from 1 to lr_decay over the step, for every parameter group alike
-    decay, total = config.lr_decay, config.iters_per_step
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: decay + (1.0 - decay) * 0.5 * (1.0 + math.cos(math.pi * it / total))
-    )
+    schedule = cosine_schedule(optimizer, config.lr_decay, config.iters_per_step)
     n_particles = particles.shape[0]
     batch = min(config.batch_size, n_particles)
     start = time.perf_counter()
@@ -172,16 +168,8 @@ def icnn_jko_step(
             y, log_det = psi.map_and_log_det(x)
         except NonPositiveHessianError as exc:
             raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: {exc}") from exc
-        if not bool(torch.isfinite(y).all()):
-            raise TrainingDivergedError(
-                f"JKO step {step_index}, iteration {it}: the transport map returned non-finite points"
-            )
-        w2 = (y - x).square().sum(-1).mean()
-        if not torch.isfinite(w2):
-            raise TrainingDivergedError(
-                f"JKO step {step_index}, iteration {it}: the transport distance overflowed "
-                "(the map sends particles to infinity)"
-            )
+        check_points(y, step_index, it)
+        w2 = transport_distance(x, y, step_index, it)
         potential = -log_density(y).mean()
         entropy_gain = log_det.mean()
         loss = w2 / (2.0 * step_size) + potential - entropy_gain / beta
@@ -190,11 +178,7 @@ def icnn_jko_step(
             raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: non-finite loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in psi.parameters() if p.grad is not None)
-        if not grads_finite:
-            raise TrainingDivergedError(
-                f"JKO step {step_index}, iteration {it}: non-finite parameter gradient"
-            )
+        check_gradients(psi, step_index, it, "ICNN potential")
         optimizer.step()
         schedule.step()
         losses.append(loss_value)

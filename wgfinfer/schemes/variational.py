@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.nn.mlp import DualNetwork, ResidualMap
+from wgfinfer.schemes.common import check_gradients, check_points, cosine_schedule, transport_distance
 
 MAPS = ("resnet", "icnn", "linear")
 REFERENCE_PARTICLES = 16384
@@ -180,21 +181,6 @@ def new_dual(
     )
 
 
-def _cosine(optimizer: torch.optim.Optimizer, decay: float, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: decay + (1.0 - decay) * 0.5 * (1.0 + math.cos(math.pi * it / total))
-    )
-
-
-def _check_finite(module: nn.Module, step_index: int, it: int, what: str) -> None:
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    # one fused reduction and one synchronisation instead of one per parameter
-    if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
-        raise TrainingDivergedError(
-            f"JKO step {step_index}, iteration {it}: non-finite gradient of the {what}"
-        )
-
-
 def variational_jko_step(
     warm_map: nn.Module,
     dual: DualNetwork,
@@ -251,7 +237,7 @@ def variational_jko_step(
     # foreach: one fused update per optimiser instead of a Python loop over parameters
     map_opt = torch.optim.Adam(transport.parameters(), lr=config.lr, foreach=True)
     dual_opt = torch.optim.Adam(h.parameters(), lr=config.dual_lr, foreach=True)
-    schedules = [_cosine(o, config.lr_decay, config.iters_per_step) for o in (map_opt, dual_opt)]
+    schedules = [cosine_schedule(o, config.lr_decay, config.iters_per_step) for o in (map_opt, dual_opt)]
     n_particles = particles.shape[0]
     batch = min(config.batch_size, n_particles)
     start = time.perf_counter()
@@ -264,10 +250,7 @@ def variational_jko_step(
         z = reference.sample(batch, generator)
         with torch.no_grad():
             y_fixed = transport.transport(x)
-        if not bool(torch.isfinite(y_fixed).all()):
-            raise TrainingDivergedError(
-                f"JKO step {step_index}, iteration {it}: the transport map returned non-finite points"
-            )
+        check_points(y_fixed, step_index, it)
         for _ in range(config.dual_steps):
             dual_objective = h.objective(y_fixed, z)
             if not torch.isfinite(dual_objective):
@@ -276,16 +259,11 @@ def variational_jko_step(
                 )
             dual_opt.zero_grad(set_to_none=True)
             (-dual_objective).backward()
-            _check_finite(h, step_index, it, "dual network")
+            check_gradients(h, step_index, it, "dual network")
             dual_opt.step()
         for _ in range(config.map_steps):
             y = transport.transport(x)
-            w2 = (y - x).square().sum(-1).mean()
-            if not torch.isfinite(w2):
-                raise TrainingDivergedError(
-                    f"JKO step {step_index}, iteration {it}: the transport distance overflowed "
-                    "(the map sends particles to infinity)"
-                )
+            w2 = transport_distance(x, y, step_index, it)
             potential = -log_density(y).mean()
             log_ratio = (h.log_h(y) + reference.log_prob(y)).mean()
             loss = w2 / (2.0 * step_size) + potential + log_ratio / beta
@@ -293,7 +271,7 @@ def variational_jko_step(
                 raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: non-finite loss")
             map_opt.zero_grad(set_to_none=True)
             loss.backward()
-            _check_finite(transport, step_index, it, "transport map")
+            check_gradients(transport, step_index, it, "transport map")
             map_opt.step()
         for s in schedules:
             s.step()
