@@ -108,21 +108,33 @@ def importance_diagnostics(log_weights: torch.Tensor | np.ndarray) -> dict[str, 
     lw = _as_log_weights(log_weights)
     n = lw.shape[0]
     _, khat = _psis(lw)
-    # Weights scaled by the largest, w in [0, 1] with max 1: no overflow, underflow only of weights
-    # negligible next to the largest, and ESS and sd/mean are scale-free (exact n for equal weights).
-    w = np.exp(lw - lw.max())
+    w, estimate, se = _evidence(lw)
     sum_w = float(w.sum())
     ess = sum_w * sum_w / float(np.dot(w, w))
-    se = float(np.std(w, ddof=1) / (math.sqrt(n) * np.mean(w)))
-    lse = logsumexp(lw)
     return {
         "khat": khat,
         "ess_is": ess,
         "ess_is_fraction": ess / n,
-        "log_evidence": float(lse - math.log(n)),
+        "log_evidence": estimate,
         "log_evidence_se": se,
         "n": n,
     }
+
+
+def log_evidence(log_weights: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """``log Z_hat = logsumexp(log_weights) - log n`` and its delta-method standard error
+    ``sd(w) / (sqrt(n) mean(w))``, for the same inputs as :func:`importance_diagnostics`."""
+    _, estimate, se = _evidence(_as_log_weights(log_weights))
+    return estimate, se
+
+
+def _evidence(lw: np.ndarray) -> tuple[np.ndarray, float, float]:
+    # Weights scaled by the largest, w in [0, 1] with max 1: no overflow, underflow only of weights
+    # negligible next to the largest, and ESS and sd/mean are scale-free (exact n for equal weights).
+    n = lw.shape[0]
+    w = np.exp(lw - lw.max())
+    se = float(np.std(w, ddof=1) / (math.sqrt(n) * np.mean(w)))
+    return w, float(logsumexp(lw) - math.log(n)), se
 
 
 def warn_if_unreliable(diagnostics: dict) -> None:

@@ -28,6 +28,7 @@ from torch.distributions import Distribution
 
 from wgfinfer.filtering.models import Observations
 from wgfinfer.flow import sample_distribution
+from wgfinfer.importance import log_evidence as importance_log_evidence
 
 PROPOSALS = ("independent", "latent_rw")
 
@@ -173,8 +174,4 @@ def log_evidence(
     """
     z = paths.draw_base(n_draws, generator, device)
     _, log_w = paths.push(z, n_maps, n_obs)
-    log_w = log_w.double()
-    estimate = float(torch.logsumexp(log_w, 0)) - math.log(n_draws)
-    w = torch.exp(log_w - log_w.max())
-    se = float(w.std() / (w.mean() * math.sqrt(n_draws)))
-    return estimate, se
+    return importance_log_evidence(log_w)
