@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -223,7 +224,22 @@ def ou_kalman_filter(
         decay = math.exp(-a * span)
         return decay * mean, decay**2 * var - math.expm1(-2 * a * span) / (a * beta)
 
-    r = noise_std**2
+    return _kalman_recursion(predict, mean, var, times, values, noise_std, t_final)
+
+
+def _kalman_recursion(
+    predict: Callable[[float, float, float], tuple[float, float]],
+    mean: float,
+    var: float,
+    times: np.ndarray,
+    values: np.ndarray,
+    noise_std: float,
+    t_final: float,
+) -> dict[str, np.ndarray | float]:
+    """The 1-D Kalman recursion with observations ``Y_k = X_{t_k} + N(0, noise_std^2)`` for a given
+    Gaussian prediction ``predict(mean, var, span) -> (mean, var)``; the keys of
+    :func:`ou_kalman_filter`."""
+    r = float(noise_std) ** 2
     out: dict[str, list[float]] = {
         k: [] for k in ("means", "variances", "pred_means", "pred_variances", "log_evidence_increments")
     }
@@ -239,7 +255,7 @@ def ou_kalman_filter(
         out["means"].append(mean)
         out["variances"].append(var)
         t = t_k
-    final_mean, final_var = predict(mean, var, t_final - t)
+    final_mean, final_var = predict(mean, var, t_final - t) if t_final > t else (mean, var)
     result: dict[str, np.ndarray | float] = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
     result.update(
         final_mean=final_mean,
@@ -270,7 +286,7 @@ def ou_jko_kalman_filter(
     error.  The JKO step for temperature ``1 / beta`` with step ``h`` is the ``beta = 1`` step for the
     potential ``beta a x^2 / 2`` with step ``h / beta`` (:func:`ou_jko_gaussian`).
 
-    Returns the same keys as :func:`ou_kalman_filter` (without the ``pred_*`` ones).
+    Returns the same keys as :func:`ou_kalman_filter`.
     """
     times = np.asarray(times, dtype=np.float64).reshape(-1)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -283,23 +299,4 @@ def ou_jko_kalman_filter(
         )
         return float(m[0]), float(v[0, 0])
 
-    r = float(noise_std) ** 2
-    mean, var, t = float(mean0), float(var0), 0.0
-    means, variances, increments = [], [], []
-    for t_k, y in zip(times.tolist(), values.tolist(), strict=True):
-        mean, var = predict(mean, var, t_k - t)
-        s = var + r
-        increments.append(-0.5 * (math.log(2 * math.pi * s) + (y - mean) ** 2 / s))
-        mean, var = mean + var / s * (y - mean), var * r / s
-        means.append(mean)
-        variances.append(var)
-        t = t_k
-    final_mean, final_var = predict(mean, var, t_final - t) if t_final > t else (mean, var)
-    return {
-        "means": np.asarray(means),
-        "variances": np.asarray(variances),
-        "final_mean": final_mean,
-        "final_variance": final_var,
-        "log_evidence": float(sum(increments)),
-        "log_evidence_increments": np.asarray(increments),
-    }
+    return _kalman_recursion(predict, float(mean0), float(var0), times, values, noise_std, t_final)
