@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from scipy.linalg import lapack
 
 from wgfinfer._validation import check_positive_float, check_positive_int
-from wgfinfer.filtering.models import LangevinDiffusion, Observations
+from wgfinfer.filtering.models import LangevinDiffusion, Observations, check_t_final, time_index
 
 LOG_FLOOR = 1e-300
 
@@ -45,25 +44,6 @@ def _bernoulli(w: np.ndarray) -> np.ndarray:
     small = ~big
     out[small] = 1.0 - 0.5 * w[small]
     return out
-
-
-def _find_time(times: Sequence[float], time_: float | None) -> int:
-    if time_ is None:
-        return len(times) - 1
-    for i, t in enumerate(times):
-        if math.isclose(float(time_), t, rel_tol=1e-12, abs_tol=1e-12):
-            return i
-    raise ValueError(f"time {time_} is not one of the stored times {list(times)} (None means t_final)")
-
-
-def _check_t_final(observations: Observations, t_final: float) -> float:
-    if not isinstance(observations, Observations):
-        raise TypeError(f"observations must be an Observations, got {type(observations).__name__}")
-    t_final = float(t_final)
-    last = float(observations.times[-1])
-    if not math.isfinite(t_final) or t_final < last:
-        raise ValueError(f"t_final must be finite and >= the last observation time {last}, got {t_final}")
-    return t_final
 
 
 class GridFilterResult:
@@ -106,7 +86,7 @@ class GridFilterResult:
         time : float, optional
             One of :attr:`times`; ``None`` (default) is ``t_final``.
         """
-        return self._densities[_find_time(self.times, time)].copy()
+        return self._densities[time_index(self.times, time)].copy()
 
 
 class GridFilter1D:
@@ -227,7 +207,7 @@ class GridFilter1D:
         -------
         GridFilterResult
         """
-        t_final = _check_t_final(observations, t_final)
+        t_final = check_t_final(observations, t_final)
         start = time.perf_counter()
         points = torch.as_tensor(self.grid, dtype=torch.float64).unsqueeze(-1)
         p, t = self.initial_density(), 0.0

@@ -16,7 +16,7 @@ import torch
 
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.filtering.mcmc import PROPOSALS, FlowTrajectories, log_evidence, metropolis_hastings
-from wgfinfer.filtering.models import LangevinDiffusion, Observations
+from wgfinfer.filtering.models import LangevinDiffusion, Observations, check_t_final
 from wgfinfer.filtering.result import FilterResult, MCMCSettings
 from wgfinfer.flow import Flow
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
@@ -109,15 +109,7 @@ class JKOFilter:
         self.dtype, self.device = dtype, torch.device(device)
 
     def _check(self, observations: Observations, t_final: float) -> float:
-        if not isinstance(observations, Observations):
-            raise TypeError(
-                f"observations must be an Observations (e.g. GaussianObservations), got "
-                f"{type(observations).__name__}"
-            )
-        t_final = check_positive_float("t_final", t_final)
-        last = float(observations.times[-1])
-        if last > t_final:
-            raise ValueError(f"observations after t_final: the last observation is at t = {last} > {t_final}")
+        t_final = check_t_final(observations, t_final)
         probe = torch.zeros(2, self.diffusion.dim, dtype=self.dtype, device=self.device)
         observations.log_likelihood(0, probe)  # shapes and dimension, before any training
         return t_final

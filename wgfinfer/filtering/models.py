@@ -197,3 +197,38 @@ class GaussianObservations(Observations):
         states_t = torch.stack(states)
         noise = noise_std * torch.randn(states_t.shape, generator=generator, dtype=torch.float64)
         return cls(times_t, states_t + noise, noise_std), states_t
+
+
+def check_t_final(observations: Observations, t_final: float) -> float:
+    """``t_final`` as a float, checked against the observations every filter is run on.
+
+    Raises
+    ------
+    TypeError
+        If ``observations`` is not an :class:`Observations`.
+    ValueError
+        If ``t_final`` is not a finite positive number or an observation comes after it.
+    """
+    if not isinstance(observations, Observations):
+        raise TypeError(
+            "observations must be an Observations (e.g. GaussianObservations), got "
+            f"{type(observations).__name__}"
+        )
+    t_final = check_positive_float("t_final", t_final)
+    last = float(observations.times[-1])
+    if last > t_final:
+        raise ValueError(f"observations after t_final: the last observation is at t = {last} > {t_final}")
+    return t_final
+
+
+def time_index(times: Sequence[float], time: float | None) -> int:
+    """Index of ``time`` among a filter result's stored ``times`` (``None``: the last, ``t_final``)."""
+    if time is None:
+        return len(times) - 1
+    for i, t in enumerate(times):
+        if abs(t - float(time)) <= 1e-9 * max(1.0, abs(t)):
+            return i
+    raise ValueError(
+        f"time {time} is not one of the stored times {list(times)} (None means t_final); valid times are "
+        "the observation times and t_final"
+    )

@@ -19,8 +19,7 @@ from scipy.stats import gaussian_kde
 from torch import Tensor
 
 from wgfinfer._validation import check_positive_float, check_positive_int
-from wgfinfer.filtering.grid import _check_t_final, _find_time
-from wgfinfer.filtering.models import LangevinDiffusion, Observations
+from wgfinfer.filtering.models import LangevinDiffusion, Observations, check_t_final, time_index
 from wgfinfer.flow import sample_distribution
 
 
@@ -93,7 +92,7 @@ class ParticleFilterResult:
             One of :attr:`times` (at an observation time: after resampling); ``None`` (default) is
             ``t_final``.
         """
-        return self._samples[_find_time(self.times, time)]
+        return self._samples[time_index(self.times, time)]
 
     def density_on_grid(self, grid: np.ndarray, time: float | None = None) -> np.ndarray:
         """Gaussian kernel density estimate (``scipy.stats.gaussian_kde``, Scott's rule) on a 1-D grid.
@@ -173,7 +172,7 @@ class BootstrapParticleFilter:
         -------
         ParticleFilterResult
         """
-        t_final = _check_t_final(observations, t_final)
+        t_final = check_t_final(observations, t_final)
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(self.seed)
         n = self.n_particles

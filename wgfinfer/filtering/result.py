@@ -13,6 +13,7 @@ from torch import Tensor
 
 from wgfinfer._validation import check_positive_int
 from wgfinfer.filtering.mcmc import FlowTrajectories, metropolis_hastings
+from wgfinfer.filtering.models import time_index
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,7 @@ class FilterResult:
     wall_time: float = 0.0
 
     def _index(self, time: float | None) -> int:
-        if time is None:
-            return len(self.times) - 1
-        for i, t in enumerate(self.times):
-            if abs(t - float(time)) <= 1e-9 * max(1.0, abs(t)):
-                return i
-        raise ValueError(f"time {time} is not an observation time or t_final; valid times: {self.times}")
+        return time_index(self.times, time)
 
     def _n_obs(self, index: int) -> int:
         t = self.times[index]
