@@ -178,7 +178,7 @@ class Flow:
             ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
             for psi in reversed(self.maps):
                 x, conv = psi.inverse(x, tol=tol, max_iter=max_iter)
-                log_det, factorised = _safe_log_det(psi, x)
+                log_det, factorised = safe_log_det(psi, x)
                 ok &= conv & factorised
                 total = total + log_det
             outs.append((x, total, ok))
@@ -200,7 +200,7 @@ class Flow:
         return log_q
 
 
-def _safe_log_det(psi: DenseICNN, x: Tensor) -> tuple[Tensor, Tensor]:
+def safe_log_det(psi: DenseICNN, x: Tensor) -> tuple[Tensor, Tensor]:
     """Log-det of the Hessian and a mask of where its Cholesky factorisation succeeded."""
     chol, info = torch.linalg.cholesky_ex(psi.hessian(x))
     return 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1), info == 0

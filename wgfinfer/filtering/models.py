@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent
 
 from wgfinfer._validation import check_positive_float
+from wgfinfer.flow import sample_distribution
 
 PotentialFn = Callable[[Tensor], Tensor]
 
@@ -185,10 +186,7 @@ class GaussianObservations(Observations):
         Returns the observations and the path's states at the observation times, ``(K, d)``.
         """
         times_t = _check_times(torch.as_tensor(times, dtype=torch.float64))
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            x = diffusion.initial.sample((1,)).double()
+        x = sample_distribution(diffusion.initial, 1, generator, "cpu").double()
         states, t = [], 0.0
         for t_k in times_t.tolist():
             x = diffusion.simulate(x, t_k - t, dt, generator)

@@ -14,6 +14,7 @@ from torch import Tensor
 from wgfinfer._validation import check_positive_int
 from wgfinfer.filtering.mcmc import FlowTrajectories, metropolis_hastings
 from wgfinfer.filtering.models import time_index
+from wgfinfer.flow import safe_log_det
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,9 @@ class FilterResult:
             total = total + self._likelihoods_after(count, n_obs, point)
             psi = paths.maps[count - 1]
             point, converged = psi.inverse(point, tol=tol)
-            chol, info = torch.linalg.cholesky_ex(psi.hessian(point))
-            total = total - 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
-            ok &= converged & (info == 0)
+            log_det, factorised = safe_log_det(psi, point)
+            total = total - log_det
+            ok &= converged & factorised
         total = total + self._likelihoods_after(0, n_obs, point) + paths.base.log_prob(point)
         if normalized:
             total = total - self.log_evidence_at(i)
