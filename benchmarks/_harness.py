@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -46,3 +47,20 @@ def write_section(name: str, body: str, path: Path = DOCS) -> None:
         pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     )
     path.write_text(text)
+
+
+def load_run(path: str | Path, note: str = "") -> tuple[list[dict], dict]:
+    """Rows and meta of a run saved by :func:`record_row`; a non-empty ``note`` replaces the saved one."""
+    saved = json.loads(Path(path).read_text())
+    rows, meta = saved["rows"], saved["meta"]
+    meta["note"] = note or meta.get("note", "")
+    return rows, meta
+
+
+def record_row(rows: list[dict], row: dict, meta: dict, path: str | Path | None) -> None:
+    """Append ``row``, print it as JSON and, with ``path``, save every row so far with ``meta``
+    (after each row, so a long run that is cut off keeps what it measured)."""
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    if path:
+        Path(path).write_text(json.dumps({"rows": rows, "meta": meta}, indent=1))

@@ -16,7 +16,6 @@ docs/benchmarks.md and a PCA scatter plot of D = 64 draws into docs/.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine, markdown_table, write_section  # noqa: E402
+from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.diagnostics import ksd, score_from_log_density, symmetric_kl  # noqa: E402
@@ -184,9 +183,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args()
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        rows, meta = saved["rows"], saved["meta"]
-        meta["note"] = args.note or meta.get("note", "")
+        rows, meta = load_run(args.from_json, args.note)
     else:
         meta = {
             "machine": machine(args.device),
@@ -202,10 +199,7 @@ def main() -> None:
         for scheme in args.schemes:
             for dim in args.dims:
                 row = run_one(dim, scheme, args)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps({"rows": rows, "meta": meta}, indent=1))
+                record_row(rows, row, meta, args.json)
     body = render(rows, meta)
     print(body)
     if not args.no_write:

@@ -15,7 +15,6 @@ docs/benchmarks.md and docs/filtering.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine, markdown_table, write_section  # noqa: E402
+from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
 
 from wgfinfer.filtering import JKOFilter  # noqa: E402
 from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid  # noqa: E402
@@ -140,9 +139,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        rows, meta = saved["rows"], saved["meta"]
-        meta["note"] = args.note or meta.get("note", "")
+        rows, meta = load_run(args.from_json, args.note)
     else:
         meta = {
             "machine": machine("cpu"),
@@ -161,10 +158,7 @@ def main() -> None:
             grid_result = GridFilter1D(problem.diffusion).run(problem.observations, problem.t_final)
             for method in args.methods:
                 row = run_method(method, problem, grid_result, args, seed)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps({"rows": rows, "meta": meta}, indent=1))
+                record_row(rows, row, meta, args.json)
     body = render(rows, meta)
     print(body)
     if not args.no_write:
