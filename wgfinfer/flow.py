@@ -1,9 +1,10 @@
 """The trained flow: the initial measure and the sequence of JKO maps.
 
-``rho_K = grad psi_K o ... o grad psi_1 # rho_0``.  Pushing draws forward tracks their exact
-log-density by the change of variables (seed 002, eq. 13); the density at an arbitrary point is
-obtained by inverting every map (seed 002, eq. 15) and is reported as NaN, with a warning, where an
-inversion did not converge.
+``rho_K = T_K o ... o T_1 # rho_0`` (JKO schemes; ``T_k = grad psi_k`` for ICNN maps), or, for the
+PWGF scheme, one snapshot map per step: ``rho_k = T_{theta_k} # rho_0`` (``snapshots=True``).
+Pushing draws forward tracks their exact log-density by the change of variables (seed 002, eq. 13);
+the density at an arbitrary point is obtained by inverting every map (seed 002, eq. 15)
+and is reported as NaN, with a warning, where an inversion did not converge.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.distributions import Distribution
 
 from wgfinfer.errors import DensityNotAvailableError
 from wgfinfer.laplace import AffineWhitening
-from wgfinfer.nn.icnn import DenseICNN
+from wgfinfer.nn.icnn import safe_log_det
 
 
 def sample_distribution(
@@ -38,16 +39,17 @@ def sample_distribution(
 
 
 class Flow:
-    """Initial measure ``rho_0`` and the list of transport maps of the JKO steps.
+    """Initial measure ``rho_0`` and the transport maps of the steps.
 
     Parameters
     ----------
     base : torch.distributions.Distribution
-        The initial measure, event shape ``(d,)``.
+        The initial measure (the reference measure of PWGF), event shape ``(d,)``.
     maps : list of nn.Module, optional
-        Trained maps, first step first: ``DenseICNN`` potentials (whose gradients are the maps, with
-        exact log-densities) or any module with a ``transport(x)`` method (e.g.
-        :class:`wgfinfer.nn.ResidualMap`; draws only, no densities).
+        Trained maps, first step first.  Every map has ``transport(x)``; maps with
+        ``map_and_log_det(x)`` and ``inverse_and_log_det(y, tol, max_iter)`` (``DenseICNN``, the
+        PWGF planar and affine maps) give exact log-densities; others (``ResidualMap``, the forward
+        step of the forward-backward scheme) give draws only.
     chunk_size : int
         Points processed at once when pushing or inverting (bounds memory).
     device : str or torch.device
@@ -55,34 +57,44 @@ class Flow:
     whitening : AffineWhitening, optional
         A fixed affine map applied after the JKO maps (``init="laplace"``): the flow then runs in
         whitened coordinates and its draws are ``x = loc + scale_tril @ z_K``.
+    snapshots : bool
+        ``False``: step ``k``'s law is the composition of the first ``k`` maps applied to ``rho_0``.
+        ``True`` (PWGF): ``maps[k - 1]`` alone carries ``rho_0`` to step ``k``'s law.
     """
 
     def __init__(
         self,
         base: Distribution,
-        maps: list[DenseICNN] | None = None,
+        maps: list[nn.Module] | None = None,
         chunk_size: int = 8192,
         device: torch.device | str = "cpu",
         whitening: AffineWhitening | None = None,
+        snapshots: bool = False,
     ) -> None:
         self.base = base
         self.whitening = whitening
         self.device = torch.device(device)
         self.maps: list[nn.Module] = list(maps or [])
         self.chunk_size = int(chunk_size)
+        self.snapshots = bool(snapshots)
 
     def __len__(self) -> int:
         return len(self.maps)
 
+    @staticmethod
+    def map_has_density(module: nn.Module) -> bool:
+        """Whether ``module`` follows the density protocol (log-det forward, inverse with log-det)."""
+        return hasattr(module, "map_and_log_det") and hasattr(module, "inverse_and_log_det")
+
     @property
     def has_density(self) -> bool:
-        """Whether every map is a convex-gradient map, so that exact log-densities exist."""
-        return all(isinstance(m, DenseICNN) for m in self.maps)
+        """Whether every map is invertible with a tractable log-det, so exact log-densities exist."""
+        return all(self.map_has_density(m) for m in self.maps)
 
     def require_density(self) -> None:
         """Raise :class:`DensityNotAvailableError` unless the flow has exact log-densities."""
         if not self.has_density:
-            kinds = sorted({type(m).__name__ for m in self.maps if not isinstance(m, DenseICNN)})
+            kinds = sorted({type(m).__name__ for m in self.maps if not self.map_has_density(m)})
             raise DensityNotAvailableError(
                 f"this flow's maps ({', '.join(kinds)}) have no tractable density: a residual map is "
                 "not invertible in closed form and its Jacobian log-determinant is not tracked. Use "
@@ -91,10 +103,27 @@ class Flow:
             )
 
     def append(self, psi: nn.Module) -> None:
-        """Add the map of a completed JKO step (its parameters are frozen)."""
+        """Add the map of a completed step (its parameters are frozen)."""
         for p in psi.parameters():
             p.requires_grad_(False)
         self.maps.append(psi)
+
+    def maps_until(self, step: int | None = None) -> list[nn.Module]:
+        """The maps that carry ``rho_0`` to the law of ``step`` (``None``: the last step), in order."""
+        k = self.check_step(step)
+        if self.snapshots:
+            return [self.maps[k - 1]] if k > 0 else []
+        return self.maps[:k]
+
+    def check_step(self, step: int | None) -> int:
+        """``step`` as an index in ``0..len(self)`` (``None`` is the last step)."""
+        if step is None:
+            return len(self.maps)
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be an int or None, got {type(step).__name__}")
+        if not 0 <= step <= len(self.maps):
+            raise ValueError(f"step must be in 0..{len(self.maps)} (0 = the initial measure), got {step}")
+        return step
 
     def _chunks(self, *tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
         n = tensors[0].shape[0]
@@ -102,8 +131,10 @@ class Flow:
             yield tuple(t[start : start + self.chunk_size] for t in tensors)
 
     @torch.no_grad()
-    def push(self, x0: Tensor, log_q0: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Push points through every map; optionally carry their log-density along.
+    def push(
+        self, x0: Tensor, log_q0: Tensor | None = None, step: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Push points of ``rho_0`` to ``step``; optionally carry their log-density along.
 
         Parameters
         ----------
@@ -111,7 +142,9 @@ class Flow:
             ``(n, d)`` points of ``rho_0``.
         log_q0 : Tensor, optional
             ``(n,)`` log-densities of ``rho_0`` at ``x0``; when given, the returned log-densities are
-            ``log rho_K(x_K) = log rho_0(x_0) - sum_k log det grad^2 psi_k(x_{k-1})``.
+            ``log rho_k(x_k) = log rho_0(x_0) - sum log|det DT|`` along the way.
+        step : int, optional
+            Step to push to (default: the last).
 
         Returns
         -------
@@ -120,14 +153,15 @@ class Flow:
         log_q : Tensor or None
             ``(n,)`` log-densities of the pushed points, or ``None`` if ``log_q0`` was not given.
         """
-        if log_q0 is not None:
+        maps = self.maps_until(step)
+        if log_q0 is not None and not all(self.map_has_density(m) for m in maps):
             self.require_density()
         if x0.shape[0] == 0:
             return x0.clone(), (log_q0.clone() if log_q0 is not None else None)
         xs, lqs = [], []
         dummy = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
         for x, lq in self._chunks(x0, log_q0 if log_q0 is not None else dummy):
-            for psi in self.maps:
+            for psi in maps:
                 if log_q0 is None:
                     x = psi.transport(x)
                 else:
@@ -141,33 +175,55 @@ class Flow:
         return torch.cat(xs), (torch.cat(lqs) if log_q0 is not None else None)
 
     def sample(
-        self, n: int, generator: torch.Generator, return_log_prob: bool = False
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        return_log_prob: bool = False,
+        step: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Draw ``n`` points of ``rho_K`` (and their exact log-densities)."""
+        """Draw ``n`` points of the law of ``step`` (default: the last), and their exact log-densities.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws.
+        generator : torch.Generator, optional
+            Source of randomness; by default a generator seeded from torch's global RNG (so
+            ``torch.manual_seed`` makes the draws reproducible).
+        return_log_prob : bool
+            Also return ``log rho_step`` at the draws (needs density maps).
+        step : int, optional
+            ``0`` is ``rho_0``; ``None`` the last step.
+        """
+        self.check_step(step)
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         x0 = sample_distribution(self.base, n, generator, self.device)
         if not return_log_prob:
-            return self.push(x0)[0]
-        x, log_q = self.push(x0, self.base.log_prob(x0))
+            return self.push(x0, step=step)[0]
+        x, log_q = self.push(x0, self.base.log_prob(x0), step=step)
         assert log_q is not None
         return x, log_q
 
     @torch.no_grad()
     def inverse(
-        self, y: Tensor, tol: float | None = None, max_iter: int = 100
+        self, y: Tensor, tol: float | None = None, max_iter: int = 100, step: int | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Pull points back to ``rho_0`` through the inverse maps.
+        """Pull points of the law of ``step`` back to ``rho_0`` through the inverse maps.
 
         Returns
         -------
         x0 : Tensor
-            ``(n, d)`` pre-images under the whole flow.
+            ``(n, d)`` pre-images.
         sum_log_det : Tensor
-            ``(n,)`` ``sum_k log det grad^2 psi_k(x_{k-1})`` along the recovered trajectory (plus
+            ``(n,)`` sum of the maps' ``log|det DT|`` along the recovered trajectory (plus
             ``log|det scale_tril|`` of the whitening, if any).
         converged : Tensor
             ``(n,)`` booleans, ``False`` where any of the inversions did not converge.
         """
-        self.require_density()
+        maps = self.maps_until(step)
+        if not all(self.map_has_density(m) for m in maps):
+            self.require_density()
         outs: list[tuple[Tensor, Tensor, Tensor]] = []
         for (chunk,) in self._chunks(y):
             x = chunk
@@ -176,17 +232,19 @@ class Flow:
                 x = self.whitening.inverse(x)
                 total = total + self.whitening.log_abs_det
             ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            for psi in reversed(self.maps):
-                x, conv = psi.inverse(x, tol=tol, max_iter=max_iter)
-                log_det, factorised = safe_log_det(psi, x)
-                ok &= conv & factorised
+            for psi in reversed(maps):
+                x, log_det, conv = psi.inverse_and_log_det(x, tol=tol, max_iter=max_iter)
+                ok &= conv
                 total = total + log_det
             outs.append((x, total, ok))
         return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))  # type: ignore[return-value]
 
-    def log_prob(self, y: Tensor, tol: float | None = None, max_iter: int = 100) -> Tensor:
-        """Exact log-density of ``rho_K`` at arbitrary points (NaN where inversion failed)."""
-        x0, total, ok = self.inverse(y, tol=tol, max_iter=max_iter)
+    def log_prob(
+        self, y: Tensor, tol: float | None = None, max_iter: int = 100, step: int | None = None
+    ) -> Tensor:
+        """Exact log-density of the law of ``step`` (default: the last) at arbitrary points (NaN where
+        inversion failed)."""
+        x0, total, ok = self.inverse(y, tol=tol, max_iter=max_iter, step=step)
         log_q = self.base.log_prob(x0) - total
         if not bool(ok.all()):
             n_bad = int((~ok).sum())
@@ -200,7 +258,4 @@ class Flow:
         return log_q
 
 
-def safe_log_det(psi: DenseICNN, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Log-det of the Hessian and a mask of where its Cholesky factorisation succeeded."""
-    chol, info = torch.linalg.cholesky_ex(psi.hessian(x))
-    return 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1), info == 0
+__all__ = ["Flow", "safe_log_det", "sample_distribution"]

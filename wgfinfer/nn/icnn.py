@@ -341,6 +341,26 @@ class DenseICNN(nn.Module):
             converged = res_norm <= threshold
         return x, converged
 
+    @torch.no_grad()
+    def inverse_and_log_det(
+        self, y: Tensor, tol: float | None = None, max_iter: int = 100
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Pre-images of ``y``, ``log det grad^2 psi`` there, and where both can be trusted.
+
+        The density protocol of :class:`wgfinfer.flow.Flow`: ``converged`` is ``False`` where the
+        Newton inversion did not converge or the Hessian's Cholesky factorisation failed.
+        """
+        x, converged = self.inverse(y, tol=tol, max_iter=max_iter)
+        log_det, factorised = safe_log_det(self, x)
+        return x, log_det, converged & factorised
+
+
+def safe_log_det(psi: DenseICNN, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-det of the Hessian of ``psi`` at ``x`` and a mask of where its Cholesky factorisation
+    succeeded (no exception: failed entries are reported, not raised)."""
+    chol, info = torch.linalg.cholesky_ex(psi.hessian(x))
+    return 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1), info == 0
+
 
 def log_det_spd(matrices: Tensor) -> Tensor:
     """``log det`` of a batch of symmetric positive-definite matrices via Cholesky.
