@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
+from wgfinfer.functionals import Entropy, Functional, as_functional
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.schemes.common import check_gradients, check_points, cosine_schedule, transport_distance
 
@@ -78,7 +79,7 @@ class StepInfo:
     w2: float
     """``E||grad psi(X) - X||^2``: squared W2 distance moved in this step."""
     potential: float
-    """``E[Phi(grad psi(X))]``."""
+    """The particle terms' energy at the pushed batch (``E[Phi(grad psi(X))]`` for the KL)."""
     log_det: float
     """``E[log det grad^2 psi(X)]``: entropy increase of the step."""
     iterations: int
@@ -104,13 +105,14 @@ def new_potential(
 def icnn_jko_step(
     warm_start: DenseICNN,
     particles: Tensor,
-    log_density: Callable[[Tensor], Tensor],
+    target: Functional | Callable[[Tensor], Tensor],
     step_size: float,
     config: ICNNSchemeConfig,
     generator: torch.Generator,
     beta: float = 1.0,
     step_index: int = 0,
     callback: Callable[[int, float], None] | None = None,
+    particle_log_density: Tensor | None = None,
 ) -> tuple[DenseICNN, StepInfo]:
     """Fit the map of one JKO step.
 
@@ -120,8 +122,10 @@ def icnn_jko_step(
         Potential the optimisation starts from (the previous step's map); it is copied, not changed.
     particles : Tensor
         ``(m, d)`` particles of ``rho_k``.
-    log_density : callable
-        Target log-density ``(n, d) -> (n,)``; the potential is ``Phi = -log_density``.
+    target : Functional or callable
+        The free energy (:mod:`wgfinfer.functionals`), or a log-density ``(n, d) -> (n,)`` meaning
+        ``KLDivergence(log_density, beta)`` (potential ``Phi = -log_density``).  Internal energies
+        are evaluated exactly at the pushed points from ``log rho_k(x) - log det grad^2 psi(x)``.
     step_size : float
         JKO step ``h``.
     config : ICNNSchemeConfig
@@ -134,6 +138,9 @@ def icnn_jko_step(
         Used in error messages.
     callback : callable, optional
         Called as ``callback(iteration, loss)`` after every iteration.
+    particle_log_density : Tensor, optional
+        ``(m,)`` exact ``log rho_k`` at the particles; needed by internal energies other than
+        :class:`~wgfinfer.functionals.Entropy` (whose step does not depend on it).
 
     Returns
     -------
@@ -145,7 +152,13 @@ def icnn_jko_step(
     ------
     TrainingDivergedError
         If the loss, the map or a parameter gradient becomes non-finite.
+    ValueError
+        If an internal energy needs ``particle_log_density`` and it was not given.
     """
+    functional = as_functional(target, beta)
+    internal = functional.internal_energies()
+    if particle_log_density is None and any(not isinstance(t, Entropy) for t in internal):
+        raise ValueError("this free energy's internal energies need the particles' log-densities")
     psi = copy.deepcopy(warm_start)
     for p in psi.parameters():
         p.requires_grad_(True)
@@ -170,9 +183,13 @@ def icnn_jko_step(
             raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: {exc}") from exc
         check_points(y, step_index, it)
         w2 = transport_distance(x, y, step_index, it)
-        potential = -log_density(y).mean()
+        potential = functional.particle_energy(y)
         entropy_gain = log_det.mean()
-        loss = w2 / (2.0 * step_size) + potential - entropy_gain / beta
+        # log-density of the pushed law at y (the Entropy's step does not need log rho_k itself)
+        log_rho_y = -log_det if particle_log_density is None else particle_log_density[idx] - log_det
+        loss = w2 / (2.0 * step_size) + potential
+        for term in internal:
+            loss = loss + term.integrand(log_rho_y).mean()
         loss_value = float(loss.detach())
         if not torch.isfinite(loss):
             raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: non-finite loss")

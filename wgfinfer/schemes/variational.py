@@ -24,13 +24,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from wgfinfer.errors import TrainingDivergedError
+from wgfinfer.functionals import Functional, InternalEnergy, as_functional
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.nn.mlp import DualNetwork, ResidualMap
 from wgfinfer.schemes.common import check_gradients, check_points, cosine_schedule, transport_distance
@@ -125,22 +126,68 @@ class ReferenceGaussian:
         return -0.5 * white.square().sum(-1) - self.log_normalizer
 
 
+@dataclass(frozen=True)
+class UniformBox:
+    """``Q``: the uniform law on an axis-aligned box, the reference of the generalized entropy's
+    dual formula (seed 000 §3.2.2); refitted every step so that it contains the support."""
+
+    lower: Tensor
+    upper: Tensor
+
+    @classmethod
+    def containing(cls, particles: Tensor, margin: float = 0.25) -> UniformBox:
+        """The particles' bounding box widened by ``margin`` times its width on every side (a map close
+        to the identity keeps the pushed particles inside)."""
+        x = particles.detach()
+        lo, hi = x.min(0).values, x.max(0).values
+        width = (hi - lo).clamp_min(1e-12 + 1e-6 * float((hi - lo).abs().max()))
+        return cls(lo - margin * width, hi + margin * width)
+
+    @property
+    def dim(self) -> int:
+        return int(self.lower.shape[0])
+
+    @property
+    def volume(self) -> float:
+        """``Omega``."""
+        return float(torch.exp(torch.log(self.upper - self.lower).sum()))
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` uniform draws; the noise comes from the (CPU) ``generator``."""
+        u = torch.rand(n, self.dim, generator=generator, dtype=self.lower.dtype).to(self.lower.device)
+        return self.lower + u * (self.upper - self.lower)
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """``-log Omega`` (the density inside the box; the formula never evaluates it outside)."""
+        return torch.full(y.shape[:1], -math.log(self.volume), dtype=y.dtype, device=y.device)
+
+
+def fit_reference(term: InternalEnergy, particles: Tensor) -> ReferenceGaussian | UniformBox:
+    """The reference ``Gamma`` of ``term``'s dual formula for the particles of ``rho_k``."""
+    sub = particles[:REFERENCE_PARTICLES]
+    if term.reference == "box":
+        return UniformBox.containing(particles)
+    return ReferenceGaussian.matching(sub)
+
+
 @dataclass
 class VariationalStepInfo:
     """What one variational JKO step did (means over the last 10% of its outer iterations)."""
 
     loss: float
-    """The map's objective (W2 term + potential + ``beta^{-1}`` times the log-ratio terms)."""
+    """The map's objective (W2 term + particle terms + the internal energies' ``A`` terms)."""
     w2: float
     """``E||T(X) - X||^2``: squared W2 distance moved in this step."""
     potential: float
-    """``E[-log_density(T(X))]``."""
+    """The particle terms' energy at the pushed batch (``E[-log_density(T(X))]`` for the KL)."""
     dual_objective: float
-    """``E[log h(TX)] - E_mu[h(Z)]``: the dual's objective, ``-E[log mu_k(TX)] - H(T#rho_k) - 1``
-    at the optimum."""
+    """Sum over internal energies of ``E[A(h)] - E_Gamma[B(h)]``: for the KL, ``beta^{-1}`` times
+    ``E[log h(TX) + log mu_k(TX)] - E_mu[h(Z)]``, i.e. ``beta^{-1}(-H(T#rho_k) - 1)`` at the optimum."""
     iterations: int
     wall_time: float
-    reference: ReferenceGaussian = field(repr=False)
+    reference: ReferenceGaussian | UniformBox = field(repr=False)
+    """The first internal energy's reference (``mu_k`` for the KL)."""
+    references: list[ReferenceGaussian | UniformBox] = field(default_factory=list, repr=False)
     losses: list[float] = field(default_factory=list, repr=False)
 
 
@@ -183,35 +230,37 @@ def new_dual(
 
 def variational_jko_step(
     warm_map: nn.Module,
-    dual: DualNetwork,
+    dual: DualNetwork | Sequence[DualNetwork],
     particles: Tensor,
-    log_density: Callable[[Tensor], Tensor],
+    target: Functional | Callable[[Tensor], Tensor],
     step_size: float,
     config: VariationalSchemeConfig,
     generator: torch.Generator,
     beta: float = 1.0,
     step_index: int = 0,
     callback: Callable[[int, float], None] | None = None,
-) -> tuple[nn.Module, DualNetwork, VariationalStepInfo]:
-    """Fit the map (and the dual function) of one variational JKO step.
+) -> tuple[nn.Module, DualNetwork | list[DualNetwork], VariationalStepInfo]:
+    """Fit the map (and the dual functions) of one variational JKO step.
 
     Parameters
     ----------
     warm_map : nn.Module
         Map the optimisation starts from (the previous step's); copied, not changed.
-    dual : DualNetwork
-        Dual function carried over from the previous step; copied, not changed.
+    dual : DualNetwork or sequence of DualNetwork
+        Dual functions carried over from the previous step, one per internal energy of the free
+        energy (in the order of ``functional.internal_energies()``); copied, not changed.
     particles : Tensor
-        ``(m, d)`` particles of ``rho_k``; ``mu_k`` is fitted to them.
-    log_density : callable
-        Target log-density ``(n, d) -> (n,)``.
+        ``(m, d)`` particles of ``rho_k``; every internal energy's reference is fitted to them.
+    target : Functional or callable
+        The free energy (:mod:`wgfinfer.functionals`), or a log-density ``(n, d) -> (n,)`` meaning
+        ``KLDivergence(log_density, beta)``.
     step_size : float
         JKO step ``a``.
     config : VariationalSchemeConfig
     generator : torch.Generator
-        CPU generator for batch indices and draws of ``mu_k``.
+        CPU generator for batch indices and reference draws.
     beta : float
-        Inverse temperature.
+        Inverse temperature when ``target`` is a log-density.
     step_index : int
         Used in error messages.
     callback : callable, optional
@@ -219,54 +268,85 @@ def variational_jko_step(
 
     Returns
     -------
-    transport_map, dual : nn.Module, DualNetwork
-        The trained networks of this step.
+    transport_map : nn.Module
+    dual : DualNetwork or list of DualNetwork
+        The trained dual functions (a single network if a single one was given).
     info : VariationalStepInfo
 
     Raises
     ------
     TrainingDivergedError
         If a loss, a map output or a gradient becomes non-finite.
+    ValueError
+        If the number of dual networks does not match the internal energies.
     """
-    transport, h = copy.deepcopy(warm_map), copy.deepcopy(dual)
-    for p in [*transport.parameters(), *h.parameters()]:
+    functional = as_functional(target, beta)
+    internal = functional.internal_energies()
+    single = isinstance(dual, nn.Module)
+    duals_in = [dual] if single else list(dual)  # type: ignore[list-item]
+    if len(duals_in) != len(internal):
+        raise ValueError(
+            f"the free energy has {len(internal)} internal energies but {len(duals_in)} dual "
+            "networks were given"
+        )
+    transport = copy.deepcopy(warm_map)
+    duals = [copy.deepcopy(h) for h in duals_in]
+    dual_params = [p for h in duals for p in h.parameters()]
+    for p in [*transport.parameters(), *dual_params]:
         p.requires_grad_(True)
     # mu_k only has to be a Gaussian close to rho_k (the formula holds for any mu): its moments from
     # at most REFERENCE_PARTICLES pool particles keep the O(m d^2) fit small next to the iterations
-    reference = ReferenceGaussian.matching(particles[:REFERENCE_PARTICLES])
+    references = [fit_reference(t, particles) for t in internal]
+    volumes = [r.volume if isinstance(r, UniformBox) else 1.0 for r in references]
     # foreach: one fused update per optimiser instead of a Python loop over parameters
     map_opt = torch.optim.Adam(transport.parameters(), lr=config.lr, foreach=True)
-    dual_opt = torch.optim.Adam(h.parameters(), lr=config.dual_lr, foreach=True)
-    schedules = [cosine_schedule(o, config.lr_decay, config.iters_per_step) for o in (map_opt, dual_opt)]
+    optimizers = [map_opt]
+    dual_opt = None
+    if dual_params:
+        dual_opt = torch.optim.Adam(dual_params, lr=config.dual_lr, foreach=True)
+        optimizers.append(dual_opt)
+    schedules = [cosine_schedule(o, config.lr_decay, config.iters_per_step) for o in optimizers]
     n_particles = particles.shape[0]
     batch = min(config.batch_size, n_particles)
     start = time.perf_counter()
     losses: list[float] = []
     tail: list[tuple[float, float, float]] = []
     tail_from = config.iters_per_step - max(1, config.iters_per_step // 10)
+    dual_objective = particles.new_zeros(())
     for it in range(config.iters_per_step):
         idx = torch.randint(0, n_particles, (batch,), generator=generator).to(particles.device)
         x = particles[idx]
-        z = reference.sample(batch, generator)
+        draws = [r.sample(batch, generator) for r in references]
         with torch.no_grad():
             y_fixed = transport.transport(x)
+            log_gamma_fixed = [r.log_prob(y_fixed) for r in references]
         check_points(y_fixed, step_index, it)
-        for _ in range(config.dual_steps):
-            dual_objective = h.objective(y_fixed, z)
+        for _ in range(config.dual_steps if duals else 0):
+            dual_objective = particles.new_zeros(())
+            for term, h, z, lg, vol in zip(internal, duals, draws, log_gamma_fixed, volumes, strict=True):
+                log_h = h.log_h(torch.cat([y_fixed, z]))
+                dual_objective = (
+                    dual_objective
+                    + term.dual_a(log_h[:batch], lg, vol).mean()
+                    - term.dual_b(log_h[batch:], vol).mean()
+                )
             if not torch.isfinite(dual_objective):
                 raise TrainingDivergedError(
                     f"JKO step {step_index}, iteration {it}: non-finite dual objective"
                 )
+            assert dual_opt is not None
             dual_opt.zero_grad(set_to_none=True)
             (-dual_objective).backward()
-            check_gradients(h, step_index, it, "dual network")
+            for h in duals:
+                check_gradients(h, step_index, it, "dual network")
             dual_opt.step()
         for _ in range(config.map_steps):
             y = transport.transport(x)
             w2 = transport_distance(x, y, step_index, it)
-            potential = -log_density(y).mean()
-            log_ratio = (h.log_h(y) + reference.log_prob(y)).mean()
-            loss = w2 / (2.0 * step_size) + potential + log_ratio / beta
+            potential = functional.particle_energy(y)
+            loss = w2 / (2.0 * step_size) + potential
+            for term, h, r, vol in zip(internal, duals, references, volumes, strict=True):
+                loss = loss + term.dual_a(h.log_h(y), r.log_prob(y), vol).mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: non-finite loss")
             map_opt.zero_grad(set_to_none=True)
@@ -281,7 +361,7 @@ def variational_jko_step(
             tail.append((float(w2.detach()), float(potential.detach()), float(dual_objective.detach())))
         if callback is not None:
             callback(it, loss_value)
-    for p in [*transport.parameters(), *h.parameters()]:
+    for p in [*transport.parameters(), *dual_params]:
         p.requires_grad_(False)
         p.grad = None
     mean = [sum(v) / len(tail) for v in zip(*tail, strict=True)]
@@ -292,10 +372,11 @@ def variational_jko_step(
         dual_objective=mean[2],
         iterations=config.iters_per_step,
         wall_time=time.perf_counter() - start,
-        reference=reference,
+        reference=references[0] if references else None,  # type: ignore[arg-type]
+        references=references,
         losses=losses,
     )
-    return transport, h, info
+    return transport, (duals[0] if single else duals), info
 
 
 @torch.no_grad()
