@@ -1,0 +1,442 @@
+"""The parameterized Wasserstein gradient flow scheme (PWGF, seed 004 §3.3 and Algorithm 4.1).
+
+The law is ``rho_theta = T_theta # lambda`` for a fixed reference ``lambda`` (the initial law, with
+``T_theta`` starting at the identity).  The Wasserstein gradient flow of a free energy ``F`` is
+replaced by the parameter ODE (seed 004 eq. 3.18)
+
+.. math::
+
+    \\dot\\theta = -\\hat G(\\theta)^\\dagger \\nabla_\\theta F(\\theta), \\qquad
+    \\hat G(\\theta) = E_{z\\sim\\lambda}\\bigl[\\partial_\\theta T_\\theta(z)^\\top
+    \\partial_\\theta T_\\theta(z)\\bigr]\\quad\\text{(eq. 3.17)},
+
+discretised by forward Euler: ``theta <- theta + h eta`` with ``eta`` the minimum-norm solution of
+``G_hat eta = -grad F``.  Both ``G_hat`` and ``grad F`` are Monte-Carlo estimates over the same
+fresh draws ``z_1..z_N`` of ``lambda`` at every Euler step.  ``G_hat`` is never formed: MINRES (or
+CG) only needs ``v -> G_hat v = (1/N) J^T (J v)``, one Jacobian-vector product followed by one
+vector-Jacobian product of ``theta -> (T_theta(z_i))_i`` (:func:`metric_vector_product`).
+
+``grad F`` is plain autograd through the reparameterised estimate: with ``y = T_theta(z)``,
+``log rho_theta(y) = log lambda(z) - log|det dT_theta/dz (z)|``, and ``F(theta)`` is the
+functional's Monte-Carlo estimate from ``y`` and that log-density (the log-density is only computed
+when ``F`` has internal energies).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, cg, minres
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from wgfinfer.errors import TrainingDivergedError
+from wgfinfer.flow import sample_distribution
+from wgfinfer.functionals import Functional, InternalEnergy, PotentialEnergy
+from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
+
+PWGF_MAPS = ("planar", "affine", "resnet")
+SOLVERS = ("minres", "cg")
+
+
+def _positive_int(value: object, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PWGFConfig:
+    """Options of the PWGF scheme fixed when it is built.
+
+    Attributes
+    ----------
+    map : {"planar", "affine", "resnet"}
+        Push-forward family: :class:`~wgfinfer.nn.pushforward.PlanarFlow` (seed 004 §5.1, exact
+        densities everywhere), :class:`~wgfinfer.nn.pushforward.AffineMap` (Gaussian laws) or
+        :class:`~wgfinfer.nn.pushforward.ResidualPushforward` (seed 004 §5.2–5.3; densities of pushed
+        draws only).
+    n_layers : int
+        Planar layers (``map="planar"``).
+    hidden : tuple of int
+        Hidden widths of the residual network (``map="resnet"``).
+    n_samples : int
+        Draws of ``lambda`` per Euler step, shared by ``G_hat`` and ``grad F`` (at least 2, which the
+        interaction energies' U-statistic needs).
+    solver : {"minres", "cg"}
+        Krylov solver of ``G_hat eta = -grad F`` (seed 004 uses MINRES).
+    tol : float
+        Relative residual tolerance passed to the solver (seed 004: ``3e-4``), in ``(0, 1)``.
+    max_iter : int
+        Solver iterations per Euler step.
+    damping : float
+        Tikhonov term: solve ``(G_hat + damping I) eta = -grad F``.  The default 0 is the paper's
+        scheme (minimum-norm solution); a positive value trades a bias for robustness when
+        ``G_hat`` is badly conditioned.
+    substeps : int
+        Forward-Euler steps per call of :func:`pwgf_step` (each of size ``step_size / substeps``,
+        each with fresh draws).
+    """
+
+    map: str = "planar"
+    n_layers: int = 40
+    hidden: tuple[int, ...] = (100, 100, 100)
+    n_samples: int = 4096
+    solver: str = "minres"
+    tol: float = 3e-4
+    max_iter: int = 200
+    damping: float = 0.0
+    substeps: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.map, str) or self.map not in PWGF_MAPS:
+            raise ValueError(f"map must be one of {PWGF_MAPS}, got {self.map!r}")
+        if not isinstance(self.solver, str) or self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        _positive_int(self.n_layers, "n_layers")
+        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
+            raise TypeError(f"hidden must be a sequence of ints, got {type(self.hidden).__name__}")
+        if len(self.hidden) == 0:
+            raise ValueError("hidden must be a non-empty sequence of positive ints")
+        for width in self.hidden:
+            _positive_int(width, "every hidden width")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        _positive_int(self.n_samples, "n_samples", minimum=2)
+        _positive_int(self.max_iter, "max_iter")
+        _positive_int(self.substeps, "substeps")
+        tol = _real(self.tol, "tol")
+        if not 0.0 < tol < 1.0:
+            raise ValueError(f"tol must be in (0, 1), got {tol}")
+        if _real(self.damping, "damping") < 0:
+            raise ValueError(f"damping must be >= 0, got {self.damping}")
+
+
+@dataclass
+class PWGFStepInfo:
+    """What one call of :func:`pwgf_step` did."""
+
+    energy: float
+    """``F(theta)`` before the step, on the draws of its first Euler step."""
+    energy_se: float | None
+    """Standard error of ``energy`` (``None`` when ``F`` has terms other than potential and internal
+    energies, e.g. interaction energies, whose estimate is not a plain mean)."""
+    solver_iterations: int
+    """Krylov iterations summed over the Euler steps of the call."""
+    residual: float
+    """``|G_hat eta + grad F| / |grad F|`` of the last solve (damping included in ``G_hat``)."""
+    grad_norm: float
+    """``|grad_theta F|`` before the step."""
+    wall_time: float
+    """Seconds spent in the call."""
+
+
+def new_pushforward(
+    dim: int,
+    config: PWGFConfig,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """A fresh push-forward map of ``config.map``, equal to the identity.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension ``d``.
+    config : PWGFConfig
+    generator : torch.Generator
+        Source of the random initial weights.
+    dtype, device
+        Where the parameters live.
+
+    Returns
+    -------
+    nn.Module
+        A :class:`PlanarFlow`, :class:`AffineMap` or :class:`ResidualPushforward`.
+    """
+    if not isinstance(config, PWGFConfig):
+        raise TypeError(f"config must be a PWGFConfig, got {type(config).__name__}")
+    if config.map == "planar":
+        return PlanarFlow(dim, config.n_layers, generator=generator, dtype=dtype, device=device)
+    if config.map == "affine":
+        return AffineMap(dim, generator=generator, dtype=dtype, device=device)
+    return ResidualPushforward(dim, config.hidden, generator=generator, dtype=dtype, device=device)
+
+
+def flatten_tensors(tensors: Sequence[Tensor]) -> Tensor:
+    """Concatenate tensors into one flat vector (in the given order)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten_vector(vector: Tensor, like: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Split a flat vector into tensors shaped like ``like`` (the inverse of :func:`flatten_tensors`)."""
+    sizes = [t.numel() for t in like]
+    if vector.ndim != 1 or vector.numel() != sum(sizes):
+        raise ValueError(f"expected a vector of {sum(sizes)} entries, got shape {tuple(vector.shape)}")
+    return tuple(part.view_as(t) for part, t in zip(torch.split(vector, sizes), like, strict=True))
+
+
+def metric_vector_product(
+    module: nn.Module,
+    params: Mapping[str, Tensor] | None,
+    z: Tensor,
+    damping: float = 0.0,
+) -> Callable[[Tensor], Tensor]:
+    """The product ``v -> G_hat v`` of the pullback metric (seed 004 eq. 3.17), matrix-free.
+
+    ``G_hat = (1/N) sum_i J_i^T J_i`` with ``J_i = d T_theta(z_i) / d theta``, ``N = len(z)``.  The
+    map is evaluated once, with the graph of ``u -> J^T u`` (a reverse pass with ``create_graph``);
+    each product then takes two reverse passes over retained graphs: ``J v`` as the gradient of
+    ``<J^T u, v>`` in ``u`` (the "double-backward" Jacobian-vector product), then ``J^T (J v) / N``.
+    This is several times faster on CPU than ``torch.func.jvp``, whose forward-mode rules run through
+    Python decompositions for some of the maps' operations.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The map; it is called as ``module(z)`` with ``params`` substituted for its parameters.
+    params : mapping of str to Tensor, optional
+        Parameter values by name (``module``'s own when ``None``).  The flat vector's layout is the
+        mapping's order, each tensor flattened.
+    z : Tensor
+        ``(N, d)`` draws of the reference law.
+    damping : float, default 0
+        Adds ``damping * v``.
+
+    Returns
+    -------
+    callable
+        Flat vector ``(n_params,)`` to flat vector ``(n_params,)``.
+    """
+    if params is None:
+        params = dict(module.named_parameters())
+    names = list(params)
+    leaves = tuple(params[k].detach().clone().requires_grad_(True) for k in names)
+    z = z.detach()
+    n = z.shape[0]
+    with torch.enable_grad():
+        y = torch.func.functional_call(module, dict(zip(names, leaves, strict=True)), (z,))
+        u = torch.zeros_like(y, requires_grad=True)
+        transposed = torch.autograd.grad(y, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
+    # parameters T does not depend on (or only through J^T u's constant part) have zero columns
+    live = [i for i, g in enumerate(transposed) if g is not None and g.requires_grad]
+
+    def product(v: Tensor) -> Tensor:
+        tangents = unflatten_vector(v.to(leaves[0]), leaves)
+        with torch.enable_grad():
+            if live:
+                (jv,) = torch.autograd.grad(
+                    [transposed[i] for i in live],
+                    u,
+                    grad_outputs=[tangents[i] for i in live],
+                    retain_graph=True,
+                )
+            else:
+                jv = torch.zeros_like(y)
+            out = torch.autograd.grad(y, leaves, grad_outputs=jv / n, retain_graph=True, allow_unused=True)
+        flat = flatten_tensors(
+            [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, out, strict=True)]
+        )
+        return flat + damping * v if damping else flat
+
+    return product
+
+
+def _pointwise_energy(functional: Functional, y: Tensor, log_rho: Tensor | None) -> Tensor | None:
+    """Per-point contributions whose mean is ``functional.estimate(y, log_rho)``, when it is a mean."""
+    values = y.new_zeros(y.shape[0])
+    for term in functional.terms():
+        if type(term) is PotentialEnergy:
+            values = values + term.coefficient * term.potential(y)
+        elif isinstance(term, InternalEnergy) and log_rho is not None:
+            values = values + term.integrand(log_rho)
+        else:
+            return None
+    return values
+
+
+def _energy_and_gradient(
+    module: nn.Module, z: Tensor, log_lambda: Tensor | None, functional: Functional
+) -> tuple[Tensor, float | None, Tensor]:
+    """``F(theta)`` on the draws, its standard error (or ``None``) and the flat ``grad_theta F``."""
+    params = list(module.parameters())
+    with torch.enable_grad():
+        if log_lambda is None:
+            y, log_rho = module(z), None
+        else:
+            y, log_det = module.map_and_log_det(z)
+            log_rho = log_lambda - log_det
+        values = _pointwise_energy(functional, y, log_rho)
+        if values is None:
+            energy, se = functional.estimate(y, log_rho), None
+        else:
+            energy = values.mean()
+            se = float(values.detach().std() / math.sqrt(values.shape[0]))
+        grads = torch.autograd.grad(energy, params, allow_unused=True)
+    flat = flatten_tensors(
+        [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    )
+    return energy.detach(), se, flat
+
+
+def _solve(product: Callable[[Tensor], Tensor], rhs: Tensor, config: PWGFConfig) -> tuple[Tensor, int, float]:
+    """Krylov solution of ``G_hat eta = rhs`` started from 0: ``(eta, iterations, relative residual)``."""
+    rhs_norm = float(torch.linalg.vector_norm(rhs))
+    if rhs_norm == 0.0:
+        return torch.zeros_like(rhs), 0, 0.0
+    like = rhs
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        vt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1)).to(like)
+        return product(vt).detach().to(device="cpu", dtype=torch.float64).numpy()
+
+    size = rhs.numel()
+    operator = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
+    b = rhs.detach().to(device="cpu", dtype=torch.float64).numpy()
+    iterations = 0
+
+    def count(_: np.ndarray) -> None:
+        nonlocal iterations
+        iterations += 1
+
+    solver = minres if config.solver == "minres" else cg
+    x, _ = solver(operator, b, rtol=config.tol, maxiter=config.max_iter, callback=count)
+    eta = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(like)
+    residual = float(torch.linalg.vector_norm(product(eta) - rhs)) / rhs_norm
+    return eta, iterations, residual
+
+
+def pwgf_step(
+    transport_map: nn.Module,
+    base: Distribution,
+    functional: Functional,
+    step_size: float,
+    config: PWGFConfig,
+    generator: torch.Generator,
+    step_index: int = 0,
+) -> tuple[nn.Module, PWGFStepInfo]:
+    """Advance the PWGF by ``step_size`` (``config.substeps`` forward-Euler steps, Algorithm 4.1).
+
+    Each Euler step of size ``h = step_size / substeps`` draws ``z_1..z_N ~ base``, computes
+    ``F(theta)`` and ``grad_theta F`` by autograd through ``y_i = T_theta(z_i)`` (and, for internal
+    energies, ``log rho_theta(y_i) = log base(z_i) - log|det dT_theta/dz (z_i)|``), solves
+    ``G_hat eta = -grad F`` matrix-free and sets ``theta <- theta + h eta``.
+
+    **Minimum norm.**  Krylov iterates started from ``eta_0 = 0`` lie in
+    ``span{b, G b, G^2 b, ...}``, which is inside ``range(G_hat)`` whenever ``b = -grad F`` is; for
+    a symmetric positive semi-definite ``G_hat`` that range is the orthogonal complement of its null
+    space, so the solution MINRES or CG converges to is the minimum-norm (pseudo-inverse) one,
+    ``-G_hat^+ grad F`` (eq. 3.18).  The system is consistent: ``grad F`` lies in ``range(G_hat)``
+    for the exact expectations (seed 004 eq. 3.21), and for the Monte-Carlo estimates too along
+    directions ``v`` that are null for every draw (``dT_theta(z)/dtheta v = 0`` for all ``z``, e.g.
+    the hidden weights of a residual network whose output layer is zero): the change of ``T`` along
+    ``v`` vanishes, hence so does the change of its ``z``-Jacobian and log-determinant.
+
+    Parameters
+    ----------
+    transport_map : nn.Module
+        The current map ``T_theta`` (a :mod:`wgfinfer.nn.pushforward` map; not modified).
+    base : torch.distributions.Distribution
+        The reference law ``lambda``, event shape ``(d,)``.
+    functional : Functional
+        The free energy ``F``.
+    step_size : float
+        Time step ``h > 0`` of the call.
+    config : PWGFConfig
+    generator : torch.Generator
+        Source of the draws of ``base``.
+    step_index : int, default 0
+        Used in error messages.
+
+    Returns
+    -------
+    new_map : nn.Module
+        A copy of ``transport_map`` with the advanced parameters (``requires_grad`` on).
+    info : PWGFStepInfo
+
+    Raises
+    ------
+    TrainingDivergedError
+        If ``F``, its gradient, ``eta`` or the new map's output on the draws is not finite.
+    """
+    start = time.perf_counter()
+    if not isinstance(config, PWGFConfig):
+        raise TypeError(f"config must be a PWGFConfig, got {type(config).__name__}")
+    if not isinstance(functional, Functional):
+        raise TypeError(f"functional must be a wgfinfer Functional, got {type(functional).__name__}")
+    if not isinstance(base, Distribution):
+        raise TypeError(f"base must be a torch Distribution, got {type(base).__name__}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if not isinstance(transport_map, nn.Module):
+        raise TypeError(f"transport_map must be an nn.Module, got {type(transport_map).__name__}")
+    if _real(step_size, "step_size") <= 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    functional.check_scheme("pwgf")
+    needs_density = bool(functional.internal_energies())
+    if needs_density and not hasattr(transport_map, "map_and_log_det"):
+        raise ValueError(
+            f"{type(transport_map).__name__} has no map_and_log_det: the internal energies of the "
+            "functional need the log-density of the pushed draws"
+        )
+
+    module = copy.deepcopy(transport_map)
+    params = list(module.parameters())
+    if not params:
+        raise ValueError("the transport map has no parameters to advance")
+    for p in params:
+        p.requires_grad_(True)
+    dtype, device = params[0].dtype, params[0].device
+    h = float(step_size) / config.substeps
+    where = f"PWGF step {step_index}"
+
+    energy0, se0, grad_norm0 = float("nan"), None, float("nan")
+    iterations, residual = 0, float("nan")
+    for sub in range(config.substeps):
+        raw = sample_distribution(base, config.n_samples, generator, device)
+        z = raw.to(dtype)
+        log_lambda = base.log_prob(raw).to(dtype) if needs_density else None
+        energy, se, grad = _energy_and_gradient(module, z, log_lambda, functional)
+        if not (torch.isfinite(energy) and bool(torch.isfinite(grad).all())):
+            raise TrainingDivergedError(f"{where}, Euler substep {sub}: non-finite free energy or gradient")
+        if sub == 0:
+            energy0, se0, grad_norm0 = float(energy), se, float(torch.linalg.vector_norm(grad))
+        named = {name: p.detach() for name, p in module.named_parameters()}
+        product = metric_vector_product(module, named, z, damping=config.damping)
+        eta, its, residual = _solve(product, -grad, config)
+        iterations += its
+        if not bool(torch.isfinite(eta).all()):
+            raise TrainingDivergedError(
+                f"{where}, Euler substep {sub}: the metric solve returned non-finite values"
+            )
+        with torch.no_grad():
+            for p, d in zip(params, unflatten_vector(eta, params), strict=True):
+                p.add_(d, alpha=h)
+            if not bool(torch.isfinite(module(z)).all()):
+                raise TrainingDivergedError(
+                    f"{where}, Euler substep {sub}: the updated map returned non-finite points"
+                )
+    info = PWGFStepInfo(
+        energy=energy0,
+        energy_se=se0,
+        solver_iterations=iterations,
+        residual=residual,
+        grad_norm=grad_norm0,
+        wall_time=time.perf_counter() - start,
+    )
+    return module, info
