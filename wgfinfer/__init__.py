@@ -1,5 +1,6 @@
 """wgfinfer: Bayesian posterior sampling with Wasserstein gradient flows (JKO schemes) in PyTorch."""
 
+from wgfinfer import functionals
 from wgfinfer.errors import (
     DensityNotAvailableError,
     NonPositiveHessianError,
@@ -7,16 +8,21 @@ from wgfinfer.errors import (
     TrainingDivergedError,
     WGFError,
 )
+from wgfinfer.flow import Flow
 from wgfinfer.sampler import WGFSampler
+from wgfinfer.simulation import simulate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DensityNotAvailableError",
+    "Flow",
     "NonPositiveHessianError",
     "SaveFileError",
     "TrainingDivergedError",
     "WGFError",
     "WGFSampler",
     "__version__",
+    "functionals",
+    "simulate",
 ]

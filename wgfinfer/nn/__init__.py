@@ -2,5 +2,15 @@
 
 from wgfinfer.nn.icnn import DenseICNN, PotentialDerivatives, log_det_spd
 from wgfinfer.nn.mlp import DualNetwork, ResidualMap
+from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 
-__all__ = ["DenseICNN", "DualNetwork", "PotentialDerivatives", "ResidualMap", "log_det_spd"]
+__all__ = [
+    "AffineMap",
+    "DenseICNN",
+    "DualNetwork",
+    "PlanarFlow",
+    "PotentialDerivatives",
+    "ResidualMap",
+    "ResidualPushforward",
+    "log_det_spd",
+]
