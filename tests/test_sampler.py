@@ -21,23 +21,22 @@ SCHEMES = {
     "icnn": {},
     "variational-resnet": {"method": "variational", "map": "resnet"},
     "variational-icnn": {"method": "variational", "map": "icnn"},
+    # forward Euler is explicit: 5 substeps of 0.1 for a step of 0.5
+    "pwgf-planar": {"method": "pwgf", "map": "planar", "n_layers": 4, "substeps": 5},
 }
-HISTORY_KEYS = {"step", "time", "loss", "w2", "potential", "kl_plus_log_z", "iterations", "wall_time"}
-SCHEME_KEYS = {"icnn": {"log_det"}, "variational": {"dual_objective", "kl_plus_log_z_se"}}
+HISTORY_KEYS = {"step", "time", "loss", "kl_plus_log_z", "iterations", "wall_time"}
+SCHEME_KEYS = {
+    "icnn": {"w2", "potential", "log_det"},
+    "variational": {"w2", "potential", "dual_objective", "kl_plus_log_z_se"},
+    "pwgf": {"energy_se", "solver_iterations", "residual", "grad_norm"},
+}
 
 
 def small(scheme: str = "icnn", **kwargs) -> wgfinfer.WGFSampler:
     options = dict(**SCHEMES[scheme])
-    options.update(
-        dim=3,
-        step_size=0.5,
-        n_steps=3,
-        iters_per_step=30,
-        batch_size=64,
-        hidden=(8, 8),
-        progress_bar=False,
-        seed=7,
-    )
+    options.update(dim=3, step_size=0.5, n_steps=3, batch_size=64, progress_bar=False, seed=7)
+    if options.get("method") != "pwgf":
+        options.update(iters_per_step=30, hidden=(8, 8))
     options.update(kwargs)
     return wgfinfer.WGFSampler(log_density, **options)
 
@@ -64,7 +63,8 @@ def test_shapes_and_history(trained: wgfinfer.WGFSampler) -> None:
     assert [h["step"] for h in trained.history] == [1, 2, 3]
     expected = HISTORY_KEYS | SCHEME_KEYS[trained.method]
     assert all(expected <= set(h) for h in trained.history)
-    assert all(h["iterations"] == 30 and h["wall_time"] > 0 for h in trained.history)
+    iterations = 5 if trained.method == "pwgf" else 30  # Euler substeps for PWGF
+    assert all(h["iterations"] == iterations and h["wall_time"] > 0 for h in trained.history)
     # the flow moves towards the target: the KL estimate decreases
     kls = [h["kl_plus_log_z"] for h in trained.history]
     assert kls[-1] < kls[0]
@@ -143,8 +143,12 @@ def test_cuda_device() -> None:
 def test_divergence_is_detected_and_completed_steps_are_kept(scheme: str) -> None:
     s = small(scheme, n_steps=2).run()
     s.n_steps = 3
-    # an absurd learning rate blows the next map up: the step must fail loudly, not return garbage
-    s.config = dataclasses.replace(s.config, lr=1e8, lr_decay=1.0)
+    # an absurd learning rate (PWGF: an absurd explicit Euler step) blows the next map up: the step
+    # must fail loudly, not return garbage
+    if s.method == "pwgf":
+        s.step_size = 1e8
+    else:
+        s.config = dataclasses.replace(s.config, lr=1e8, lr_decay=1.0)
     with pytest.raises(wgfinfer.TrainingDivergedError, match="JKO step 2"):
         s.run()
     assert len(s.flow) == 2 and len(s.history) == 2

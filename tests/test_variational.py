@@ -155,7 +155,13 @@ def test_icnn_map_gives_exact_densities() -> None:
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(method="icnn", map="resnet"), ValueError, "map is an option of the other scheme"),
+        (dict(method="icnn", map="resnet"), ValueError, "map is an option of another scheme"),
+        (dict(method="icnn", substeps=2), ValueError, "substeps is an option of another scheme"),
+        (dict(method="pwgf", iters_per_step=10), ValueError, "iters_per_step is an option of another"),
+        (dict(method="pwgf", dual_steps=2), ValueError, "dual_steps is an option of another scheme"),
+        (dict(method="pwgf", map="icnn"), ValueError, "map must be one of .* for method='pwgf'"),
+        (dict(method="pwgf", solver="gmres"), ValueError, "solver"),
+        (dict(method="pwgf", solver_tol=2.0), ValueError, "solver_tol"),
         (dict(method="icnn", dual_steps=2), ValueError, "dual_steps"),
         (dict(method="variational", affine_lr_scale=10.0), ValueError, "affine_lr_scale"),
         (dict(method="variational", map="mlp"), ValueError, "map must be one of"),

@@ -23,6 +23,8 @@ from wgfinfer.nn.mlp import DualNetwork
 from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weighted_draws
 from wgfinfer.schemes import METHODS, scheme_config
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden
+from wgfinfer.schemes.pwgf import PWGFConfig
+from wgfinfer.schemes.variational import VariationalSchemeConfig
 from wgfinfer.targets import LogDensityTarget
 from wgfinfer.training import initial_pool, train_steps
 
@@ -52,7 +54,10 @@ class WGFSampler:
         Hessian (seed 002); draws come with exact densities.  ``"variational"``: a transport map and
         a dual network trained on the variational formula of the KL divergence (seeds 000/001): no
         log-det in training, so the cost per iteration hardly grows with the dimension; densities
-        only with ``map="icnn"``.  See ``docs/methods.md``.
+        only with ``map="icnn"``.  ``"pwgf"``: the parameterized Wasserstein gradient flow of seed 004
+        (one push-forward map of ``init`` moved by forward Euler under the pullback metric, solved
+        matrix-free by MINRES/CG); each of the ``n_steps`` recorded steps covers ``step_size`` of flow
+        time in ``substeps`` Euler steps.  See ``docs/methods.md`` and ``docs/pde.md``.
     step_size : float, default 1.0
         JKO step ``h`` (time of the gradient flow covered by one step).  The scheme is implicit and
         stable for any ``h``; large steps reach the target in fewer steps, small ones (e.g. 0.05)
@@ -61,8 +66,9 @@ class WGFSampler:
         Number of JKO steps ``K``; the flow covers time ``K * h``.
     iters_per_step : int, default 200
         Adam iterations per step.
-    batch_size : int, default 256
-        Particles per iteration.
+    batch_size : int, optional
+        Particles per iteration (default 256); for ``method="pwgf"`` the draws of ``rho_0`` per Euler
+        step for the metric and the gradient (default 4096).
     lr : float, default 5e-3
         Adam learning rate at the start of every JKO step.
     lr_decay : float, default 0.1
@@ -75,10 +81,12 @@ class WGFSampler:
         start is far from the target in whitened units (see ``wgfinfer.logistic.SETTINGS``).
     hidden : sequence of int, default (64, 64)
         Hidden widths of the maps (the ICNN, or the residual MLP of ``map="resnet"``).
-    map : {"resnet", "icnn", "linear"}, optional
-        Variational scheme only (default ``"resnet"``): ``T(x) = x + MLP(x)``; the gradient of an
+    map : {"resnet", "icnn", "linear"} or {"planar", "affine", "resnet"}, optional
+        Variational scheme (default ``"resnet"``): ``T(x) = x + MLP(x)``; the gradient of an
         ICNN (invertible: ``log_prob``, ``log q`` and the importance diagnostics work, log-dets are
         computed only when asked for); or an affine residual map (Gaussian targets, OU flows).
+        PWGF (default ``"planar"``): a planar normalizing flow of ``n_layers`` layers (exact
+        densities), an affine map, or a residual tanh MLP with widths ``hidden`` (draws only).
     dual_hidden : sequence of int, default (64, 64, 64)
         Variational scheme only: hidden widths of the dual network ``h``.
     dual_head : {"softplus", "expm1", "exp"}, default "softplus"
@@ -91,6 +99,14 @@ class WGFSampler:
         Variational scheme only: Adam steps on ``T`` per outer iteration (seed default).
     dual_lr : float, optional
         Variational scheme only: learning rate of ``h`` (default: ``lr``).
+    n_layers : int, default 40
+        PWGF only: layers of the planar flow (seed 004 §5.1).
+    substeps : int, default 1
+        PWGF only: forward Euler steps per recorded step (Euler step ``step_size / substeps``).
+    solver : {"minres", "cg"}, default "minres"
+        PWGF only: Krylov solver of the metric system (see :mod:`wgfinfer.schemes.pwgf`).
+    solver_tol : float, default 3e-4
+        PWGF only: the solver's relative tolerance (seed 004 §4).
     init : {"laplace", "gaussian", "normal"} or torch.distributions.Distribution, optional
         Initial measure ``rho_0``.  ``"normal"``: ``N(0, init_scale^2 I)``.  ``"laplace"``: the
         Laplace approximation at the mode, ``N(mode, init_scale^2 H^{-1})``, and the flow runs in the
@@ -168,7 +184,7 @@ class WGFSampler:
         step_size: float = 1.0,
         n_steps: int = 20,
         iters_per_step: int = 200,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         lr: float = 5e-3,
         lr_decay: float = 0.1,
         affine_lr_scale: float = 1.0,
@@ -179,6 +195,10 @@ class WGFSampler:
         dual_steps: int = 3,
         map_steps: int = 1,
         dual_lr: float | None = None,
+        n_layers: int = 40,
+        substeps: int = 1,
+        solver: str = "minres",
+        solver_tol: float = 3e-4,
         init: Distribution | str | None = None,
         init_scale: float = 1.0,
         beta: float = 1.0,
@@ -230,7 +250,7 @@ class WGFSampler:
             method,
             hidden=as_hidden(hidden),
             iters_per_step=check_positive_int("iters_per_step", iters_per_step),
-            batch_size=check_positive_int("batch_size", batch_size),
+            batch_size=None if batch_size is None else check_positive_int("batch_size", batch_size),
             lr=check_positive_float("lr", lr),
             lr_decay=check_positive_float("lr_decay", lr_decay, upper=1.0, inclusive_upper=True),
             rank=check_positive_int("rank", rank, allow_zero=True),
@@ -242,9 +262,16 @@ class WGFSampler:
             dual_steps=check_positive_int("dual_steps", dual_steps),
             map_steps=check_positive_int("map_steps", map_steps),
             dual_lr=lr if dual_lr is None else check_positive_float("dual_lr", dual_lr),
+            n_layers=check_positive_int("n_layers", n_layers),
+            substeps=check_positive_int("substeps", substeps),
+            solver=solver,
+            solver_tol=check_positive_float("solver_tol", solver_tol, upper=1.0),
         )
         if n_particles is None:
-            n_particles = self.config.iters_per_step * self.config.batch_size
+            # PWGF keeps no training pool: its particles are only the monitor's draws of rho_0
+            n_particles = (
+                n_monitor if method == "pwgf" else self.config.iters_per_step * self.config.batch_size  # type: ignore[union-attr]
+            )
         self.n_particles = check_positive_int("n_particles", n_particles)
         self.n_monitor = min(check_positive_int("n_monitor", n_monitor), self.n_particles)
         self.model = model
@@ -287,7 +314,7 @@ class WGFSampler:
                 1,
             )
         self.dim, self.target = dim, target
-        self.flow = Flow(init, device=self.device)
+        self.flow = Flow(init, device=self.device, snapshots=self.method == "pwgf")
 
     # ------------------------------------------------------------------ training
     def run(
@@ -593,15 +620,24 @@ class WGFSampler:
             "method": self.method,
             "step_size": self.step_size,
             "n_steps": len(self.flow),
-            "iters_per_step": c.iters_per_step,
-            "batch_size": c.batch_size,
-            "lr": c.lr,
-            "lr_decay": c.lr_decay,
             "hidden": list(c.hidden),
         }
+        if isinstance(c, PWGFConfig):
+            attrs.update(
+                map=c.map,
+                n_layers=c.n_layers,
+                n_samples=c.n_samples,
+                substeps=c.substeps,
+                solver=c.solver,
+                solver_tol=c.tol,
+            )
+        else:
+            attrs.update(
+                iters_per_step=c.iters_per_step, batch_size=c.batch_size, lr=c.lr, lr_decay=c.lr_decay
+            )
         if isinstance(c, ICNNSchemeConfig):
             attrs["affine_lr_scale"] = c.affine_lr_scale
-        else:
+        elif isinstance(c, VariationalSchemeConfig):
             attrs.update(
                 map=c.map,
                 dual_hidden=list(c.dual_hidden),

@@ -17,7 +17,9 @@ from torch import Tensor
 
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
+from wgfinfer.functionals import KLDivergence
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, icnn_jko_step, new_potential
+from wgfinfer.schemes.pwgf import PWGFConfig, new_pushforward, pwgf_step
 from wgfinfer.schemes.variational import new_dual, new_map, variational_jko_step, variational_kl
 
 if TYPE_CHECKING:
@@ -88,7 +90,8 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
 
     A step that diverges (non-finite loss, map output or gradient; a failed Cholesky; a transport
     distance that explodes) is retried from the same warm start and particle pool with the learning
-    rates multiplied by ``RETRY_LR_FACTOR`` each time, at most ``sampler.max_retries`` times; every
+    rates multiplied by ``RETRY_LR_FACTOR`` each time (PWGF: the Euler step, by more substeps), at most
+    ``sampler.max_retries`` times; every
     failed attempt is recorded in the step's ``history`` entry (``retries``).  When the retries are
     exhausted, :class:`TrainingDivergedError` names the step and carries the attempts (``.attempts``);
     the sampler keeps every completed step.
@@ -97,7 +100,7 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
     start = time.perf_counter()
 
     def report(it: int, loss: float) -> None:
-        if bar is not None and (it % 50 == 0 or it == sampler.config.iters_per_step - 1):
+        if bar is not None and (it % 50 == 0 or it == getattr(sampler.config, "iters_per_step", 1) - 1):
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     base_config = sampler.config
@@ -110,6 +113,8 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
             try:
                 if isinstance(base_config, ICNNSchemeConfig):
                     record = _icnn_step(sampler, k, report)
+                elif isinstance(base_config, PWGFConfig):
+                    record = _pwgf_step(sampler, k)
                 else:
                     record = _variational_step(sampler, k, report)
                 break
@@ -148,6 +153,8 @@ def _scaled(config: Any, scale: float) -> Any:
         return config
     if isinstance(config, ICNNSchemeConfig):
         return dataclasses.replace(config, lr=config.lr * scale)
+    if isinstance(config, PWGFConfig):
+        return dataclasses.replace(config, substeps=config.substeps * round(1.0 / scale))
     return dataclasses.replace(config, lr=config.lr * scale, dual_lr=config.dual_lr * scale)
 
 
@@ -256,4 +263,36 @@ def _variational_step(sampler: WGFSampler, k: int, report: Any) -> dict[str, Any
         "kl_plus_log_z": kl - _whitening_correction(flow),
         "kl_plus_log_z_se": kl_se,
         "iterations": info.iterations,
+    }
+
+
+def _pwgf_step(sampler: WGFSampler, k: int) -> dict[str, Any]:
+    """``substeps`` Euler steps of PWGF from the current map; the monitor pushes fixed draws of
+    ``rho_0`` (the sampler's particles) through the new map with its exact log-det."""
+    flow, config = sampler.flow, sampler.config
+    assert flow is not None and sampler._particles is not None
+    args = (sampler.dim, config, sampler._generator, sampler.dtype, sampler.device)
+    current = flow.maps[-1] if flow.maps else new_pushforward(*args)
+    functional = KLDivergence(sampler._working_log_density, beta=sampler.beta)
+    new_map, info = pwgf_step(
+        current, flow.base, functional, sampler.step_size, config, sampler._generator, step_index=k
+    )
+    x0 = sampler._particles[: sampler.n_monitor]
+    with torch.no_grad():
+        pushed, log_det = new_map.map_and_log_det(x0)
+        log_q = flow.base.log_prob(x0) - log_det
+    if not bool(torch.isfinite(pushed).all() and torch.isfinite(log_q).all()):
+        raise TrainingDivergedError(f"JKO step {k}: the new map sends particles to non-finite values")
+    _check_explosion(k, flow.push(x0, step=len(flow.maps))[0] if flow.maps else x0, pushed)
+    lp = _full_data_lp(sampler, pushed)
+    kl_plus_log_z = float((log_q - sampler.beta * lp).mean()) - _whitening_correction(flow)
+    flow.append(new_map)
+    return {
+        "loss": info.energy,
+        "energy_se": info.energy_se,
+        "solver_iterations": info.solver_iterations,
+        "residual": info.residual,
+        "grad_norm": info.grad_norm,
+        "kl_plus_log_z": kl_plus_log_z,
+        "iterations": config.substeps,
     }

@@ -21,6 +21,7 @@ from wgfinfer.io.files import PathLike, _get
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.nn.mlp import DualNetwork, ResidualMap
+from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 
 SAVABLE_DISTRIBUTIONS = "Independent(Normal) (kind 'diag_normal') and MultivariateNormal (kind 'mvn')"
 
@@ -138,7 +139,7 @@ def describe_module(module: nn.Module) -> dict[str, Any]:
     """``{"kind", "args", "state"}`` of a JKO map or dual network.
 
     Kinds: ``"icnn"`` (:class:`DenseICNN`), ``"residual"`` (:class:`ResidualMap`), ``"dual"``
-    (:class:`DualNetwork`).
+    (:class:`DualNetwork`) and the PWGF maps ``"planar"``, ``"affine"``, ``"residual_pushforward"``.
 
     Raises
     ------
@@ -169,9 +170,26 @@ def describe_module(module: nn.Module) -> dict[str, Any]:
             "activation": _activation_of(module.body),
         }
         return {"kind": "dual", "args": args, "state": _state(module)}
+    if isinstance(module, PlanarFlow):
+        return {
+            "kind": "planar",
+            "args": {"dim": module.dim, "n_layers": module.n_layers},
+            "state": _state(module),
+        }
+    if isinstance(module, AffineMap):
+        return {"kind": "affine", "args": {"dim": module.dim}, "state": _state(module)}
+    if isinstance(module, ResidualPushforward):
+        layers = module.residual
+        args = {
+            "dim": module.dim,
+            "hidden": _hidden_of(layers),
+            "activation": _activation_of(layers),
+            "output_bias": layers[-1].bias is not None,
+        }
+        return {"kind": "residual_pushforward", "args": args, "state": _state(module)}
     raise TypeError(
-        f"a {type(module).__name__} cannot be saved: save files hold DenseICNN, ResidualMap and "
-        "DualNetwork modules"
+        f"a {type(module).__name__} cannot be saved: save files hold DenseICNN, ResidualMap, "
+        "DualNetwork and the PWGF maps (PlanarFlow, AffineMap, ResidualPushforward)"
     )
 
 
@@ -179,6 +197,9 @@ _MODULES: dict[str, Callable[..., nn.Module]] = {
     "icnn": DenseICNN,
     "residual": ResidualMap,
     "dual": DualNetwork,
+    "planar": PlanarFlow,
+    "affine": AffineMap,
+    "residual_pushforward": ResidualPushforward,
 }
 
 

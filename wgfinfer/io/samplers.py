@@ -67,6 +67,7 @@ _SCHEME_ARGS = {
         "map", "hidden", "dual_hidden", "dual_head", "iters_per_step", "dual_steps", "map_steps",
         "batch_size", "lr", "dual_lr", "lr_decay", "rank", "strong_convexity",
     ),
+    "pwgf": ("map", "hidden", "n_layers", "substeps", "solver"),
 }  # fmt: skip
 
 
@@ -165,9 +166,10 @@ def save_sampler(sampler: WGFSampler, path: PathLike, save_init: bool = True) ->
 
 def _scheme_config(method: str, entry: Any, path: PathLike) -> Any:
     from wgfinfer.schemes.icnn import ICNNSchemeConfig
+    from wgfinfer.schemes.pwgf import PWGFConfig
     from wgfinfer.schemes.variational import VariationalSchemeConfig
 
-    cls = {"icnn": ICNNSchemeConfig, "variational": VariationalSchemeConfig}.get(method)
+    cls = {"icnn": ICNNSchemeConfig, "variational": VariationalSchemeConfig, "pwgf": PWGFConfig}.get(method)
     if cls is None:
         raise SaveFileError(f"{str(path)!r} is damaged: unknown method {method!r}")
     if not isinstance(entry, Mapping):
@@ -342,7 +344,11 @@ def restore_training_state(sampler: WGFSampler, content: Mapping[str, Any], path
         build_module(m, path, f"map {i + 1}", dtype, device, dim)
         for i, m in enumerate(_get(content, "maps", path, list))
     ]
-    kinds = {"icnn": ("icnn",), "variational": ("icnn", "residual")}[sampler.method]
+    kinds = {
+        "icnn": ("icnn",),
+        "variational": ("icnn", "residual"),
+        "pwgf": ("planar", "affine", "residual_pushforward"),
+    }[sampler.method]
     for i, m in enumerate(maps):
         if describe_kind(m) not in kinds:
             raise SaveFileError(f"{str(path)!r} is damaged: map {i + 1} is a {type(m).__name__}")
