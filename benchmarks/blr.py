@@ -45,7 +45,7 @@ from wgfinfer import datasets, logistic  # noqa: E402
 
 SECTION = "blr"
 DATASETS = ("breast_cancer", "pima", "waveform", "twonorm", "ringnorm", "synthetic")
-METHODS = ("wgfinfer", "nuts", "svgd")
+METHODS = ("wgfinfer", "wgfinfer_pwgf", "nuts", "svgd")
 NUM_DRAWS = 4096
 EXTRA_DRAWS = 100_000
 
@@ -83,11 +83,14 @@ def _lookup(table: dict[str, int], dataset: str) -> int:
     return table.get(dataset, table["*"])
 
 
-def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace) -> dict[str, Any]:
-    """Train ``WGFSampler`` with ``logistic.SETTINGS``; metrics from 4096 draws, k-hat, 10^5-draw time."""
-    settings = dict(logistic.SETTINGS)
+def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace, pwgf: bool = False) -> dict[str, Any]:
+    """Train ``WGFSampler`` with ``logistic.SETTINGS`` (``logistic.PWGF_SETTINGS`` if ``pwgf``);
+    metrics from 4096 draws, k-hat, 10^5-draw time."""
+    settings = dict(logistic.PWGF_SETTINGS if pwgf else logistic.SETTINGS)
     if args.quick:
-        settings.update(n_steps=1, iters_per_step=10, hidden=(8,))
+        settings.update(n_steps=1, n_layers=4) if pwgf else settings.update(
+            n_steps=1, iters_per_step=10, hidden=(8,)
+        )
     device = args.device
     sampler = wgfinfer.WGFSampler(
         model=logistic.model, seed=args.seed, device=device, progress_bar=False, **settings
@@ -106,7 +109,17 @@ def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace) -> dict[
     start = time.perf_counter()
     sampler.sample(EXTRA_DRAWS, return_log_prob=True, seed=args.seed + 3)
     extra = time.perf_counter() - start
-    steps, iters = settings["n_steps"], settings["iters_per_step"]
+    if pwgf:
+        description = (
+            f"init={settings['init']}, planar flow {settings['n_layers']} layers, "
+            f"{settings['n_steps']}×{settings['substeps']} Euler steps of "
+            f"{settings['step_size'] / settings['substeps']:g}"
+        )
+    else:
+        description = (
+            f"init={settings.get('init', 'laplace')}, h={settings['step_size']:g}, "
+            f"K={settings['n_steps']}×{settings['iters_per_step']} it, ICNN {settings['hidden']}"
+        )
     return {
         **metrics,
         "seconds": train + draws,
@@ -115,8 +128,7 @@ def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace) -> dict[
         "extra_note": "measured",
         "khat": diagnostics["khat"],
         "ess": None,
-        "settings": f"init={settings.get('init', 'laplace')}, h={settings['step_size']:g}, "
-        f"K={steps}×{iters} it, ICNN {settings['hidden']}",
+        "settings": description,
     }
 
 
@@ -214,8 +226,18 @@ def run_svgd(data: datasets.LogisticData, args: argparse.Namespace) -> dict[str,
     }
 
 
-RUNNERS = {"wgfinfer": run_wgfinfer, "nuts": run_nuts, "svgd": run_svgd}
-LABELS = {"wgfinfer": "wgfinfer (ICNN JKO)", "nuts": "Pyro NUTS", "svgd": "Pyro SVGD"}
+RUNNERS = {
+    "wgfinfer": run_wgfinfer,
+    "wgfinfer_pwgf": lambda data, args: run_wgfinfer(data, args, pwgf=True),
+    "nuts": run_nuts,
+    "svgd": run_svgd,
+}
+LABELS = {
+    "wgfinfer": "wgfinfer (ICNN JKO)",
+    "wgfinfer_pwgf": "wgfinfer (PWGF)",
+    "nuts": "Pyro NUTS",
+    "svgd": "Pyro SVGD",
+}
 
 
 def _label(record: dict[str, Any]) -> str:
@@ -282,14 +304,17 @@ def reading(results: list[dict[str, Any]]) -> str:
     """Plain-language check of the README target on breast cancer, plus per-data-set notes."""
     done = {(r["dataset"], r["method"]): r for r in results if not r.get("skipped")}
     lines = []
-    wgf, nuts = done.get(("breast_cancer", "wgfinfer")), done.get(("breast_cancer", "nuts"))
-    if wgf and nuts:
+    nuts = done.get(("breast_cancer", "nuts"))
+    for method in ("wgfinfer", "wgfinfer_pwgf"):
+        wgf = done.get(("breast_cancer", method))
+        if not (wgf and nuts):
+            continue
         ratio = wgf["seconds"] / nuts["seconds"]
         gap = abs(wgf["log_lik"] - nuts["log_lik"])
         full = nuts["per_warmup_iter"] * 1000 + nuts["per_draw"] * NUM_DRAWS
         verdict = {True: "holds", False: "does not hold"}
         lines.append(
-            f"- README target on breast cancer (wgfinfer against NUTS, same machine, same run):\n"
+            f"- README target on breast cancer ({LABELS[method]} against NUTS, same machine, same run):\n"
             f"  - total time ≤ half of NUTS: **{verdict[ratio <= TARGET_TIME_RATIO]}**: wgfinfer "
             f"{wgf['seconds']:.1f} s (train {wgf['train_seconds']:.1f} s + {NUM_DRAWS} draws) against NUTS "
             f"{nuts['seconds']:.1f} s ({nuts['warmup']} warmup + {nuts['draws']} draws), ratio {ratio:.2f}"
@@ -306,13 +331,15 @@ def reading(results: list[dict[str, Any]]) -> str:
             f"{wgf['khat']:.2f}."
         )
     for name in dict.fromkeys(r["dataset"] for r in results):
-        w, n, s = (done.get((name, m)) for m in METHODS)
+        w, p, n, s = (done.get((name, m)) for m in METHODS)
         parts = []
-        if w and n:
-            parts.append(
-                f"wgfinfer − NUTS: accuracy {w['accuracy'] - n['accuracy']:+.4f}, "
-                f"log-lik {w['log_lik'] - n['log_lik']:+.4f}, time ratio {w['seconds'] / n['seconds']:.2f}"
-            )
+        for label, ours in (("wgfinfer", w), ("wgfinfer PWGF", p)):
+            if ours and n:
+                parts.append(
+                    f"{label} − NUTS: accuracy {ours['accuracy'] - n['accuracy']:+.4f}, "
+                    f"log-lik {ours['log_lik'] - n['log_lik']:+.4f}, "
+                    f"time ratio {ours['seconds'] / n['seconds']:.2f}"
+                )
         if s and n:
             svgd = [r for r in results if (r["dataset"], r["method"]) == (name, "svgd") and "log_lik" in r]
             parts += [
@@ -320,6 +347,8 @@ def reading(results: list[dict[str, Any]]) -> str:
             ]
         if w:
             parts.append(f"wgfinfer k-hat {w['khat']:.2f}")
+        if p:
+            parts.append(f"wgfinfer PWGF k-hat {p['khat']:.2f}")
         if parts:
             lines.append(f"- {name}: " + "; ".join(parts) + ".")
     return "\n".join(lines)

@@ -6,6 +6,10 @@ features standardised with training statistics, random 80/20 split.  The script 
 reports test accuracy / mean test log predictive density from ``--num-samples`` draws, the PSIS
 k-hat and the log-evidence estimate, saves the ArviZ InferenceData to NetCDF and a forest plot.
 
+``--method pwgf`` (default) moves a 40-layer planar flow of the fitted Gaussian by the PWGF scheme
+(``logistic.PWGF_SETTINGS``: PSIS k-hat 0.58 on breast cancer, 10^5 draws with ``log q`` in 0.4 s);
+``--method icnn`` runs the ICNN JKO scheme (``logistic.SETTINGS``: k-hat about 1 there).
+
     python examples/bayesian_logistic_regression.py                      # breast cancer
     python examples/bayesian_logistic_regression.py --dataset twonorm
     python examples/bayesian_logistic_regression.py --dataset synthetic --subsample-size 2000
@@ -124,9 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--subsample-size", type=int, default=None)
+    parser.add_argument("--method", default="pwgf", choices=["pwgf", "icnn"])
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     args = parser.parse_args(argv)
-    settings = {"n_steps": 1, "iters_per_step": 10, "hidden": (8,)} if args.quick else None
+    if args.method == "pwgf":
+        settings = dict(logistic.PWGF_SETTINGS, **({"n_steps": 1, "n_layers": 4} if args.quick else {}))
+    else:
+        settings = dict(
+            logistic.SETTINGS, **({"n_steps": 1, "iters_per_step": 10, "hidden": (8,)} if args.quick else {})
+        )
     run(
         args.dataset,
         args.out,

@@ -58,3 +58,19 @@ def test_nonlinear_filtering_example(
     out = capsys.readouterr().out
     assert "SymKL to the grid solution" in out and "MH acceptance rates" in out
     assert out_png.stat().st_size > 10_000
+
+
+def test_pwgf_fokker_planck_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_png = tmp_path / "st.png"
+    monkeypatch.setattr(sys, "argv", ["fokker_planck_pwgf.py", "--quick", "--out", str(out_png)])
+    runpy.run_path(str(EXAMPLES / "fokker_planck_pwgf.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "KL(rho_t || rho_inf)" in out and "MINRES iterations" in out
+    # the KL column decreases from the first to the last printed time
+    rows = [
+        line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 3
+    ]
+    assert float(rows[-1][1]) < float(rows[0][1])
+    assert out_png.stat().st_size > 10_000

@@ -31,6 +31,7 @@ SCHEMES = {
     "icnn": {},
     "variational-resnet": {"method": "variational", "map": "resnet"},
     "variational-icnn": {"method": "variational", "map": "icnn"},
+    "pwgf-planar": {"method": "pwgf", "map": "planar", "n_layers": 3, "substeps": 3},
 }
 TINY = dict(
     dim=3, step_size=0.5, n_steps=2, iters_per_step=20, batch_size=32, hidden=(8, 8), progress_bar=False
@@ -39,6 +40,8 @@ TINY = dict(
 
 def tiny(scheme: str = "icnn", fn=log_density, **kwargs) -> wgfinfer.WGFSampler:
     options = {**TINY, **SCHEMES[scheme], "seed": 7, **kwargs}
+    if options.get("method") == "pwgf":
+        del options["iters_per_step"]  # no inner optimisation loop
     return wgfinfer.WGFSampler(fn, **options)
 
 

@@ -46,6 +46,23 @@ correction (``get_samples(correct="imh")``) accepts 33% of 4096 proposals.
 """
 
 
+PWGF_SETTINGS: dict[str, object] = {
+    "method": "pwgf",
+    "init": "gaussian",
+    "step_size": 0.3,
+    "n_steps": 30,
+    "substeps": 2,
+    "n_layers": 40,
+}
+"""``WGFSampler`` settings of the PWGF scheme for this model (a 40-layer planar flow of the fitted
+Gaussian moved for 9 time units in 60 Euler steps of 0.15).
+
+Measured on breast cancer: ``kl_plus_log_z`` 53.72 -> 53.31 (``log Z`` about -52.9, so KL about
+0.8 -> 0.4), PSIS k-hat 0.58, test log-lik -0.0628, 10^5 draws with ``log q`` in 0.43 s, training
+113 s on one CPU core.  20 recorded steps of 0.2 stopped at k-hat 0.73.
+"""
+
+
 def model(x: Tensor, y: Tensor | None = None) -> Tensor:
     """Pyro model of Bayesian logistic regression (see the module docstring).
 
