@@ -41,6 +41,8 @@ from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import Functional, InternalEnergy, PotentialEnergy
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 
+# an Euler step that moves the draws by more than this many times their spread (squared) exploded
+EXPLOSION_FACTOR = 1e4
 PWGF_MAPS = ("planar", "affine", "resnet")
 SOLVERS = ("minres", "cg")
 
@@ -425,11 +427,22 @@ def pwgf_step(
                 f"{where}, Euler substep {sub}: the metric solve returned non-finite values"
             )
         with torch.no_grad():
+            before = module(z)
             for p, d in zip(params, unflatten_vector(eta, params), strict=True):
                 p.add_(d, alpha=h)
-            if not bool(torch.isfinite(module(z)).all()):
+            after = module(z)
+            if not bool(torch.isfinite(after).all()):
                 raise TrainingDivergedError(
                     f"{where}, Euler substep {sub}: the updated map returned non-finite points"
+                )
+            # an Euler step far too large for the flow moves the draws by many times their spread
+            # (finite, but the target may overflow there): a divergence, not bad input
+            spread = float((before - before.mean(0)).square().sum(-1).mean())
+            moved = float((after - before).square().sum(-1).mean())
+            if not moved <= EXPLOSION_FACTOR * (spread + 1.0):
+                raise TrainingDivergedError(
+                    f"{where}, Euler substep {sub}: the Euler step exploded (E||dT||^2 = {moved:.3g} against "
+                    f"a spread of {spread:.3g}); use a smaller step or more substeps"
                 )
     info = PWGFStepInfo(
         energy=energy0,
