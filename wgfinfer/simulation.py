@@ -19,6 +19,7 @@ from torch.distributions import Distribution
 from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.functionals import SCHEMES, Entropy, FreeEnergy, Functional
+from wgfinfer.schemes.common import check_explosion
 from wgfinfer.schemes.forward_backward import ComposedStep, forward_step
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, icnn_jko_step, new_potential
 from wgfinfer.schemes.pwgf import PWGFConfig, new_pushforward, pwgf_step
@@ -287,6 +288,7 @@ class _Runner:
             else:
                 pool = _push(backward_map, pool, self.flow.chunk_size)
         _check_finite(pool, k, "the new map")
+        check_explosion(self.particles, pool, f"step {k}")
         self.particles = pool
         self.flow.append(step_map)
         if self.log_q is not None:

@@ -18,6 +18,7 @@ from torch import Tensor
 from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.functionals import KLDivergence
+from wgfinfer.schemes.common import check_explosion
 from wgfinfer.schemes.icnn import ICNNSchemeConfig, icnn_jko_step, new_potential
 from wgfinfer.schemes.pwgf import PWGFConfig, new_pushforward, pwgf_step
 from wgfinfer.schemes.variational import new_dual, new_map, variational_jko_step, variational_kl
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 
 RETRY_LR_FACTOR = 0.25
-# a step that moves particles by more than this many times their spread (squared) has exploded
-W2_EXPLOSION_FACTOR = 1e4
 
 
 def initial_pool(sampler: WGFSampler) -> None:
@@ -160,13 +159,7 @@ def _scaled(config: Any, scale: float) -> Any:
 
 def _check_explosion(k: int, before: Tensor, after: Tensor) -> None:
     """Raise if the pool moved by far more than its own spread: the map exploded."""
-    spread = float((before - before.mean(0)).square().sum(-1).mean())
-    moved = float((after - before).square().sum(-1).mean())
-    if not moved <= W2_EXPLOSION_FACTOR * (spread + 1.0):
-        raise TrainingDivergedError(
-            f"JKO step {k}: the transport distance exploded (E||T(x) - x||^2 = {moved:.3g} against a "
-            f"particle spread of {spread:.3g})"
-        )
+    check_explosion(before, after, f"JKO step {k}")
 
 
 def _full_data_lp(sampler: WGFSampler, working_points: Tensor) -> Tensor:

@@ -9,6 +9,9 @@ from torch import Tensor, nn
 
 from wgfinfer.errors import TrainingDivergedError
 
+# points that move by more than this many times their spread (squared) have exploded
+EXPLOSION_FACTOR = 1e4
+
 
 def cosine_schedule(
     optimizer: torch.optim.Optimizer, decay: float, total: int
@@ -46,4 +49,20 @@ def check_gradients(module: nn.Module, step_index: int, it: int, what: str) -> N
     if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
         raise TrainingDivergedError(
             f"JKO step {step_index}, iteration {it}: non-finite gradient of the {what}"
+        )
+
+
+def check_explosion(before: Tensor, after: Tensor, where: str) -> None:
+    """Raise :class:`TrainingDivergedError` if points moved by far more than their own spread.
+
+    ``E||after - before||^2 > EXPLOSION_FACTOR * (spread + 1)`` with ``spread = E||before - mean||^2``:
+    the step exploded.  Such points may still be finite while the target overflows at them, so the
+    check runs before the target is evaluated there.
+    """
+    spread = float((before - before.mean(0)).square().sum(-1).mean())
+    moved = float((after - before).square().sum(-1).mean())
+    if not moved <= EXPLOSION_FACTOR * (spread + 1.0):
+        raise TrainingDivergedError(
+            f"{where}: the transport distance exploded (E||T(x) - x||^2 = {moved:.3g} against a "
+            f"particle spread of {spread:.3g})"
         )

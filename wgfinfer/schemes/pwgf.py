@@ -40,9 +40,8 @@ from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import Functional, InternalEnergy, PotentialEnergy
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
+from wgfinfer.schemes.common import check_explosion
 
-# an Euler step that moves the draws by more than this many times their spread (squared) exploded
-EXPLOSION_FACTOR = 1e4
 PWGF_MAPS = ("planar", "affine", "resnet")
 SOLVERS = ("minres", "cg")
 
@@ -435,15 +434,10 @@ def pwgf_step(
                 raise TrainingDivergedError(
                     f"{where}, Euler substep {sub}: the updated map returned non-finite points"
                 )
-            # an Euler step far too large for the flow moves the draws by many times their spread
-            # (finite, but the target may overflow there): a divergence, not bad input
-            spread = float((before - before.mean(0)).square().sum(-1).mean())
-            moved = float((after - before).square().sum(-1).mean())
-            if not moved <= EXPLOSION_FACTOR * (spread + 1.0):
-                raise TrainingDivergedError(
-                    f"{where}, Euler substep {sub}: the Euler step exploded (E||dT||^2 = {moved:.3g} against "
-                    f"a spread of {spread:.3g}); use a smaller step or more substeps"
-                )
+            # an Euler step far too large for the flow: a divergence, not bad input
+            check_explosion(
+                before, after, f"{where}, Euler substep {sub} (use a smaller step or more substeps)"
+            )
     info = PWGFStepInfo(
         energy=energy0,
         energy_se=se0,
