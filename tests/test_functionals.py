@@ -169,3 +169,20 @@ def test_entropy_dual_formula_attains_its_value_at_the_optimal_h() -> None:
     exact = -0.5 * math.log(2 * math.pi * math.e * 0.8**2) / 2.0
     assert value(0.0) == pytest.approx(exact, rel=1e-6)
     assert value(0.4) < exact - 1e-4
+
+
+def test_closed_form_kernel_gradient_gives_the_autograd_velocity() -> None:
+    def ring(z: torch.Tensor) -> torch.Tensor:
+        r2 = z.square().sum(-1)
+        return r2.square() / 4 - r2 / 2
+
+    def ring_gradient(z: torch.Tensor) -> torch.Tensor:
+        return (z.square().sum(-1, keepdim=True) - 1.0) * z
+
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    x = torch.cat([y[:5], torch.randn(5, 2, generator=g, dtype=torch.float64)])
+    closed = InteractionEnergy(ring, gradient=ring_gradient, chunk_size=3).velocity(x, y)
+    torch.testing.assert_close(closed, InteractionEnergy(ring).velocity(x, y))
+    with pytest.raises(TypeError, match="gradient must be a callable"):
+        InteractionEnergy(ring, gradient=1.0)
