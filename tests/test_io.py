@@ -32,6 +32,7 @@ SCHEMES = {
     "variational-resnet": {"method": "variational", "map": "resnet"},
     "variational-icnn": {"method": "variational", "map": "icnn"},
     "pwgf-planar": {"method": "pwgf", "map": "planar", "n_layers": 3, "substeps": 3},
+    "pwgf-coupling": {"method": "pwgf", "map": "coupling", "n_layers": 2, "substeps": 3},
 }
 TINY = dict(
     dim=3, step_size=0.5, n_steps=2, iters_per_step=20, batch_size=32, hidden=(8, 8), progress_bar=False

@@ -23,6 +23,7 @@ SCHEMES = {
     "variational-icnn": {"method": "variational", "map": "icnn"},
     # forward Euler is explicit: 5 substeps of 0.1 for a step of 0.5
     "pwgf-planar": {"method": "pwgf", "map": "planar", "n_layers": 4, "substeps": 5},
+    "pwgf-coupling": {"method": "pwgf", "map": "coupling", "n_layers": 2, "hidden": (8,), "substeps": 5},
 }
 HISTORY_KEYS = {"step", "time", "loss", "kl_plus_log_z", "iterations", "wall_time"}
 SCHEME_KEYS = {

@@ -80,13 +80,16 @@ class WGFSampler:
         ``lr``.  Larger values let the maps shift and rescale mass faster, which matters when the
         start is far from the target in whitened units (see ``wgfinfer.logistic.SETTINGS``).
     hidden : sequence of int, default (64, 64)
-        Hidden widths of the maps (the ICNN, or the residual MLP of ``map="resnet"``).
-    map : {"resnet", "icnn", "linear"} or {"planar", "affine", "resnet"}, optional
+        Hidden widths of the maps (the ICNN, the residual MLP of ``map="resnet"``, or each
+        conditioner of ``map="coupling"``).
+    map : {"resnet", "icnn", "linear"} or {"planar", "affine", "resnet", "coupling"}, optional
         Variational scheme (default ``"resnet"``): ``T(x) = x + MLP(x)``; the gradient of an
         ICNN (invertible: ``log_prob``, ``log q`` and the importance diagnostics work, log-dets are
         computed only when asked for); or an affine residual map (Gaussian targets, OU flows).
         PWGF (default ``"planar"``): a planar normalizing flow of ``n_layers`` layers (exact
-        densities), an affine map, or a residual tanh MLP with widths ``hidden`` (draws only).
+        densities), an affine map, a residual tanh MLP with widths ``hidden`` (draws only), or
+        ``n_layers`` affine coupling layers with conditioners of widths ``hidden`` (exact densities;
+        :class:`wgfinfer.nn.coupling.AffineCouplingFlow`).
     dual_hidden : sequence of int, default (64, 64, 64)
         Variational scheme only: hidden widths of the dual network ``h``.
     dual_head : {"softplus", "expm1", "exp"}, default "softplus"
@@ -99,8 +102,9 @@ class WGFSampler:
         Variational scheme only: Adam steps on ``T`` per outer iteration (seed default).
     dual_lr : float, optional
         Variational scheme only: learning rate of ``h`` (default: ``lr``).
-    n_layers : int, default 40
-        PWGF only: layers of the planar flow (seed 004 §5.1).
+    n_layers : int, optional
+        PWGF only: layers of the planar flow (default 40, seed 004 §5.1) or of the coupling flow
+        (default 4; ``map="coupling"``).
     substeps : int, default 1
         PWGF only: forward Euler steps per recorded step (Euler step ``step_size / substeps``).
     solver : {"minres", "cg"}, default "minres"
@@ -195,7 +199,7 @@ class WGFSampler:
         dual_steps: int = 3,
         map_steps: int = 1,
         dual_lr: float | None = None,
-        n_layers: int = 40,
+        n_layers: int | None = None,
         substeps: int = 1,
         solver: str = "minres",
         solver_tol: float = 3e-4,
@@ -262,7 +266,7 @@ class WGFSampler:
             dual_steps=check_positive_int("dual_steps", dual_steps),
             map_steps=check_positive_int("map_steps", map_steps),
             dual_lr=lr if dual_lr is None else check_positive_float("dual_lr", dual_lr),
-            n_layers=check_positive_int("n_layers", n_layers),
+            n_layers=None if n_layers is None else check_positive_int("n_layers", n_layers),
             substeps=check_positive_int("substeps", substeps),
             solver=solver,
             solver_tol=check_positive_float("solver_tol", solver_tol, upper=1.0),

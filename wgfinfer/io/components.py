@@ -19,6 +19,7 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from wgfinfer.errors import SaveFileError
 from wgfinfer.io.files import PathLike, _get
 from wgfinfer.laplace import AffineWhitening
+from wgfinfer.nn.coupling import AffineCouplingFlow
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.nn.mlp import DualNetwork, ResidualMap
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
@@ -139,7 +140,8 @@ def describe_module(module: nn.Module) -> dict[str, Any]:
     """``{"kind", "args", "state"}`` of a JKO map or dual network.
 
     Kinds: ``"icnn"`` (:class:`DenseICNN`), ``"residual"`` (:class:`ResidualMap`), ``"dual"``
-    (:class:`DualNetwork`) and the PWGF maps ``"planar"``, ``"affine"``, ``"residual_pushforward"``.
+    (:class:`DualNetwork`) and the PWGF maps ``"planar"``, ``"affine"``, ``"residual_pushforward"``,
+    ``"coupling"``.
 
     Raises
     ------
@@ -187,9 +189,17 @@ def describe_module(module: nn.Module) -> dict[str, Any]:
             "output_bias": layers[-1].bias is not None,
         }
         return {"kind": "residual_pushforward", "args": args, "state": _state(module)}
+    if isinstance(module, AffineCouplingFlow):
+        args = {
+            "dim": module.dim,
+            "n_layers": module.n_layers,
+            "hidden": list(module.hidden),
+            "scale_bound": module.scale_bound,
+        }
+        return {"kind": "coupling", "args": args, "state": _state(module)}
     raise TypeError(
         f"a {type(module).__name__} cannot be saved: save files hold DenseICNN, ResidualMap, "
-        "DualNetwork and the PWGF maps (PlanarFlow, AffineMap, ResidualPushforward)"
+        "DualNetwork and the PWGF maps (PlanarFlow, AffineMap, ResidualPushforward, AffineCouplingFlow)"
     )
 
 
@@ -200,6 +210,7 @@ _MODULES: dict[str, Callable[..., nn.Module]] = {
     "planar": PlanarFlow,
     "affine": AffineMap,
     "residual_pushforward": ResidualPushforward,
+    "coupling": AffineCouplingFlow,
 }
 
 

@@ -347,7 +347,7 @@ def restore_training_state(sampler: WGFSampler, content: Mapping[str, Any], path
     kinds = {
         "icnn": ("icnn",),
         "variational": ("icnn", "residual"),
-        "pwgf": ("planar", "affine", "residual_pushforward"),
+        "pwgf": ("planar", "affine", "residual_pushforward", "coupling"),
     }[sampler.method]
     for i, m in enumerate(maps):
         if describe_kind(m) not in kinds:

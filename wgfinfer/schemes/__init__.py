@@ -15,7 +15,7 @@ METHODS = ("icnn", "variational", "pwgf")
 # scheme is an error); batch_size and map are shared but mean different things per scheme
 _ICNN_ONLY = {"affine_lr_scale": 1.0}
 _JKO_ONLY = {"iters_per_step": 200, "lr_decay": 0.1, "rank": 1, "strong_convexity": 1e-3}
-_PWGF_ONLY = {"n_layers": 40, "substeps": 1, "solver": "minres", "solver_tol": 3e-4}
+_PWGF_ONLY = {"n_layers": None, "substeps": 1, "solver": "minres", "solver_tol": 3e-4}
 
 
 def scheme_config(method: str, **options: Any) -> ICNNSchemeConfig | VariationalSchemeConfig | PWGFConfig:

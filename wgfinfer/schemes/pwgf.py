@@ -39,10 +39,13 @@ from torch.distributions import Distribution
 from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import Functional, InternalEnergy, PotentialEnergy
+from wgfinfer.nn.coupling import AffineCouplingFlow
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 from wgfinfer.schemes.common import check_explosion
 
-PWGF_MAPS = ("planar", "affine", "resnet")
+PWGF_MAPS = ("planar", "affine", "resnet", "coupling")
+DEFAULT_LAYERS = {"planar": 40, "coupling": 4}
+"""Default ``n_layers`` of the layered maps."""
 SOLVERS = ("minres", "cg")
 
 
@@ -67,15 +70,19 @@ class PWGFConfig:
 
     Attributes
     ----------
-    map : {"planar", "affine", "resnet"}
+    map : {"planar", "affine", "resnet", "coupling"}
         Push-forward family: :class:`~wgfinfer.nn.pushforward.PlanarFlow` (seed 004 §5.1, exact
-        densities everywhere), :class:`~wgfinfer.nn.pushforward.AffineMap` (Gaussian laws) or
+        densities everywhere), :class:`~wgfinfer.nn.pushforward.AffineMap` (Gaussian laws),
         :class:`~wgfinfer.nn.pushforward.ResidualPushforward` (seed 004 §5.2–5.3; densities of pushed
-        draws only).
-    n_layers : int
-        Planar layers (``map="planar"``).
+        draws only) or :class:`~wgfinfer.nn.coupling.AffineCouplingFlow` (not in seed 004; exact
+        densities everywhere, and far more expressive per parameter than planar layers when the
+        target's spread in many directions depends on a few coordinates).
+    n_layers : int, optional
+        Planar layers (``map="planar"``, default 40) or coupling layers (``map="coupling"``,
+        default 4); resolved to its default at construction.
     hidden : tuple of int
-        Hidden widths of the residual network (``map="resnet"``).
+        Hidden widths of the residual network (``map="resnet"``) or of each coupling layer's
+        conditioner (``map="coupling"``).
     n_samples : int
         Draws of ``lambda`` per Euler step, shared by ``G_hat`` and ``grad F`` (at least 2, which the
         interaction energies' U-statistic needs).
@@ -95,7 +102,7 @@ class PWGFConfig:
     """
 
     map: str = "planar"
-    n_layers: int = 40
+    n_layers: int | None = None
     hidden: tuple[int, ...] = (100, 100, 100)
     n_samples: int = 4096
     solver: str = "minres"
@@ -109,6 +116,8 @@ class PWGFConfig:
             raise ValueError(f"map must be one of {PWGF_MAPS}, got {self.map!r}")
         if not isinstance(self.solver, str) or self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.n_layers is None:
+            object.__setattr__(self, "n_layers", DEFAULT_LAYERS.get(self.map, 1))
         _positive_int(self.n_layers, "n_layers")
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
             raise TypeError(f"hidden must be a sequence of ints, got {type(self.hidden).__name__}")
@@ -168,7 +177,8 @@ def new_pushforward(
     Returns
     -------
     nn.Module
-        A :class:`PlanarFlow`, :class:`AffineMap` or :class:`ResidualPushforward`.
+        A :class:`PlanarFlow`, :class:`AffineMap`, :class:`ResidualPushforward` or
+        :class:`AffineCouplingFlow`.
     """
     if not isinstance(config, PWGFConfig):
         raise TypeError(f"config must be a PWGFConfig, got {type(config).__name__}")
@@ -176,6 +186,10 @@ def new_pushforward(
         return PlanarFlow(dim, config.n_layers, generator=generator, dtype=dtype, device=device)
     if config.map == "affine":
         return AffineMap(dim, generator=generator, dtype=dtype, device=device)
+    if config.map == "coupling":
+        return AffineCouplingFlow(
+            dim, config.n_layers, config.hidden, generator=generator, dtype=dtype, device=device
+        )
     return ResidualPushforward(dim, config.hidden, generator=generator, dtype=dtype, device=device)
 
 
