@@ -143,6 +143,8 @@ def test_config_defaults_per_map() -> None:
     assert (module.n_layers, module.hidden) == (4, (5,))
     sampler = wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=2, method="pwgf", map="coupling")
     assert sampler.config.n_layers == 4
+    with pytest.raises(ValueError, match="map='coupling' needs dim >= 2"):
+        wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=1, method="pwgf", map="coupling")
     with pytest.raises(ValueError, match="n_layers"):
         wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=2, n_layers=3)  # an ICNN sampler
 

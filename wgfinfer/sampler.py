@@ -308,6 +308,11 @@ class WGFSampler:
 
     def _set_target(self, target: LogDensityTarget) -> None:
         dim = resolve_dim(target.dim, self._init_distribution)
+        if isinstance(self.config, PWGFConfig) and self.config.map == "coupling" and dim < 2:
+            raise ValueError(
+                f"map='coupling' needs dim >= 2 (a coupling layer splits the coordinates in two), got "
+                f"dim={dim}; use map='planar' for a 1-D target"
+            )
         init = self._init_distribution
         if init is None:
             init = Independent(
