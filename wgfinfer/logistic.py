@@ -99,7 +99,10 @@ def model(x: Tensor, y: Tensor | None = None) -> Tensor:
     scale = alpha.rsqrt().unsqueeze(-1).expand(alpha.shape + (x.shape[1],))
     w = pyro.sample("w", dist.Normal(torch.zeros_like(scale), scale).to_event(1))
     with pyro.plate("data", x.shape[0], dim=-1) as idx:
-        logits = (x[idx] * w).sum(-1)
+        # w has batch shape (..., 1) under outer plates (the 1 lines up with this plate) or none: a
+        # matrix product, not the broadcast (x * w).sum(-1), which builds a (..., n, d) temporary and
+        # made init="gaussian" 25x slower on 5920 rows
+        logits = x[idx] @ w if w.dim() == 1 else (w @ x[idx].T).squeeze(-2)
         return pyro.sample("y", dist.Bernoulli(logits=logits), obs=None if y is None else y[idx])
 
 
