@@ -65,7 +65,8 @@ hierarchical prior), which a planar layer (one direction each) captures poorly a
 conditioned on ``log alpha`` captures at once.  Measured on breast cancer (one CPU core each, both
 cores busy), PSIS k-hat of 4096 draws over eight draw seeds of each trained flow:
 
-* these settings, training seeds 0, 1, 2: training 67-69 s; k-hat 0.23-0.51, 0.15-0.54 and
+* these settings, training seeds 0, 1, 2: training 67-69 s (38 s in the benchmark, after
+  :func:`model` switched to a matrix product); k-hat 0.23-0.51, 0.15-0.54 and
   0.19-0.47 (means 0.37-0.39); importance ESS 61-66%; test log-lik -0.0614 to -0.0617 (NUTS
   -0.0622); ``kl_plus_log_z`` 52.97-52.98 with ``log Z`` about -52.77, so KL about 0.2;
 * four layers instead of six: 62-76 s, k-hat maxima 0.57, 0.60, 0.64 over the three seeds;
