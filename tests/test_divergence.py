@@ -61,3 +61,32 @@ def test_exploding_transport_is_detected() -> None:
     training._check_explosion(0, before, before + 10.0)  # a large but sane move
     with pytest.raises(TrainingDivergedError, match="transport distance exploded"):
         training._check_explosion(0, before, before * 1e4)
+
+
+def test_target_non_finite_where_a_step_moved_particles_is_a_diverged_step() -> None:
+    """Finite where rho_0 lives, -inf beyond radius 20: the pool validates, then a blown-up step
+    moves particles out there.  That is a diverged step (retried), not bad input."""
+
+    def walled(x: torch.Tensor) -> torch.Tensor:
+        inside = x.square().sum(-1) < 400.0
+        return torch.where(inside, -0.5 * x.square().sum(-1), torch.full_like(x[:, 0], -float("inf")))
+
+    s = wgfinfer.WGFSampler(
+        walled,
+        dim=2,
+        n_steps=1,
+        iters_per_step=20,
+        batch_size=64,
+        hidden=(8,),
+        progress_bar=False,
+        method="variational",
+        lr=1e2,
+        lr_decay=1.0,
+        max_retries=1,
+    )
+    with pytest.raises(TrainingDivergedError, match="diverged 2 times") as info:
+        s.run()
+    assert any("non-finite value" in a["error"] for a in info.value.attempts)
+    assert isinstance(wgfinfer.NonFiniteLogDensityError("x"), ValueError)  # bad input elsewhere
+    with pytest.raises(wgfinfer.NonFiniteLogDensityError, match="non-finite"):
+        wgfinfer.WGFSampler(lambda x: torch.full_like(x[:, 0], float("nan")), dim=2, progress_bar=False).run()

@@ -3,6 +3,7 @@
 from wgfinfer import functionals
 from wgfinfer.errors import (
     DensityNotAvailableError,
+    NonFiniteLogDensityError,
     NonPositiveHessianError,
     SaveFileError,
     TrainingDivergedError,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DensityNotAvailableError",
     "Flow",
+    "NonFiniteLogDensityError",
     "NonPositiveHessianError",
     "SaveFileError",
     "TrainingDivergedError",

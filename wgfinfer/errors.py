@@ -15,6 +15,15 @@ class TrainingDivergedError(WGFError, RuntimeError):
     """
 
 
+class NonFiniteLogDensityError(WGFError, ValueError):
+    """The target's log-density is NaN or inf at some of the points it was given.
+
+    At the initial measure's draws this is bad input.  During training, at points a JKO step moved
+    particles to, the sampler treats it as a diverged step (retried with smaller learning rates; a
+    :class:`TrainingDivergedError` naming it when the retries run out).
+    """
+
+
 class NonPositiveHessianError(WGFError, ArithmeticError):
     """A Hessian that should be positive definite failed its Cholesky factorisation."""
 

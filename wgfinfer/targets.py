@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from wgfinfer.errors import NonFiniteLogDensityError
+
 LogDensityFn = Callable[[Tensor], Tensor]
 
 
@@ -50,7 +52,8 @@ class LogDensityTarget:
         TypeError
             If the output is not a tensor.
         ValueError
-            If the output does not have shape ``(n,)`` or holds NaN/inf values.
+            If the output does not have shape ``(n,)``; :class:`NonFiniteLogDensityError` (a
+            ``ValueError``) if it holds NaN/inf values.
         """
         return self._checked(x, self._fn(x))
 
@@ -68,7 +71,7 @@ class LogDensityTarget:
         if not bool(finite.all()):
             bad = (~finite).nonzero().squeeze(-1)
             example = x[bad[0]].detach().cpu().tolist()
-            raise ValueError(
+            raise NonFiniteLogDensityError(
                 f"log_density returned {bad.numel()} non-finite value(s) (NaN or inf) for {n} "
                 f"finite input points, e.g. at x = {example}"
             )

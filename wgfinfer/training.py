@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
+from wgfinfer.errors import NonFiniteLogDensityError, NonPositiveHessianError, TrainingDivergedError
 from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.functionals import KLDivergence
 from wgfinfer.schemes.common import check_explosion
@@ -88,9 +88,9 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
     """Train JKO step ``k`` of ``sampler``, push its particle pool and record the step in history.
 
     A step that diverges (non-finite loss, map output or gradient; a failed Cholesky; a transport
-    distance that explodes) is retried from the same warm start and particle pool with the learning
-    rates multiplied by ``RETRY_LR_FACTOR`` each time (PWGF: the Euler step, by more substeps), at most
-    ``sampler.max_retries`` times; every
+    distance that explodes; a target that is NaN/inf at the points the step moved to) is retried from
+    the same warm start and particle pool with the learning rates multiplied by ``RETRY_LR_FACTOR``
+    each time (PWGF: the Euler step, by more substeps), at most ``sampler.max_retries`` times; every
     failed attempt is recorded in the step's ``history`` entry (``retries``).  When the retries are
     exhausted, :class:`TrainingDivergedError` names the step and carries the attempts (``.attempts``);
     the sampler keeps every completed step.
@@ -117,13 +117,22 @@ def run_jko_step(sampler: WGFSampler, k: int, bar: Any) -> None:
                 else:
                     record = _variational_step(sampler, k, report)
                 break
-            except TrainingDivergedError as exc:
+            except (TrainingDivergedError, NonFiniteLogDensityError) as exc:
+                # the pool's log-densities were finite (checked when it was drawn): NaN/inf at points
+                # a step moved particles to is a diverged step, or a target undefined there
                 attempts.append({"lr_scale": scale, "error": str(exc)})
                 if len(attempts) > max_retries:
                     scales = ", ".join(f"{a['lr_scale']:g}" for a in attempts)
+                    hint = (
+                        " (the target is NaN/inf where the step moved particles: the step diverged, or "
+                        "log_density is not finite on all of R^d; sample constrained parameters on an "
+                        "unconstrained scale)"
+                        if isinstance(exc, NonFiniteLogDensityError)
+                        else ""
+                    )
                     error = TrainingDivergedError(
                         f"JKO step {k} diverged {len(attempts)} times (learning rates scaled by "
-                        f"{scales}); last error: {exc}. "
+                        f"{scales}); last error: {exc}{hint}. "
                         f"The sampler keeps its {len(sampler.flow)} completed steps."
                     )
                     error.attempts = attempts
