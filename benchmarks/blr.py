@@ -45,7 +45,7 @@ from wgfinfer import datasets, logistic  # noqa: E402
 
 SECTION = "blr"
 DATASETS = ("breast_cancer", "pima", "waveform", "twonorm", "ringnorm", "synthetic")
-METHODS = ("wgfinfer", "wgfinfer_pwgf", "nuts", "svgd")
+METHODS = ("wgfinfer", "wgfinfer_pwgf", "nuts", "svgd", "wgfinfer_variational")
 NUM_DRAWS = 4096
 EXTRA_DRAWS = 100_000
 KHAT_SEEDS = 8
@@ -85,14 +85,26 @@ def _lookup(table: dict[str, int], dataset: str) -> int:
     return table.get(dataset, table["*"])
 
 
-def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace, pwgf: bool = False) -> dict[str, Any]:
-    """Train ``WGFSampler`` with ``logistic.SETTINGS`` (``logistic.PWGF_SETTINGS`` if ``pwgf``);
-    metrics from 4096 draws, k-hat, 10^5-draw time."""
-    settings = dict(logistic.PWGF_SETTINGS if pwgf else logistic.SETTINGS)
+SCHEME_SETTINGS = {
+    "icnn": logistic.SETTINGS,
+    "pwgf": logistic.PWGF_SETTINGS,
+    "variational": logistic.VARIATIONAL_SETTINGS,
+}
+
+
+def run_wgfinfer(
+    data: datasets.LogisticData, args: argparse.Namespace, scheme: str = "icnn"
+) -> dict[str, Any]:
+    """Train ``WGFSampler`` with ``logistic.SETTINGS`` (``PWGF_SETTINGS`` for ``scheme="pwgf"``,
+    ``VARIATIONAL_SETTINGS`` for ``"variational"``); metrics from 4096 draws, k-hat (where the flow
+    has a density), 10^5-draw time."""
+    pwgf = scheme == "pwgf"
+    settings = dict(SCHEME_SETTINGS[scheme])
     if args.quick:
         settings.update(n_steps=1, n_layers=2) if pwgf else settings.update(
             n_steps=1, iters_per_step=10, hidden=(8,)
         )
+    has_density = scheme != "variational" or settings.get("map") == "icnn"
     device = args.device
     sampler = wgfinfer.WGFSampler(
         model=logistic.model, seed=args.seed, device=device, progress_bar=False, **settings
@@ -105,17 +117,25 @@ def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace, pwgf: bo
     samples = sampler.get_samples(NUM_DRAWS, seed=args.seed + 1)
     draws = time.perf_counter() - start
     metrics = logistic.predictive_metrics(samples["w"].cpu(), data.x_test, data.y_test)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # k-hat is reported in the table either way
-        diagnostics = sampler.diagnostics(num_samples=NUM_DRAWS, seed=args.seed + 2)
-        khats = [
-            sampler.diagnostics(num_samples=NUM_DRAWS, seed=args.seed + 100 + k)["khat"]
-            for k in range(KHAT_SEEDS)
-        ]
+    khat, khats = None, None
+    if has_density:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # k-hat is reported in the table either way
+            khat = sampler.diagnostics(num_samples=NUM_DRAWS, seed=args.seed + 2)["khat"]
+            khats = [
+                sampler.diagnostics(num_samples=NUM_DRAWS, seed=args.seed + 100 + k)["khat"]
+                for k in range(KHAT_SEEDS)
+            ]
     start = time.perf_counter()
-    sampler.sample(EXTRA_DRAWS, return_log_prob=True, seed=args.seed + 3)
+    sampler.sample(EXTRA_DRAWS, return_log_prob=has_density, seed=args.seed + 3)
     extra = time.perf_counter() - start
-    if pwgf:
+    if scheme == "variational":
+        description = (
+            f"init={settings['init']}, h={settings['step_size']:g}, "
+            f"K={settings['n_steps']}×{settings['iters_per_step']} it, {settings['map']} map "
+            f"{tuple(settings['hidden'])}" + ("" if has_density else "; draws only, no log q")
+        )
+    elif pwgf:
         description = (
             f"init={settings['init']}, {settings['map']} flow {settings['n_layers']} layers "
             f"{tuple(settings['hidden'])}, "
@@ -133,8 +153,8 @@ def run_wgfinfer(data: datasets.LogisticData, args: argparse.Namespace, pwgf: bo
         "train_seconds": train,
         "extra_seconds": extra,
         "extra_note": "measured",
-        "khat": diagnostics["khat"],
-        "khat_range": [min(khats), max(khats)],
+        "khat": khat,
+        "khat_range": None if khats is None else [min(khats), max(khats)],
         "ess": None,
         "settings": description,
     }
@@ -236,13 +256,15 @@ def run_svgd(data: datasets.LogisticData, args: argparse.Namespace) -> dict[str,
 
 RUNNERS = {
     "wgfinfer": run_wgfinfer,
-    "wgfinfer_pwgf": lambda data, args: run_wgfinfer(data, args, pwgf=True),
+    "wgfinfer_pwgf": lambda data, args: run_wgfinfer(data, args, scheme="pwgf"),
+    "wgfinfer_variational": lambda data, args: run_wgfinfer(data, args, scheme="variational"),
     "nuts": run_nuts,
     "svgd": run_svgd,
 }
 LABELS = {
     "wgfinfer": "wgfinfer (ICNN JKO)",
     "wgfinfer_pwgf": "wgfinfer (PWGF)",
+    "wgfinfer_variational": "wgfinfer (variational JKO)",
     "nuts": "Pyro NUTS",
     "svgd": "Pyro SVGD",
 }
@@ -354,9 +376,9 @@ def reading(results: list[dict[str, Any]]) -> str:
             + "."
         )
     for name in dict.fromkeys(r["dataset"] for r in results):
-        w, p, n, s = (done.get((name, m)) for m in METHODS)
+        w, p, n, s, v = (done.get((name, m)) for m in METHODS)
         parts = []
-        for label, ours in (("wgfinfer", w), ("wgfinfer PWGF", p)):
+        for label, ours in (("wgfinfer", w), ("wgfinfer PWGF", p), ("wgfinfer variational", v)):
             if ours and n:
                 parts.append(
                     f"{label} − NUTS: accuracy {ours['accuracy'] - n['accuracy']:+.4f}, "
