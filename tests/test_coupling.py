@@ -7,37 +7,18 @@ import math
 
 import pytest
 import torch
+
+# the map helpers of the PWGF tests (tests/ is on sys.path under pytest's default import mode)
+from test_pwgf import _explicit_metric, _gen, _jacobian_log_det, _perturb
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
 import wgfinfer
 from wgfinfer.functionals import KLDivergence
 from wgfinfer.nn.coupling import AffineCouplingFlow
-from wgfinfer.schemes.pwgf import (
-    PWGFConfig,
-    flatten_tensors,
-    metric_vector_product,
-    new_pushforward,
-    pwgf_step,
-    unflatten_vector,
-)
+from wgfinfer.schemes.pwgf import PWGFConfig, metric_vector_product, new_pushforward, pwgf_step
 
 F64 = torch.float64
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _perturb(module: nn.Module, generator: torch.Generator, scale: float = 0.5) -> None:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-
-
-def _jacobian_log_det(module: nn.Module, x: Tensor) -> Tensor:
-    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: module(v[None])[0], xi) for xi in x])
-    return torch.linalg.slogdet(jac)[1]
 
 
 @pytest.mark.parametrize("dim", [2, 5])
@@ -55,7 +36,7 @@ def test_starts_at_identity(dim: int) -> None:
 def test_log_det_and_inverse_are_exact(dim: int) -> None:
     gen = _gen(2)
     flow = AffineCouplingFlow(dim, 4, (8, 8), generator=gen, dtype=F64)
-    _perturb(flow, gen)
+    _perturb(flow, gen, 0.5)
     x = 1.5 * torch.randn(7, dim, generator=gen, dtype=F64)
     y, log_det = flow.map_and_log_det(x)
     assert torch.allclose(y, flow.transport(x), rtol=0, atol=0)
@@ -75,7 +56,7 @@ def test_layers_alternate_the_halves_and_every_coordinate_moves() -> None:
         # the second layer of a pair transforms exactly what the first conditioned on
         assert set(second[3:].tolist()) == set(first[:3].tolist())
     gen = _gen(4)
-    _perturb(flow, gen)
+    _perturb(flow, gen, 0.5)
     x = torch.randn(5, 6, generator=gen)
     assert bool(((flow(x) - x).abs() > 1e-6).all())
 
@@ -117,17 +98,9 @@ def test_rejects_bad_options(kwargs: dict, match: str) -> None:
 def test_metric_vector_product_matches_explicit_jacobian() -> None:
     gen = _gen(7)
     module = AffineCouplingFlow(3, 2, (3,), generator=gen, dtype=F64)
-    _perturb(module, gen)
+    _perturb(module, gen, 0.5)
     z = torch.randn(9, 3, generator=gen, dtype=F64)
-    names = [k for k, _ in module.named_parameters()]
-    like = [p.detach() for p in module.parameters()]
-
-    def push(flat: Tensor) -> Tensor:
-        values = dict(zip(names, unflatten_vector(flat, like), strict=True))
-        return torch.func.functional_call(module, values, (z,)).reshape(-1)
-
-    jac = torch.autograd.functional.jacobian(push, flatten_tensors(like))
-    explicit = jac.T @ jac / z.shape[0]
+    explicit, _ = _explicit_metric(module, z)
     product = metric_vector_product(module, None, z)
     for _ in range(3):
         v = torch.randn(explicit.shape[0], generator=gen, dtype=F64)
