@@ -1,13 +1,14 @@
 """Bayesian logistic regression: wgfinfer against Pyro NUTS and Pyro SVGD (seed 001 §5.3, Table 2).
 
-Model ``wgfinfer.logistic.model``: ``alpha ~ Gamma(1, rate 0.01)``, ``w | alpha ~ N(0, alpha^-1 I)``,
-``y ~ Bernoulli(sigmoid(x . w))`` with an intercept column, on the seeded 80/20 splits of
-``wgfinfer.datasets``.  For every (data set, method) the script reports the test accuracy of the
-posterior-predictive mean, the mean test log predictive density, the wall time of training / running,
-the time for 10^5 further draws, the PSIS k-hat (wgfinfer only: it is the only method with a density)
-and, for NUTS, the minimum bulk ESS over all coordinates.  All methods run in the same process on the
-same machine; seed 001's Table 2 numbers are printed beside ours.  The table is rewritten into
-docs/benchmarks.md after every completed row, so a run that is cut off still leaves a table.
+Model ``wgfinfer.problems.logistic.model``: ``alpha ~ Gamma(1, rate 0.01)``,
+``w | alpha ~ N(0, alpha^-1 I)``, ``y ~ Bernoulli(sigmoid(x . w))`` with an intercept column, on the
+seeded 80/20 splits of ``wgfinfer.problems.datasets``.  For every (data set, method) the script
+reports the test accuracy of the posterior-predictive mean, the mean test log predictive density, the
+wall time of training / running, the time for 10^5 further draws, the PSIS k-hat (wgfinfer only: it
+is the only method with a density) and, for NUTS, the minimum bulk ESS over all coordinates.  All
+methods run in the same process on the same machine; seed 001's Table 2 numbers are printed beside
+ours.  The table is rewritten into docs/benchmarks.md after every completed row, so a run that is cut
+off still leaves a table.
 
     python benchmarks/blr.py                                   # all five data sets, all methods
     python benchmarks/blr.py --datasets breast_cancer --methods wgfinfer nuts
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import DOCS, machine, markdown_table, write_section  # noqa: E402
 
 import wgfinfer  # noqa: E402
-from wgfinfer import datasets, logistic  # noqa: E402
+from wgfinfer.problems import datasets, logistic  # noqa: E402
 
 SECTION = "blr"
 DATASETS = ("breast_cancer", "pima", "waveform", "twonorm", "ringnorm", "synthetic")
@@ -411,8 +412,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, commands: li
         + ":\n\n```\n"
         + "\n".join(commands)
         + "\n```\n\n"
-        f"Model `wgfinfer.logistic.model` (alpha ~ Gamma(1, rate 0.01), w ~ N(0, alpha^-1 I)), seeded "
-        f"80/20 split (`datasets.load(name, seed={args.seed})`).  Test accuracy is that of the "
+        "Model `wgfinfer.problems.logistic.model` (alpha ~ Gamma(1, rate 0.01), w ~ N(0, alpha^-1 I)), "
+        f"seeded 80/20 split (`datasets.load(name, seed={args.seed})`).  Test accuracy is that of the "
         "posterior-predictive mean, test log-lik the mean log predictive density "
         "(`logistic.predictive_metrics`).  *train/run s*: wgfinfer = training + 4096 draws; NUTS = "
         "the whole `MCMC.run` (warmup + draws); SVGD = all steps.  *10^5 more draws*: wgfinfer = "
@@ -428,7 +429,7 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, commands: li
         "cancer is not in their table.  † Their *diabetis* is the Rätsch benchmark Pima data (768 "
         "rows); ours is MASS Pima.tr + Pima.te (532 rows): a related, not identical, data set.  Our "
         "waveform, twonorm and ringnorm are regenerated from Breiman's definitions "
-        "(`wgfinfer.datasets`), not the Rätsch files.\n\n"
+        "(`wgfinfer.problems.datasets`), not the Rätsch files.\n\n"
         "Reading:\n\n"
         + (reading(results) or "- (no completed pairs yet)")
         + "".join(f"\n- {note}" for note in args.note)

@@ -28,7 +28,7 @@ from _harness import load_run, machine, markdown_table, record_row, write_sectio
 
 import wgfinfer  # noqa: E402
 from wgfinfer.diagnostics import ksd, score_from_log_density, symmetric_kl  # noqa: E402
-from wgfinfer.reference import GaussianMixture  # noqa: E402
+from wgfinfer.problems.gaussians import GaussianMixture  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # seed 001 Table 4: cube width l of the component means per dimension (64 and 128 as listed there)

@@ -1,6 +1,6 @@
 """Nonlinear filtering: JKO filter (both MH proposals) and bootstrap particle filters vs the grid.
 
-The seed 002 §4.5 problem (``wgfinfer.filtering.problems.sine_well_problem``) over several seeds
+The seed 002 §4.5 problem (``wgfinfer.problems.filtering.sine_well_problem``) over several seeds
 (each seed: a new simulated path and observations, and new filter randomness).  Per method and seed:
 SymKL between its density of ``p(X_5 | Y_1:9)`` and the Chang-Cooper grid solution (2000 points on
 [-5, 5], dt = 1e-3), computed on the grid; wall time; error of its ``log p(Y_1:9)`` against the
@@ -30,7 +30,7 @@ from _harness import load_run, machine, markdown_table, record_row, write_sectio
 from wgfinfer.filtering import JKOFilter  # noqa: E402
 from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid  # noqa: E402
 from wgfinfer.filtering.particle import BootstrapParticleFilter  # noqa: E402
-from wgfinfer.filtering.problems import sine_well_problem  # noqa: E402
+from wgfinfer.problems.filtering import sine_well_problem  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 METHODS = ["jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-50000"]

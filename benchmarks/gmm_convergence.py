@@ -26,7 +26,7 @@ from _harness import machine, markdown_table, write_section  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.diagnostics import symmetric_kl  # noqa: E402
-from wgfinfer.reference import GaussianMixture  # noqa: E402
+from wgfinfer.problems.gaussians import GaussianMixture  # noqa: E402
 
 # seed 002 Table 1: D -> (M components, cube width l, ICNN width w)
 TABLE1 = {

@@ -14,13 +14,13 @@ Problems (ids for ``--problems``; a prefix such as ``ou`` selects every dimensio
   ``s0 = (0.5, 1.5, 0.5, ...)``, up to ``t = 0.5``: JKO with ``h = 0.1`` (5 steps) and ``h = 0.05``
   (10 steps); PWGF with 5 and 10 recorded steps of 0.1 and 0.05, each of ``substeps`` forward-Euler
   steps.  The exact marginal is ``N(m0 e^{-t}, diag(s0^2 e^{-2t} + 1 - e^{-2t}))``
-  (:func:`wgfinfer.reference.ou_marginal`).
+  (:func:`wgfinfer.problems.gaussians.ou_marginal`).
   Errors: ``SymKL fit`` = SymKL between the Gaussian fitted to 50000 flow draws and the exact
   marginal (the ``exact draws`` row: the same statistic for 50000 exact draws, its noise floor);
   ``KL dens.`` = ``KL(flow || exact)`` by Monte Carlo with the flow's exact log-densities (10000
   draws, ± one standard error); ``SymKL fit vs ref`` = SymKL between the fitted Gaussian and the exact
   solution of the time-discretised scheme (JKO: the exact JKO iterates,
-  :func:`wgfinfer.reference.ou_jko_gaussian`; PWGF affine: forward Euler on the parameter ODE of
+  :func:`wgfinfer.problems.gaussians.ou_jko_gaussian`; PWGF affine: forward Euler on the parameter ODE of
   ``T(z) = A z + c``, ``dA/dt = -A + A^{-T} S0^{-1}``, ``dc/dt = -c - A^{-T} S0^{-1} m0``), i.e. the
   optimisation / Monte-Carlo part of the error; ``SymKL ref vs exact`` = SymKL between that discretised
   solution and the exact marginal, i.e. the time-discretisation part.
@@ -31,9 +31,9 @@ Problems (ids for ``--problems``; a prefix such as ``ou`` selects every dimensio
 * ``barenblatt-2``: unit-mass Barenblatt profile, ``m = 2``, ``d = 2``, ``t0 = 0.1``; ``h = 0.05``,
   10 steps (``t = 0.5``), and ``h = 0.025``, 20 steps.
   Errors (50000 flow draws at the final time): ``rel. M2 err`` = ``|E||x||^2 / M2(t) - 1|`` with the
-  exact ``M2(t)`` (:meth:`~wgfinfer.barenblatt.BarenblattProfile.second_moment`); in 1-D ``W1``
+  exact ``M2(t)`` (:meth:`~wgfinfer.problems.barenblatt.BarenblattProfile.second_moment`); in 1-D ``W1``
   against the exact quantiles (``mean_i |x_(i) - Q((i - 1/2)/n)|``), in 2-D the Kolmogorov-Smirnov
-  statistic of the radii against :meth:`~wgfinfer.barenblatt.BarenblattProfile.radius_cdf`.  The
+  statistic of the radii against :meth:`~wgfinfer.problems.barenblatt.BarenblattProfile.radius_cdf`.  The
   ``exact draws`` row gives both statistics for 50000 exact draws (noise floor), the ``rho_0 (no
   motion)`` row for the initial law (the error of not moving at all).
 
@@ -71,10 +71,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
 
 import wgfinfer  # noqa: E402
-from wgfinfer.barenblatt import BarenblattProfile  # noqa: E402
 from wgfinfer.errors import TrainingDivergedError  # noqa: E402
 from wgfinfer.functionals import GeneralizedEntropy, KLDivergence  # noqa: E402
-from wgfinfer.reference import gaussian_symkl, ou_jko_gaussian, ou_marginal  # noqa: E402
+from wgfinfer.problems.barenblatt import BarenblattProfile  # noqa: E402
+from wgfinfer.problems.gaussians import gaussian_symkl, ou_jko_gaussian, ou_marginal  # noqa: E402
 
 PROBLEMS = ("ou-2", "ou-8", "barenblatt-1", "barenblatt-2")
 SCHEMES = ("icnn", "variational", "pwgf")

@@ -23,9 +23,10 @@
     ``J1 = 200`` iterations of batch ``M = 1000`` per step; on one CPU core this script uses a budget:
     2000 particles (pool and convolution), 40 iterations of batch 500, ICNN widths (16, 16), and 320
     steps (``t = 160``: on the grid below the four pulses merge between ``t = 140`` and ``t = 150``).
-    For comparison the script also solves the same PDE on a grid (an upwind finite-volume scheme
-    written here, 96 x 96 cells on ``[-4, 4]^2``, explicit time steps under the velocity CFL and the
-    porous-medium diffusion bounds): its snapshots show what the PDE itself does at the same times.
+    For comparison the script also solves the same PDE on a grid (an upwind finite-volume scheme,
+    :class:`wgfinfer.problems.finite_volume.FiniteVolumeReference`: 96 x 96 cells on ``[-4, 4]^2``,
+    explicit time steps under the velocity CFL and the porous-medium diffusion bounds): its snapshots
+    show what the PDE itself does at the same times.
 
     **Known failure.**  The grid solution forms four pulses near the corners (by ``t ~ 50``), which
     drift inwards and merge into one between ``t = 140`` and ``t = 150``, as seed 000 describes.  The
@@ -56,12 +57,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.signal import fftconvolve
 from torch.distributions import Independent, MultivariateNormal, Uniform
 
 import wgfinfer
 from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.functionals import GeneralizedEntropy, InteractionEnergy
+from wgfinfer.problems.finite_volume import BOX, FiniteVolumeReference
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RING_RADIUS = 1.0 / math.sqrt(3.0)
@@ -231,9 +232,6 @@ def plot_ring(out: Path, ring: dict, snapshots: tuple[int, ...]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- (b)
-BOX = 4.0
-
-
 SMOOTHING = 0.25
 """Standard deviation (in x units) of the Gaussian filter applied before looking for pulses."""
 PULSE_LEVEL = 3.0 / 36.0
@@ -257,48 +255,6 @@ def _pulses(density: np.ndarray, cell: float) -> tuple[int, float]:
 def _histogram(x: np.ndarray, bins: int) -> np.ndarray:
     h, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=bins, range=[[-BOX, BOX], [-BOX, BOX]], density=True)
     return h
-
-
-class FiniteVolumeReference:
-    """Upwind finite-volume solution of ``d_t rho = div(rho grad(W * rho + 0.1 m/(m-1) rho^{m-1}))``.
-
-    ``0.1 Delta rho^m = div(rho grad(0.1 m/(m-1) rho^{m-1}))``; cell averages on ``[-4, 4]^2`` with zero
-    flux on the boundary, the face velocity ``-grad xi`` by central differences, the upwinded density
-    on each face, and forward-Euler time steps bounded by the velocity CFL and the porous-medium
-    diffusion bound.  Mass is conserved to round-off.
-    """
-
-    def __init__(self, cells: int, m: float = 3.0, nu: float = 0.1) -> None:
-        self.n, self.m, self.nu = cells, m, nu
-        self.dx = 2 * BOX / cells
-        centres = -BOX + self.dx * (np.arange(cells) + 0.5)
-        self.x, self.y = np.meshgrid(centres, centres, indexing="ij")
-        self.rho = np.where((np.abs(self.x) < 3) & (np.abs(self.y) < 3), 1.0 / 36.0, 0.0)
-        self.rho /= self.rho.sum() * self.dx**2
-        offsets = self.dx * np.arange(-(cells - 1), cells)
-        kx, ky = np.meshgrid(offsets, offsets, indexing="ij")
-        self.kernel = -np.exp(-(kx**2 + ky**2)) / np.pi * self.dx**2
-        self.t = 0.0
-
-    def advance(self, until: float) -> None:
-        rho, dx, m, nu = self.rho, self.dx, self.m, self.nu
-        while self.t < until - 1e-12:
-            xi = fftconvolve(rho, self.kernel, mode="same") + nu * m / (m - 1) * rho ** (m - 1)
-            ux = -(xi[1:, :] - xi[:-1, :]) / dx
-            uy = -(xi[:, 1:] - xi[:, :-1]) / dx
-            fx = np.maximum(ux, 0) * rho[:-1, :] + np.minimum(ux, 0) * rho[1:, :]
-            fy = np.maximum(uy, 0) * rho[:, :-1] + np.minimum(uy, 0) * rho[:, 1:]
-            speed = max(float(np.abs(ux).max()), float(np.abs(uy).max()), 1e-12)
-            diffusivity = nu * m * float(rho.max()) ** (m - 1) + 1e-12
-            dt = min(0.2 * dx / speed, 0.2 * dx**2 / diffusivity, until - self.t)
-            div = np.zeros_like(rho)
-            div[:-1, :] += fx
-            div[1:, :] -= fx
-            div[:, :-1] += fy
-            div[:, 1:] -= fy
-            rho = rho - dt / dx * div
-            self.t += dt
-        self.rho = rho
 
 
 def part_aggregation_diffusion(cfg: dict, seed: int) -> dict:

@@ -1,6 +1,6 @@
 """Bayesian logistic regression with wgfinfer, as a drop-in for ``MCMC(NUTS(model))``.
 
-The seeds' benchmark model (``wgfinfer.logistic``): ``alpha ~ Gamma(1, rate 0.01)``,
+The seeds' benchmark model (``wgfinfer.problems.logistic``): ``alpha ~ Gamma(1, rate 0.01)``,
 ``w | alpha ~ N(0, alpha^-1 I)``, ``y ~ Bernoulli(sigmoid(x . w))``, intercept column included,
 features standardised with training statistics, random 80/20 split.  The script trains the flow,
 reports test accuracy / mean test log predictive density from ``--num-samples`` draws, the PSIS
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import wgfinfer
-from wgfinfer import datasets, logistic
+from wgfinfer.problems import datasets, logistic
 
 
 def run(

@@ -22,7 +22,7 @@ import torch
 from wgfinfer.filtering import JKOFilter
 from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid
 from wgfinfer.filtering.particle import BootstrapParticleFilter
-from wgfinfer.filtering.problems import sine_well_problem
+from wgfinfer.problems.filtering import sine_well_problem
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -19,7 +19,7 @@ from sklearn.datasets import make_spd_matrix
 
 import wgfinfer
 from wgfinfer.diagnostics import symmetric_kl
-from wgfinfer.reference import gaussian_symkl, ou_jko_gaussian, ou_marginal
+from wgfinfer.problems.gaussians import gaussian_symkl, ou_jko_gaussian, ou_marginal
 
 
 def main(argv: list[str] | None = None) -> None:

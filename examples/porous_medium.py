@@ -38,8 +38,8 @@ import torch
 from scipy import stats
 
 import wgfinfer
-from wgfinfer.barenblatt import BarenblattProfile
 from wgfinfer.functionals import GeneralizedEntropy
+from wgfinfer.problems.barenblatt import BarenblattProfile
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

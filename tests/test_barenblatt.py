@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, special, stats
 
-from wgfinfer.barenblatt import BarenblattProfile
+from wgfinfer.problems.barenblatt import BarenblattProfile
 
 SEED000 = {"dim": 1, "m": 2.0, "t0": 0.002, "C": (3.0 / 16.0) ** (1.0 / 3.0)}
 

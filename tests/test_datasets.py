@@ -1,4 +1,4 @@
-"""Tests of wgfinfer.datasets: splitting/standardisation, Breiman's generators, registry.
+"""Tests of wgfinfer.problems.datasets: splitting/standardisation, Breiman's generators, registry.
 
 Statistical checks use 4 standard errors of the estimator in question, computed from the generating
 definition (not fitted to the observed values); all seeds are fixed, so the tests are deterministic.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from wgfinfer import datasets as ds
+from wgfinfer.problems import datasets as ds
 
 Z = 4.0  # tolerance in standard errors
 

@@ -19,7 +19,7 @@ from torch.distributions import Independent, Normal
 
 from wgfinfer.filtering import GaussianObservations, JKOFilter, LangevinDiffusion, Observations
 from wgfinfer.filtering.mcmc import FlowTrajectories, log_evidence, metropolis_hastings
-from wgfinfer.reference import ou_jko_kalman_filter, ou_kalman_filter
+from wgfinfer.problems.gaussians import ou_jko_kalman_filter, ou_kalman_filter
 
 KL_BUDGET = 0.01
 

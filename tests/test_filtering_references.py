@@ -18,7 +18,7 @@ from torch.distributions import MultivariateNormal, Normal
 from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid
 from wgfinfer.filtering.models import GaussianObservations, LangevinDiffusion, Observations
 from wgfinfer.filtering.particle import BootstrapParticleFilter, systematic_resample
-from wgfinfer.reference import gaussian_symkl, ou_kalman_filter, ou_marginal
+from wgfinfer.problems.gaussians import gaussian_symkl, ou_kalman_filter, ou_marginal
 
 A, BETA, M0, S0, NOISE, T_FINAL = 1.5, 2.0, 1.0, 0.3, 0.5, 2.0
 TIMES = [0.5, 1.0, 1.5]

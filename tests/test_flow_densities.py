@@ -10,7 +10,7 @@ import torch
 
 import wgfinfer
 from wgfinfer.diagnostics import kl_divergence
-from wgfinfer.reference import ou_jko_gaussian
+from wgfinfer.problems.gaussians import ou_jko_gaussian
 
 F64 = torch.float64
 MEAN = torch.tensor([1.0, -0.5], dtype=F64)
@@ -64,7 +64,7 @@ def test_flow_density_integrates_to_one(gaussian_sampler: wgfinfer.WGFSampler) -
 
 def test_gaussian_target_matches_exact_jko_iterate(gaussian_sampler: wgfinfer.WGFSampler) -> None:
     # A Gaussian target is an OU process; from N(0, I) the exact JKO iterates stay Gaussian
-    # (wgfinfer.reference.ou_jko_gaussian). KL(q || rho_K) = E_q[log q - log rho_K] uses the
+    # (wgfinfer.problems.gaussians.ou_jko_gaussian). KL(q || rho_K) = E_q[log q - log rho_K] uses the
     # flow's exact log q; its Monte-Carlo standard error on 20000 draws is ~3e-4, so 0.01 is the
     # budget for the optimisation error of 6 steps x 150 iterations.
     a = torch.diag(SCALE.pow(-2)).numpy()

@@ -11,8 +11,8 @@ import torch
 from pyro.infer import Predictive
 
 import wgfinfer
-from wgfinfer.datasets import load_breast_cancer
-from wgfinfer.logistic import PWGF_SETTINGS, log_posterior, model, predictive_metrics
+from wgfinfer.problems.datasets import load_breast_cancer
+from wgfinfer.problems.logistic import PWGF_SETTINGS, log_posterior, model, predictive_metrics
 from wgfinfer.pyro_target import PyroTarget
 
 

@@ -19,7 +19,7 @@ import math
 import torch
 
 import wgfinfer
-from wgfinfer.reference import GaussianMixture
+from wgfinfer.problems.gaussians import GaussianMixture
 
 N = 20000
 

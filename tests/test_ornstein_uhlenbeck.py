@@ -21,7 +21,7 @@ import torch
 from sklearn.datasets import make_spd_matrix
 
 import wgfinfer
-from wgfinfer.reference import gaussian_symkl, ou_jko_gaussian, ou_marginal
+from wgfinfer.problems.gaussians import gaussian_symkl, ou_jko_gaussian, ou_marginal
 
 STEP, N_STEPS, N_MC = 0.05, 10, 4000
 

@@ -11,7 +11,6 @@ import torch
 from scipy import stats
 
 import wgfinfer
-from wgfinfer.barenblatt import BarenblattProfile
 from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import (
     Entropy,
@@ -20,10 +19,11 @@ from wgfinfer.functionals import (
     KLDivergence,
     PotentialEnergy,
 )
-from wgfinfer.reference import gaussian_symkl, ou_jko_gaussian
+from wgfinfer.problems.barenblatt import BarenblattProfile
+from wgfinfer.problems.gaussians import gaussian_symkl, ou_jko_gaussian
 
 # seed 000 §4.3: m = 2, d = 1, t0 = 0.002, C = (3/16)^{1/3}; this profile has mass 2, so the
-# probability flow is that of 2 int rho^2 (see wgfinfer.barenblatt)
+# probability flow is that of 2 int rho^2 (see wgfinfer.problems.barenblatt)
 SEED000 = BarenblattProfile(dim=1, m=2, t0=0.002, C=(3 / 16) ** (1 / 3))
 PME_STEP, PME_STEPS = 0.001, 5
 

@@ -23,7 +23,7 @@ from sklearn.datasets import make_spd_matrix
 
 import wgfinfer
 from wgfinfer.diagnostics import ksd, score_from_log_density
-from wgfinfer.reference import GaussianMixture, gaussian_kl, gaussian_symkl, ou_jko_gaussian
+from wgfinfer.problems.gaussians import GaussianMixture, gaussian_kl, gaussian_symkl, ou_jko_gaussian
 
 STEP, N_STEPS = 0.05, 10
 

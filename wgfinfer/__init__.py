@@ -1,6 +1,7 @@
 """wgfinfer: Bayesian posterior sampling with Wasserstein gradient flows (JKO schemes) in PyTorch."""
 
 from wgfinfer import functionals
+from wgfinfer._version import __version__
 from wgfinfer.errors import (
     DensityNotAvailableError,
     NonFiniteLogDensityError,
@@ -12,8 +13,6 @@ from wgfinfer.errors import (
 from wgfinfer.flow import Flow
 from wgfinfer.sampler import WGFSampler
 from wgfinfer.simulation import simulate
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DensityNotAvailableError",

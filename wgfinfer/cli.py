@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from wgfinfer.reference import GaussianMixture
+from wgfinfer.problems.gaussians import GaussianMixture
 from wgfinfer.sampler import WGFSampler
 
 DEMO_MEANS = [[-2.0, 0.0], [2.0, 0.5], [0.0, 3.0]]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from wgfinfer.convert import arviz_major_version
+from wgfinfer.convert import pareto_smoothed_log_weights
 
 khat_warning_threshold = 0.7
 """Pareto k-hat above which importance weights are deemed unreliable (as in Stan's Pathfinder)."""
@@ -53,31 +53,12 @@ def _psis(lw: np.ndarray) -> tuple[np.ndarray, float]:
 
     The draws are iid from ``q``, so the relative efficiency is ``r_eff = 1``. Too few draws for a tail
     fit give k = inf. All-equal weights (``q`` proportional to the target) give k = -inf: there is no
-    tail to fit, and ArviZ would otherwise report inf (0.x) or raise (>= 1.0).
+    tail to fit, and ArviZ would otherwise report inf (0.x) or raise (>= 1.0).  The ArviZ call itself
+    is :func:`wgfinfer.convert.pareto_smoothed_log_weights`.
     """
     if lw.min() == lw.max():
         return np.full_like(lw, -math.log(lw.shape[0])), -math.inf
-    if arviz_major_version() >= 1:
-        # ArviZ >= 1.0: PSIS lives in arviz-stats as ``array_stats.psislw(ary, r_eff=1, axis=-1)``. It is
-        # written for PSIS-LOO, so it takes the log-likelihood and NEGATES it: pass ``-lw``. It also
-        # raises for fewer than 5 tail draws, where ArviZ 0.x returns k = inf, and -inf inputs are
-        # replaced by a huge negative number to stay on its finite path. Minimal and untested here
-        # (ArviZ >= 1.0 needs Python >= 3.12).
-        from arviz_stats.base import array_stats
-
-        if lw.shape[0] < 25:  # its tail is floor(n / 5) draws for n <= 225
-            return lw - logsumexp(lw), math.inf
-        zero = np.isneginf(lw)
-        smoothed, khat = array_stats.psislw(-np.where(zero, -1e300, lw), r_eff=1.0, axis=-1)
-        return np.where(zero, -np.inf, np.asarray(smoothed, dtype=np.float64)), float(khat)
-    # ArviZ 0.x: ``az.psislw(log_weights, reff=1.0, normalize=True)`` takes raw log weights (it
-    # subtracts their maximum itself, so no normalisation is needed on input), returns them smoothed
-    # and normalised, and k = inf when the tail has 4 draws or fewer.
-    import arviz as az
-
-    with np.errstate(over="ignore"):  # its GPD fit overflows exp() harmlessly (to zero weights)
-        smoothed, khat = az.psislw(lw, reff=1.0, normalize=True)
-    return np.asarray(smoothed, dtype=np.float64), float(khat)
+    return pareto_smoothed_log_weights(lw)
 
 
 def importance_diagnostics(log_weights: torch.Tensor | np.ndarray) -> dict[str, float]:

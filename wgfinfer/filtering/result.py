@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from wgfinfer._validation import check_positive_int
+from wgfinfer._version import __version__
 from wgfinfer.filtering.mcmc import FlowTrajectories, metropolis_hastings
 from wgfinfer.filtering.models import time_index
 from wgfinfer.flow import safe_log_det
@@ -147,7 +148,6 @@ class FilterResult:
         The draws at different times are marginal draws of each filtering law, stacked; they are not
         joint (smoothing) trajectories.  Attrs carry the acceptance rates and the log-evidence.
         """
-        from wgfinfer import __version__
         from wgfinfer.convert import build_inference_data
 
         num_samples = check_positive_int("num_samples", num_samples)
@@ -178,7 +178,7 @@ class FilterResult:
         plain tensors and values; the diffusion and observation model are code and are passed again
         to :meth:`load`.
         """
-        from wgfinfer.io import save_filter_result
+        from wgfinfer.filtering.files import save_filter_result
 
         save_filter_result(self, path)
 
@@ -208,6 +208,6 @@ class FilterResult:
         ValueError
             If the diffusion or observations do not match the file.
         """
-        from wgfinfer.io import load_filter_result
+        from wgfinfer.filtering.files import load_filter_result
 
         return load_filter_result(path, diffusion, observations)

@@ -1,4 +1,4 @@
-"""Save files of samplers and filter results; checkpoints of a running sampler.
+"""Save files of samplers (and the file level of filter results); checkpoints of a running sampler.
 
 A save file is a plain dict written with :func:`torch.save` and read back with
 ``torch.load(path, weights_only=True)``: it holds only tensors, numbers, strings, lists, dicts and
@@ -21,8 +21,10 @@ writing) never sees a half-written file.  See ``docs/design.md`` ("Save files") 
 The package has one module per concept: :mod:`~wgfinfer.io.files` (the file level: atomic writes,
 reads, checksum, header), :mod:`~wgfinfer.io.components` (``rho_0``, networks, whitening),
 :mod:`~wgfinfer.io.samplers` (sampler save files), :mod:`~wgfinfer.io.checkpoints` (checkpoints and
-rollback snapshots) and :mod:`~wgfinfer.io.filter_results` (filter result save files); the names
-below are re-exported so that ``wgfinfer.io.<name>`` keeps working.
+rollback snapshots); the names below are re-exported so that ``wgfinfer.io.<name>`` keeps working.
+A filter result's save file is written and read by :mod:`wgfinfer.filtering.files`, on top of
+:mod:`~wgfinfer.io.files` and :mod:`~wgfinfer.io.components`: this package never imports
+:mod:`wgfinfer.filtering`.
 """
 
 from wgfinfer.io.checkpoints import (
@@ -54,7 +56,6 @@ from wgfinfer.io.files import (
     read_save_file,
     write_save_file,
 )
-from wgfinfer.io.filter_results import filter_result_state, load_filter_result, save_filter_result
 from wgfinfer.io.samplers import load_sampler, restore_training_state, sampler_state, save_sampler
 
 __all__ = [
@@ -74,8 +75,6 @@ __all__ = [
     "describe_kind",
     "describe_module",
     "distribution_name",
-    "filter_result_state",
-    "load_filter_result",
     "load_sampler",
     "plain",
     "prepare_checkpoint",
@@ -83,7 +82,6 @@ __all__ = [
     "restore_training_snapshot",
     "restore_training_state",
     "sampler_state",
-    "save_filter_result",
     "save_sampler",
     "training_snapshot",
     "write_checkpoint",

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wgfinfer._version import __version__
 from wgfinfer.errors import SaveFileError
 
 SAMPLER_FORMAT = "wgfinfer-sampler"
@@ -188,8 +189,6 @@ def _raise_unreadable(path: Path, exc: Exception) -> None:
 
 
 def _version() -> str:
-    from wgfinfer import __version__
-
     return __version__
 
 

@@ -9,6 +9,9 @@
   with them separates the optimisation error from the time-discretisation error of JKO.
 * Gaussian mixtures with unit covariances (seed 002 §4.2), with exact sampling and normalised
   log-density.
+* The exact (Kalman) filter of the 1-D OU process observed with Gaussian noise, and that of its
+  JKO discretisation (the references of the filtering tests).
+* KL and symmetric KL divergences between Gaussians.
 """
 
 from __future__ import annotations

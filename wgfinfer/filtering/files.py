@@ -5,6 +5,11 @@ law, observations, times, draws, acceptance rates, history, evidence estimate an
 plain data; :func:`save_filter_result` writes it and :func:`load_filter_result` rebuilds the result,
 checking that the diffusion and observations passed again (they are code and are not stored) match
 the saved ones.
+
+It lives in the filtering package, on top of :mod:`wgfinfer.io.files` and
+:mod:`wgfinfer.io.components`, so that :mod:`wgfinfer.io` never imports :mod:`wgfinfer.filtering`.
+:meth:`FilterResult.save <wgfinfer.filtering.result.FilterResult.save>` and ``load`` import this
+module when called (it imports :mod:`~wgfinfer.filtering.result` at the top).
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from wgfinfer.errors import SaveFileError
+from wgfinfer.filtering.mcmc import FlowTrajectories
+from wgfinfer.filtering.models import LangevinDiffusion, Observations
+from wgfinfer.filtering.result import FilterResult, MCMCSettings
 from wgfinfer.io.components import (
     _rho_0_entry,
     _rho_0_text,
@@ -40,10 +48,6 @@ from wgfinfer.io.files import (
     write_save_file,
 )
 from wgfinfer.nn.icnn import DenseICNN
-
-if TYPE_CHECKING:
-    from wgfinfer.filtering.models import LangevinDiffusion, Observations
-    from wgfinfer.filtering.result import FilterResult
 
 
 # ---------------------------------------------------------------------------------------- filter results
@@ -84,10 +88,6 @@ def load_filter_result(
     path: PathLike, diffusion: LangevinDiffusion, observations: Observations
 ) -> FilterResult:
     """Rebuild a filter result from its save file (see :meth:`FilterResult.load`)."""
-    from wgfinfer.filtering.mcmc import FlowTrajectories
-    from wgfinfer.filtering.models import LangevinDiffusion, Observations
-    from wgfinfer.filtering.result import FilterResult, MCMCSettings
-
     if not isinstance(diffusion, LangevinDiffusion):
         raise TypeError(f"diffusion must be a LangevinDiffusion, got {type(diffusion).__name__}")
     if not isinstance(observations, Observations):

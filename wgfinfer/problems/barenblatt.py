@@ -43,7 +43,7 @@ substitution ``s = k r^2 tau^{-2 beta} / C = (r / R(t))^2`` turns it into
 Examples
 --------
 >>> import torch
->>> from wgfinfer.barenblatt import BarenblattProfile
+>>> from wgfinfer.problems.barenblatt import BarenblattProfile
 >>> seed000 = BarenblattProfile(dim=1, m=2, t0=0.002, C=(3 / 16) ** (1 / 3))
 >>> round(seed000.mass, 12), round(seed000.probability_coefficient, 12)
 (2.0, 2.0)
