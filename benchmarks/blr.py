@@ -25,6 +25,7 @@ written, the interrupted and the remaining rows marked as not run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -102,10 +103,10 @@ def run_wgfinfer(
     pwgf = scheme == "pwgf"
     settings = dict(SCHEME_SETTINGS[scheme])
     if args.quick:
-        settings.update(n_steps=1, n_layers=2) if pwgf else settings.update(
-            n_steps=1, iters_per_step=10, hidden=(8,)
-        )
-    has_density = scheme != "variational" or settings.get("map") == "icnn"
+        tiny = {"n_layers": 2} if pwgf else {"iters_per_step": 10, "hidden": (8,)}
+        settings.update(n_steps=1, scheme=dataclasses.replace(settings["scheme"], **tiny))
+    options = settings["scheme"]
+    has_density = scheme != "variational" or options.map == "icnn"
     device = args.device
     sampler = wgfinfer.WGFSampler(
         model=logistic.model, seed=args.seed, device=device, progress_bar=False, **settings
@@ -133,20 +134,20 @@ def run_wgfinfer(
     if scheme == "variational":
         description = (
             f"init={settings['init']}, h={settings['step_size']:g}, "
-            f"K={settings['n_steps']}×{settings['iters_per_step']} it, {settings['map']} map "
-            f"{tuple(settings['hidden'])}" + ("" if has_density else "; draws only, no log q")
+            f"K={settings['n_steps']}×{options.iters_per_step} it, {options.map} map "
+            f"{tuple(options.hidden)}" + ("" if has_density else "; draws only, no log q")
         )
     elif pwgf:
         description = (
-            f"init={settings['init']}, {settings['map']} flow {settings['n_layers']} layers "
-            f"{tuple(settings['hidden'])}, "
-            f"{settings['n_steps']}×{settings['substeps']} Euler steps of "
-            f"{settings['step_size'] / settings['substeps']:g}"
+            f"init={settings['init']}, {options.map} flow {options.n_layers} layers "
+            f"{tuple(options.hidden)}, "
+            f"{settings['n_steps']}×{options.substeps} Euler steps of "
+            f"{settings['step_size'] / options.substeps:g}"
         )
     else:
         description = (
             f"init={settings.get('init', 'laplace')}, h={settings['step_size']:g}, "
-            f"K={settings['n_steps']}×{settings['iters_per_step']} it, ICNN {settings['hidden']}"
+            f"K={settings['n_steps']}×{options.iters_per_step} it, ICNN {options.hidden}"
         )
     return {
         **metrics,

@@ -44,23 +44,23 @@ def run_one(dim: int, scheme: str, args: argparse.Namespace) -> dict:
     mixture = mixture_for(dim)
     full = scheme == "variational" or dim <= args.icnn_quality_max_dim
     n_steps = args.steps if full else args.timing_steps
-    options = dict(
+    networks = dict(iters_per_step=args.iters, batch_size=args.batch, hidden=(args.width, args.width))
+    if scheme == "variational":
+        options = wgfinfer.Variational(**networks, dual_hidden=(args.width,) * 3, dual_head=args.dual_head)
+    else:
+        options = wgfinfer.ICNN(**networks)
+    start = time.perf_counter()
+    sampler = wgfinfer.WGFSampler(
+        mixture.log_prob,
         dim=dim,
-        method=scheme,
+        scheme=options,
+        init=wgfinfer.Init("normal", scale=4.0),
         step_size=0.1,
         n_steps=n_steps,
-        iters_per_step=args.iters,
-        batch_size=args.batch,
-        hidden=(args.width, args.width),
-        init_scale=4.0,
         device=args.device,
         progress_bar=False,
         seed=args.seed,
-    )
-    if scheme == "variational":
-        options.update(dual_hidden=(args.width,) * 3, dual_head=args.dual_head)
-    start = time.perf_counter()
-    sampler = wgfinfer.WGFSampler(mixture.log_prob, **options).run()
+    ).run()
     total = time.perf_counter() - start
     # the first step carries one-off start-up costs; the median of the others is the step time
     step_times = [h["wall_time"] for h in sampler.history][1:] or [sampler.history[0]["wall_time"]]

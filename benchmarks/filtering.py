@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
 
+import wgfinfer  # noqa: E402
 from wgfinfer.filtering import JKOFilter  # noqa: E402
 from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid  # noqa: E402
 from wgfinfer.filtering.particle import BootstrapParticleFilter  # noqa: E402
@@ -51,14 +52,19 @@ def run_method(method: str, problem, grid_result, args: argparse.Namespace, seed
         row["log_evidence"] = result.log_evidence
     else:
         proposal = method.split("-", 1)[1]
-        result = JKOFilter(
-            problem.diffusion,
-            step_size=0.1,
-            proposal=proposal,
+        scheme = wgfinfer.ICNN(
             iters_per_step=args.jko_iters,
             batch_size=args.jko_batch,
-            dtype=torch.float32 if args.jko_float32 else torch.float64,
             hidden=(args.jko_width, args.jko_width),
+            # the pool (MH draws per observation): a quarter of the step's batches, at least a draw per chain
+            n_particles=max(args.jko_iters * args.jko_batch // 4, args.jko_chains),
+        )
+        result = JKOFilter(
+            problem.diffusion,
+            scheme,
+            step_size=0.1,
+            proposal=proposal,
+            dtype=torch.float32 if args.jko_float32 else torch.float64,
             n_chains=args.jko_chains,
             warmup=args.jko_warmup,
             seed=seed,

@@ -54,10 +54,7 @@ def run_one(dim: int, rep: int, args: argparse.Namespace) -> dict[str, float]:
         dim=dim,
         step_size=args.step_size,
         n_steps=args.steps,
-        iters_per_step=iters,
-        batch_size=batch,
-        lr=args.lr,
-        hidden=(width, width),
+        scheme=wgfinfer.ICNN(iters_per_step=iters, batch_size=batch, lr=args.lr, hidden=(width, width)),
         init=torch.distributions.MultivariateNormal(
             torch.zeros(dim, device=args.device), 16 * torch.eye(dim, device=args.device)
         ),

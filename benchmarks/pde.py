@@ -170,9 +170,10 @@ def run_ou(dim: int, scheme: str, pwgf_map: str | None, refine: int, s: Settings
     t_final = s.ou_step_size * s.ou_steps
     exact_mean, exact_cov = ou_marginal(np.eye(dim), np.zeros(dim), m0, np.diag(s0**2), t_final)
     functional = KLDivergence(standard_normal_log_density)
+    options: wgfinfer.ICNN | wgfinfer.Variational | wgfinfer.PWGF
     if scheme == "pwgf":
         dtype = torch.float64
-        options: dict = dict(
+        options = wgfinfer.PWGF(
             map=pwgf_map,
             n_samples=s.pwgf_samples,
             max_iter=s.pwgf_max_iter,
@@ -182,13 +183,17 @@ def run_ou(dim: int, scheme: str, pwgf_map: str | None, refine: int, s: Settings
         map_name = pwgf_map
     else:
         dtype = torch.float32
-        options = dict(iters_per_step=s.iters, batch_size=s.batch, hidden=(s.width, s.width))
+        jko = dict(
+            iters_per_step=s.iters, batch_size=s.batch, hidden=(s.width, s.width), n_particles=s.n_particles
+        )
         map_name = "icnn"
         if scheme == "variational":
-            options.update(map="icnn", dual_hidden=(s.width,) * 3)
+            options = wgfinfer.Variational(map="icnn", dual_hidden=(s.width,) * 3, **jko)
+        else:
+            options = wgfinfer.ICNN(**jko)
     init = Independent(Normal(torch.tensor(m0, dtype=dtype), torch.tensor(s0, dtype=dtype)), 1)
     row = base_row(f"ou-{dim}", scheme, map_name, dim, h, steps, t_final)
-    flow = simulate(row, functional, init, scheme, h, steps, s, seed, options)
+    flow = simulate(row, functional, init, options, h, steps, seed)
     if flow is None:
         return row
     gen = torch.Generator().manual_seed(seed + 1000)
@@ -256,9 +261,10 @@ def run_barenblatt(dim: int, scheme: str, refine: int, s: Settings, seed: int) -
     h, steps = base_step / refine, s.barenblatt_steps * refine
     t_final = base_step * s.barenblatt_steps
     functional = GeneralizedEntropy(2, coefficient=profile.probability_coefficient)
+    options: wgfinfer.ICNN | wgfinfer.Variational | wgfinfer.PWGF
     if scheme == "pwgf":
         dtype = torch.float64
-        options: dict = dict(
+        options = wgfinfer.PWGF(
             map="resnet",
             hidden=(s.width, s.width),
             n_samples=s.pwgf_samples,
@@ -268,14 +274,18 @@ def run_barenblatt(dim: int, scheme: str, refine: int, s: Settings, seed: int) -
         map_name = "resnet"
     else:
         dtype = torch.float32
-        options = dict(iters_per_step=s.iters, batch_size=s.batch, hidden=(s.width, s.width))
+        jko = dict(
+            iters_per_step=s.iters, batch_size=s.batch, hidden=(s.width, s.width), n_particles=s.n_particles
+        )
         map_name = "icnn"
         if scheme == "variational":
-            options.update(map="resnet", dual_hidden=(s.width,) * 3)
+            options = wgfinfer.Variational(map="resnet", dual_hidden=(s.width,) * 3, **jko)
             map_name = "resnet"
+        else:
+            options = wgfinfer.ICNN(**jko)
     init = profile.distribution(0.0, dtype=dtype)
     row = base_row(f"barenblatt-{dim}", scheme, map_name, dim, h, steps, t_final)
-    flow = simulate(row, functional, init, scheme, h, steps, s, seed, options)
+    flow = simulate(row, functional, init, options, h, steps, seed)
     if flow is None:
         return row
     with torch.no_grad():
@@ -307,22 +317,12 @@ def base_row(
     return {"problem": problem, "scheme": scheme, "map": map_name, "d": dim, "h": h, "steps": steps, "t": t}
 
 
-def simulate(
-    row: dict, functional, init, scheme: str, h: float, steps: int, s: Settings, seed: int, options: dict
-):
-    """Run :func:`wgfinfer.simulate` and record its wall time; ``None`` (and the error) if it diverges."""
+def simulate(row: dict, functional, init, scheme, h: float, steps: int, seed: int):
+    """Run :func:`wgfinfer.simulate` with the scheme object ``scheme`` and record its wall time;
+    ``None`` (and the error) if it diverges."""
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        flow = wgfinfer.simulate(
-            functional,
-            init,
-            scheme=scheme,
-            step_size=h,
-            n_steps=steps,
-            n_particles=s.n_particles,
-            seed=seed,
-            **options,
-        )
+        flow = wgfinfer.simulate(functional, init, scheme=scheme, step_size=h, n_steps=steps, seed=seed)
     except TrainingDivergedError as exc:
         row["wall_s"] = time.perf_counter() - start
         row["diverged"] = str(exc)
@@ -331,7 +331,7 @@ def simulate(
     row["cpu_s"] = time.process_time() - cpu_start
     row["s_per_unit_time"] = row["wall_s"] / (h * steps)
     row["step_wall_s"] = [float(r["wall_time"]) for r in flow.history]
-    if scheme == "pwgf":
+    if scheme.name == "pwgf":
         row["solver_iterations"] = [int(r["solver_iterations"]) for r in flow.history]
         row["residual"] = [float(r["residual"]) for r in flow.history]
     return flow
@@ -505,12 +505,12 @@ def warm_up() -> None:
     tiny run of every scheme."""
     functional = KLDivergence(standard_normal_log_density)
     init = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
-    for scheme, options in (
-        ("icnn", dict(iters_per_step=2, hidden=(4, 4))),
-        ("variational", dict(iters_per_step=2, hidden=(4, 4), dual_hidden=(4,))),
-        ("pwgf", dict(map="planar", n_layers=2, n_samples=16, max_iter=5)),
+    for scheme in (
+        wgfinfer.ICNN(iters_per_step=2, hidden=(4, 4), n_particles=64),
+        wgfinfer.Variational(iters_per_step=2, hidden=(4, 4), dual_hidden=(4,), n_particles=64),
+        wgfinfer.PWGF(map="planar", n_layers=2, n_samples=16, max_iter=5),
     ):
-        wgfinfer.simulate(functional, init, scheme, 0.1, 1, n_particles=64, **options)
+        wgfinfer.simulate(functional, init, scheme, 0.1, 1)
 
 
 def describe(s: Settings) -> str:

@@ -2,13 +2,13 @@
 
 (a) Seed 000 App. B.2, Example 1 (Carrillo et al. 2021, §4.3.1): ``d_t rho = div(rho grad(W * rho))``
     with ``W(x) = |x|^4/4 - |x|^2/2`` in 2-D, ``rho_0 = N(0, 0.25 I)``, step ``a = 0.05``.  The forward
-    method is ``scheme="forward_backward"`` with the interaction energy only (pure explicit steps
-    ``x - a grad(W * P_k)(x)``, 200 steps); the backward method is a JKO step, by default
-    ``scheme="variational"`` with a residual map (seed 000 App. C uses a residual MLP in App. B.2),
-    ``--backward icnn`` for ``scheme="icnn"`` (200 steps of 100 iterations either way; the ICNN JKO
-    needs several hundred iterations per step to keep up with the explicit steps, and is about 5 times
-    slower per iteration).  In the full run both methods reach the ring radius; the backward ring stays
-    thicker (radius sd 0.074 against 0.019 at step 200, a few particles left inside) and does not
+    method is ``scheme=wgfinfer.ForwardBackward(...)`` with the interaction energy only (pure explicit
+    steps ``x - a grad(W * P_k)(x)``, 200 steps); the backward method is a JKO step, by default
+    ``scheme=wgfinfer.Variational(map="resnet", ...)`` (seed 000 App. C uses a residual MLP in App. B.2),
+    ``--backward icnn`` for ``scheme=wgfinfer.ICNN(...)`` (200 steps of 100 iterations either way; the
+    ICNN JKO needs several hundred iterations per step to keep up with the explicit steps, and is about
+    5 times slower per iteration).  In the full run both methods reach the ring radius; the backward
+    ring stays thicker (radius sd 0.074 against 0.019 at step 200, a few particles left inside) and does not
     collapse, unlike the instability after ``k > 50`` that seed 000's Figure 7 reports.  The steady
     state is a uniform ring.  Its radius is ``1/sqrt(3) ~ 0.577``, not the 0.5 stated in the seed's
     Figure 7: on a uniform ring of radius ``R`` the radial velocity ``-d/dr (W * rho)`` is
@@ -80,37 +80,61 @@ def attractive_gaussian(z: torch.Tensor) -> torch.Tensor:
 
 
 def _settings(quick: bool) -> dict:
+    """The run's sizes and its scheme objects (pools of ``ring`` and ``ad`` particles, the
+    convolutions over as many reference particles)."""
     if quick:
+        ring, ad = 256, 1000
         return {
-            "ring_particles": 256,
             "forward_steps": 20,
             "backward_steps": 3,
-            "icnn": dict(hidden=(8, 8), iters_per_step=20, batch_size=128),
-            "backward_variational": dict(map="resnet", hidden=(8, 8), iters_per_step=20, batch_size=128),
+            "forward": wgfinfer.ForwardBackward(
+                backward=wgfinfer.Variational(n_particles=ring), n_reference=ring
+            ),
+            "icnn": wgfinfer.ICNN(hidden=(8, 8), iters_per_step=20, batch_size=128, n_particles=ring),
+            "backward_variational": wgfinfer.Variational(
+                map="resnet", hidden=(8, 8), iters_per_step=20, batch_size=128, n_particles=ring
+            ),
             "ring_snapshots": (0, 1, 3, 20),
-            "ad_particles": 1000,
-            "ad_reference": 1000,
             "ad_steps": 2,
             "ad_snapshots": (0, 1, 2),
-            "variational": dict(
-                map="icnn", hidden=(8, 8), dual_hidden=(8, 8), iters_per_step=10, batch_size=200
+            "forward_backward": wgfinfer.ForwardBackward(
+                backward=wgfinfer.Variational(
+                    map="icnn",
+                    hidden=(8, 8),
+                    dual_hidden=(8, 8),
+                    iters_per_step=10,
+                    batch_size=200,
+                    n_particles=ad,
+                ),
+                n_reference=ad,
             ),
             "fv_cells": 48,
             "draws": 1000,
         }
+    ring, ad = 1024, 2000
     return {
-        "ring_particles": 1024,
         "forward_steps": 200,
         "backward_steps": 200,
-        "icnn": dict(hidden=(32, 32), iters_per_step=100, batch_size=256),
-        "backward_variational": dict(map="resnet", hidden=(64, 64), iters_per_step=100, batch_size=256),
+        "forward": wgfinfer.ForwardBackward(
+            backward=wgfinfer.Variational(n_particles=ring), n_reference=ring
+        ),
+        "icnn": wgfinfer.ICNN(hidden=(32, 32), iters_per_step=100, batch_size=256, n_particles=ring),
+        "backward_variational": wgfinfer.Variational(
+            map="resnet", hidden=(64, 64), iters_per_step=100, batch_size=256, n_particles=ring
+        ),
         "ring_snapshots": (0, 5, 10, 20, 60, 200),
-        "ad_particles": 2000,
-        "ad_reference": 2000,
         "ad_steps": 320,
         "ad_snapshots": (0, 20, 50, 100, 150, 200, 250, 280, 300, 320),
-        "variational": dict(
-            map="icnn", hidden=(16, 16), dual_hidden=(16, 16, 16, 16), iters_per_step=40, batch_size=500
+        "forward_backward": wgfinfer.ForwardBackward(
+            backward=wgfinfer.Variational(
+                map="icnn",
+                hidden=(16, 16),
+                dual_hidden=(16, 16, 16, 16),
+                iters_per_step=40,
+                batch_size=500,
+                n_particles=ad,
+            ),
+            n_reference=ad,
         ),
         "fv_cells": 96,
         "draws": 1024,
@@ -144,12 +168,12 @@ def part_ring(cfg: dict, seed: int, backward: str = "variational") -> dict:
     )
     runs = {}
     if backward == "icnn":
-        label, jko_options = "backward (ICNN JKO)", cfg["icnn"]
+        label, jko = "backward (ICNN JKO)", cfg["icnn"]
     else:
-        label, jko_options = "backward (var. JKO)", cfg["backward_variational"]
-    for name, scheme, steps, options in (
-        ("forward", "forward_backward", cfg["forward_steps"], {}),
-        (label, backward, cfg["backward_steps"], jko_options),
+        label, jko = "backward (var. JKO)", cfg["backward_variational"]
+    for name, scheme, steps in (
+        ("forward", cfg["forward"], cfg["forward_steps"]),
+        (label, jko, cfg["backward_steps"]),
     ):
         start = time.perf_counter()
         error = None
@@ -160,10 +184,7 @@ def part_ring(cfg: dict, seed: int, backward: str = "variational") -> dict:
                 scheme=scheme,
                 step_size=a,
                 n_steps=steps,
-                n_particles=cfg["ring_particles"],
-                n_reference=cfg["ring_particles"],
                 seed=seed,
-                **options,
             )
         except TrainingDivergedError as exc:  # report, do not hide
             flow, error = exc.flow, str(exc)
@@ -261,12 +282,13 @@ def part_aggregation_diffusion(cfg: dict, seed: int) -> dict:
     functional = InteractionEnergy(attractive_gaussian) + 0.1 * GeneralizedEntropy(3.0)
     init = Independent(Uniform(-3.0 * torch.ones(2), 3.0 * torch.ones(2)), 1)
     a, steps = 0.5, cfg["ad_steps"]
-    options = cfg["variational"]
+    scheme = cfg["forward_backward"]
+    options = scheme.backward
     print(
         "\n(b) aggregation-diffusion, W = -exp(-|x|^2)/pi, 0.1 Delta rho^3, uniform on [-3, 3]^2, a = 0.5, "
-        f"forward-backward with variational backward steps (map {options['map']!r}, "
-        f"{options['iters_per_step']} iterations of batch {options['batch_size']}), "
-        f"{cfg['ad_particles']} particles, {cfg['ad_reference']} reference particles in the convolution, "
+        f"forward-backward with variational backward steps (map {options.map!r}, "
+        f"{options.iters_per_step} iterations of batch {options.batch_size}), "
+        f"{options.n_particles} particles, {scheme.n_reference} reference particles in the convolution, "
         f"{steps} steps"
     )
     start = time.perf_counter()
@@ -275,14 +297,10 @@ def part_aggregation_diffusion(cfg: dict, seed: int) -> dict:
         flow = wgfinfer.simulate(
             functional,
             init,
-            scheme="forward_backward",
-            backward="variational",
+            scheme=scheme,
             step_size=a,
             n_steps=steps,
-            n_particles=cfg["ad_particles"],
-            n_reference=cfg["ad_reference"],
             seed=seed,
-            **options,
         )
     except TrainingDivergedError as exc:
         flow, error = exc.flow, str(exc)

@@ -19,6 +19,7 @@ draws with ``log q`` in well under 2 s); ``--method icnn`` runs the ICNN JKO sch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import warnings
@@ -132,12 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="pwgf", choices=["pwgf", "icnn"])
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     args = parser.parse_args(argv)
-    if args.method == "pwgf":
-        settings = dict(logistic.PWGF_SETTINGS, **({"n_steps": 1, "n_layers": 2} if args.quick else {}))
-    else:
-        settings = dict(
-            logistic.SETTINGS, **({"n_steps": 1, "iters_per_step": 10, "hidden": (8,)} if args.quick else {})
-        )
+    settings = dict(logistic.PWGF_SETTINGS if args.method == "pwgf" else logistic.SETTINGS)
+    if args.quick:
+        tiny = {"n_layers": 2} if args.method == "pwgf" else {"iters_per_step": 10, "hidden": (8,)}
+        settings.update(n_steps=1, scheme=dataclasses.replace(settings["scheme"], **tiny))
     run(
         args.dataset,
         args.out,

@@ -78,13 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     flow = wgfinfer.simulate(
         KLDivergence(lambda x: -styblinski_tang(x)),
         init,
-        scheme="pwgf",
+        scheme=wgfinfer.PWGF(
+            map="planar", n_layers=args.layers, n_samples=args.samples, substeps=args.record_every
+        ),
         step_size=args.step * args.record_every,
         n_steps=n_steps,
-        map="planar",
-        n_layers=args.layers,
-        n_samples=args.samples,
-        substeps=args.record_every,
         seed=args.seed,
     )
     wall = time.perf_counter() - start
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{t:6.3f} {kl:22.4f} {se:8.4f}")
     history = flow.history
     times = [h["time"] for h in history]
-    energies = np.array([h["energy"] for h in history]) + log_z  # KL before each recorded step
+    energies = np.array([h["loss"] for h in history]) + log_z  # KL before each recorded step
     iterations = np.median([h["solver_iterations"] for h in history]) / args.record_every
     print(f"MINRES iterations per Euler step: median {iterations:.1f}")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import wgfinfer
 from wgfinfer.filtering import JKOFilter
 from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid
 from wgfinfer.filtering.particle import BootstrapParticleFilter
@@ -37,14 +38,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     problem = sine_well_problem(args.seed)
+    # n_particles: the pool (MH draws per observation), a quarter of iters_per_step * batch_size
     if args.quick:
-        jko = dict(step_size=0.5, iters_per_step=20, batch_size=128, hidden=(8, 8), n_chains=128, warmup=20)
+        jko = dict(
+            scheme=wgfinfer.ICNN(iters_per_step=20, batch_size=128, hidden=(8, 8), n_particles=640),
+            step_size=0.5,
+            n_chains=128,
+            warmup=20,
+        )
         grid_options, n_particles, pf_dt = dict(n_points=400, dt=1e-2), min(args.particles, 1000), 1e-2
     else:
         # a CPU budget (about a minute on one core); the seed trains width 256, batch 1024 and 700
         # iterations per step, with 1000 warm-up sweeps, on a GPU
-        jko = dict(step_size=0.1, iters_per_step=100, batch_size=256, hidden=(32, 32), warmup=200)
-        jko["dtype"] = torch.float32
+        jko = dict(
+            scheme=wgfinfer.ICNN(iters_per_step=100, batch_size=256, hidden=(32, 32), n_particles=6400),
+            step_size=0.1,
+            warmup=200,
+            dtype=torch.float32,
+        )
         grid_options, n_particles, pf_dt = {}, args.particles, 1e-3
     grid_filter = GridFilter1D(problem.diffusion, **grid_options).run(problem.observations, problem.t_final)
     grid = grid_filter.grid

@@ -11,7 +11,6 @@ of the exact JKO scheme.
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
 import torch
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         dim=d,
         step_size=args.step_size,
         n_steps=args.steps,
-        iters_per_step=args.iters,
-        batch_size=512,
-        hidden=(16, 16),
+        scheme=wgfinfer.ICNN(iters_per_step=args.iters, batch_size=512, hidden=(16, 16)),
         dtype=torch.float64,
         seed=args.seed,
         progress_bar=False,
@@ -54,17 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"OU process in D={d}, h={args.step_size}")
     print(f"{'t':>6} {'SymKL(flow, rho_t)':>22} {'exact JKO error':>16}")
     rng = np.random.default_rng(args.seed + 1)
+    flow = sampler.flow  # flow.sample(..., step=k) / flow.log_prob(..., step=k): the law after k steps
     for k in range(1, args.steps + 1):
         t = k * args.step_size
         mean_t, cov_t = ou_marginal(a, b, np.zeros(d), np.eye(d), t)
         mean_j, cov_j = ou_jko_gaussian(a, b, np.zeros(d), np.eye(d), args.step_size, k)
-        partial = copy.copy(sampler)
-        partial.flow = copy.copy(sampler.flow)
-        partial.flow.maps = sampler.flow.maps[:k]
         exact = torch.distributions.MultivariateNormal(torch.from_numpy(mean_t), torch.from_numpy(cov_t))
-        x, log_q = partial.sample(args.draws, return_log_prob=True, seed=k)
+        x, log_q = flow.sample(args.draws, torch.Generator().manual_seed(k), return_log_prob=True, step=k)
         y = torch.from_numpy(rng.multivariate_normal(mean_t, cov_t, size=args.draws))
-        value, se = symmetric_kl(log_q, exact.log_prob(x), exact.log_prob(y), partial.log_prob(y))
+        value, se = symmetric_kl(log_q, exact.log_prob(x), exact.log_prob(y), flow.log_prob(y, step=k))
         print(f"{t:6.2f} {value:14.4f} +- {se:.4f} {gaussian_symkl(mean_j, cov_j, mean_t, cov_t):16.5f}")
 
 

@@ -45,37 +45,58 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def _settings(quick: bool, steps: int | None) -> dict:
+    """The run's sizes and its scheme objects (the JKO pools hold ``n`` particles)."""
     if quick:
+        n = 512
         return {
             "steps_1d": steps or 2,
-            "particles": 512,
-            "icnn": dict(hidden=(8, 8), iters_per_step=20, batch_size=128),
-            "variational": dict(
-                map="icnn", hidden=(8, 8), dual_hidden=(8, 8), iters_per_step=20, batch_size=128
+            "icnn": wgfinfer.ICNN(hidden=(8, 8), iters_per_step=20, batch_size=128, n_particles=n),
+            "variational": wgfinfer.Variational(
+                map="icnn",
+                hidden=(8, 8),
+                dual_hidden=(8, 8),
+                iters_per_step=20,
+                batch_size=128,
+                n_particles=n,
             ),
             "draws": 2000,
             "grid": 201,
             "pwgf_steps": 2,
-            "pwgf": dict(map="resnet", hidden=(16, 16, 16), n_samples=256, substeps=2, max_iter=50),
+            "pwgf": wgfinfer.PWGF(map="resnet", hidden=(16, 16, 16), n_samples=256, substeps=2, max_iter=50),
             "steps_3d": 1,
-            "variational_3d": dict(
-                map="icnn", hidden=(8, 8), dual_hidden=(8, 8), iters_per_step=10, batch_size=128
+            "variational_3d": wgfinfer.Variational(
+                map="icnn",
+                hidden=(8, 8),
+                dual_hidden=(8, 8),
+                iters_per_step=10,
+                batch_size=128,
+                n_particles=n,
             ),
         }
+    n = 4096
     return {
         "steps_1d": steps or 20,
-        "particles": 4096,
-        "icnn": dict(hidden=(32, 32), iters_per_step=200, batch_size=512),
-        "variational": dict(
-            map="icnn", hidden=(32, 32), dual_hidden=(32, 32), iters_per_step=300, batch_size=512
+        "icnn": wgfinfer.ICNN(hidden=(32, 32), iters_per_step=200, batch_size=512, n_particles=n),
+        "variational": wgfinfer.Variational(
+            map="icnn",
+            hidden=(32, 32),
+            dual_hidden=(32, 32),
+            iters_per_step=300,
+            batch_size=512,
+            n_particles=n,
         ),
         "draws": 20000,
         "grid": 801,
         "pwgf_steps": 10,
-        "pwgf": dict(map="resnet", hidden=(100, 100, 100), n_samples=4096, substeps=50),
+        "pwgf": wgfinfer.PWGF(map="resnet", hidden=(100, 100, 100), n_samples=4096, substeps=50),
         "steps_3d": 20,
-        "variational_3d": dict(
-            map="icnn", hidden=(64, 64), dual_hidden=(16, 16, 16, 16), iters_per_step=300, batch_size=1024
+        "variational_3d": wgfinfer.Variational(
+            map="icnn",
+            hidden=(64, 64),
+            dual_hidden=(16, 16, 16, 16),
+            iters_per_step=300,
+            batch_size=1024,
+            n_particles=n,
         ),
     }
 
@@ -130,16 +151,7 @@ def part_1d(cfg: dict, seed: int) -> tuple[list[dict], dict]:
     rows, curves = [], {"grid": grid, "exact": exact, "profile": profile, "t_end": t_end, "a": a}
     for scheme in ("icnn", "variational"):
         start = time.perf_counter()
-        flow = wgfinfer.simulate(
-            functional,
-            init,
-            scheme=scheme,
-            step_size=a,
-            n_steps=steps,
-            n_particles=cfg["particles"],
-            seed=seed,
-            **cfg[scheme],
-        )
+        flow = wgfinfer.simulate(functional, init, scheme=cfg[scheme], step_size=a, n_steps=steps, seed=seed)
         wall = time.perf_counter() - start
         density, failed = _density_on_grid(flow, grid, dtype)
         draws = flow.sample(cfg["draws"], generator=torch.Generator().manual_seed(seed + 1))
@@ -178,15 +190,15 @@ def part_pwgf(cfg: dict, seed: int) -> tuple[list[dict], dict]:
     steps = cfg["pwgf_steps"]
     dt = 0.5 / steps
     options = cfg["pwgf"]
-    h = dt / options["substeps"]
+    h = dt / options.substeps
     print(
         f"\n(b) PWGF, d = 2, m = 2.4, unit mass (C = {profile.C:.5f}), absolute time 0.1 -> 0.6 "
-        f"({steps} recorded steps of {dt:g}, Euler h = {h:g}, {options['n_samples']} draws per Euler step)"
+        f"({steps} recorded steps of {dt:g}, Euler h = {h:g}, {options.n_samples} draws per Euler step)"
     )
     init = profile.distribution(0.0, dtype=torch.float32)
     start = time.perf_counter()
     flow = wgfinfer.simulate(
-        GeneralizedEntropy(2.4), init, scheme="pwgf", step_size=dt, n_steps=steps, seed=seed, **options
+        GeneralizedEntropy(2.4), init, scheme=options, step_size=dt, n_steps=steps, seed=seed
     )
     wall = time.perf_counter() - start
     rows = []
@@ -231,12 +243,10 @@ def part_3d(cfg: dict, seed: int) -> tuple[list[dict], dict]:
     flow = wgfinfer.simulate(
         GeneralizedEntropy(2.0),
         profile.distribution(0.0, dtype=torch.float32),
-        scheme="variational",
+        scheme=cfg["variational_3d"],
         step_size=a,
         n_steps=steps,
-        n_particles=cfg["particles"],
         seed=seed,
-        **cfg["variational_3d"],
     )
     wall = time.perf_counter() - start
     rows = []

@@ -16,7 +16,7 @@ from torch.distributions import Independent, Normal
 import wgfinfer
 from wgfinfer.functionals import KLDivergence
 from wgfinfer.nn.coupling import AffineCouplingFlow
-from wgfinfer.schemes.pwgf import PWGFConfig, metric_vector_product, new_pushforward, pwgf_step
+from wgfinfer.schemes.pwgf import PWGF, metric_vector_product, new_pushforward, pwgf_step
 
 F64 = torch.float64
 
@@ -108,18 +108,18 @@ def test_metric_vector_product_matches_explicit_jacobian() -> None:
 
 
 def test_config_defaults_per_map() -> None:
-    assert PWGFConfig(map="coupling").n_layers == 4
-    assert PWGFConfig(map="planar").n_layers == 40
-    assert PWGFConfig(map="coupling", n_layers=6).n_layers == 6
-    module = new_pushforward(4, PWGFConfig(map="coupling", hidden=(5,)), _gen(0), dtype=F64)
+    assert PWGF(map="coupling").n_layers == 4
+    assert PWGF(map="planar").n_layers == 40
+    assert PWGF(map="coupling", n_layers=6).n_layers == 6
+    module = new_pushforward(4, PWGF(map="coupling", hidden=(5,)), _gen(0), dtype=F64)
     assert isinstance(module, AffineCouplingFlow)
     assert (module.n_layers, module.hidden) == (4, (5,))
-    sampler = wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=2, method="pwgf", map="coupling")
-    assert sampler.config.n_layers == 4
+    sampler = wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=2, scheme=PWGF(map="coupling"))
+    assert sampler.scheme.n_layers == 4
     with pytest.raises(ValueError, match="map='coupling' needs dim >= 2"):
-        wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=1, method="pwgf", map="coupling")
-    with pytest.raises(ValueError, match="n_layers"):
-        wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=2, n_layers=3)  # an ICNN sampler
+        wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=1, scheme=PWGF(map="coupling"))
+    with pytest.raises(TypeError, match="n_layers"):
+        wgfinfer.ICNN(n_layers=3)  # an option of the PWGF scheme only
 
 
 # a conditional Gaussian whose transport from N(0, I) is one coupling layer with a tanh conditioner:
@@ -137,7 +137,7 @@ def test_pwgf_reaches_a_target_inside_the_family() -> None:
     base = Independent(Normal(torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64)), 1)
     functional = KLDivergence(_conditional_log_density)
     # Euler steps of 0.1 (forward Euler; steps of 0.25 overshoot on this target)
-    config = PWGFConfig(map="coupling", n_layers=2, hidden=(8,), n_samples=1024, substeps=2)
+    config = PWGF(map="coupling", n_layers=2, hidden=(8,), n_samples=1024, substeps=2)
     gen = _gen(8)
     module: nn.Module = new_pushforward(2, config, gen, dtype=F64)
 

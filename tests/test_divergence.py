@@ -10,57 +10,65 @@ import pytest
 import torch
 
 import wgfinfer
-from wgfinfer import training
+import wgfinfer.schemes.icnn as icnn_scheme
+import wgfinfer.schemes.variational as variational_scheme
 from wgfinfer.errors import TrainingDivergedError
+from wgfinfer.run import RETRY_LR_FACTOR
+from wgfinfer.schemes.base import check_explosion
+
+SCHEMES = {"icnn": wgfinfer.ICNN, "variational": wgfinfer.Variational}
 
 
-def small(**kwargs) -> wgfinfer.WGFSampler:
-    options = dict(dim=2, n_steps=3, iters_per_step=20, batch_size=64, hidden=(8,), progress_bar=False)
+def small(method: str = "icnn", **kwargs) -> wgfinfer.WGFSampler:
+    scheme = SCHEMES[method](iters_per_step=20, batch_size=64, hidden=(8,))
+    options = dict(dim=2, scheme=scheme, n_steps=3, progress_bar=False)
     options.update(kwargs)
     return wgfinfer.WGFSampler(lambda x: -0.5 * (x - 1.0).square().sum(-1), **options)
 
 
 @pytest.mark.parametrize("method", ["icnn", "variational"])
 def test_a_diverged_step_is_retried_with_a_smaller_learning_rate(method, monkeypatch) -> None:
-    step_fn = "icnn_jko_step" if method == "icnn" else "variational_jko_step"
-    real = getattr(training, step_fn)
+    module, fit_fn = (
+        (icnn_scheme, "fit_potential") if method == "icnn" else (variational_scheme, "variational_fit")
+    )
+    real = getattr(module, fit_fn)
     seen: list[float] = []
 
     def fails_once_at_step_two(*args, **kwargs):
-        config = args[4] if method == "icnn" else args[5]  # positional config of each step function
+        config = args[4] if method == "icnn" else args[5]  # positional config of each fit function
         seen.append(config.lr)
         if kwargs["step_index"] == 1 and len(seen) == 2:
             raise TrainingDivergedError("JKO step 1, iteration 3: non-finite loss (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, step_fn, fails_once_at_step_two)
+    monkeypatch.setattr(module, fit_fn, fails_once_at_step_two)
     s = small(method=method).run()
     assert len(s.flow) == 3 and [h["step"] for h in s.history] == [1, 2, 3]
     assert s.history[1]["retries"] == [
         {"lr_scale": 1.0, "error": "JKO step 1, iteration 3: non-finite loss (injected)"}
     ]
     assert s.history[0]["retries"] == [] and s.history[2]["retries"] == []
-    lr = s.config.lr
-    assert seen == [lr, lr, lr * training.RETRY_LR_FACTOR, lr]  # only the retry ran at the lower rate
+    lr = s.scheme.lr
+    assert seen == [lr, lr, lr * RETRY_LR_FACTOR, lr]  # only the retry ran at the lower rate
 
 
 def test_exhausted_retries_name_the_step_and_keep_completed_steps() -> None:
     s = small(n_steps=2).run()
     s.n_steps = 3
-    s.config = dataclasses.replace(s.config, lr=1e8, lr_decay=1.0)
+    s.scheme = dataclasses.replace(s.scheme, lr=1e8, lr_decay=1.0)
     with pytest.raises(TrainingDivergedError, match="JKO step 2 diverged 4 times") as info:
         s.run()
     assert [a["lr_scale"] for a in info.value.attempts] == [1.0, 0.25, 0.0625, 0.015625]
-    assert s.config.lr == 1e8  # the configuration is restored after the retries
+    assert s.scheme.lr == 1e8  # the retries' smaller rates never replace the sampler's options
     assert len(s.flow) == 2 and len(s.history) == 2
     assert bool(torch.isfinite(s.sample(20, return_log_prob=True)[1]).all())
 
 
 def test_exploding_transport_is_detected() -> None:
     before = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
-    training._check_explosion(0, before, before + 10.0)  # a large but sane move
-    with pytest.raises(TrainingDivergedError, match="transport distance exploded"):
-        training._check_explosion(0, before, before * 1e4)
+    check_explosion(before, before + 10.0, "JKO step 0")  # a large but sane move
+    with pytest.raises(TrainingDivergedError, match="JKO step 0: the transport distance exploded"):
+        check_explosion(before, before * 1e4, "JKO step 0")
 
 
 def test_target_non_finite_where_a_step_moved_particles_is_a_diverged_step() -> None:
@@ -75,13 +83,8 @@ def test_target_non_finite_where_a_step_moved_particles_is_a_diverged_step() -> 
         walled,
         dim=2,
         n_steps=1,
-        iters_per_step=20,
-        batch_size=64,
-        hidden=(8,),
+        scheme=wgfinfer.Variational(iters_per_step=20, batch_size=64, hidden=(8,), lr=1e2, lr_decay=1.0),
         progress_bar=False,
-        method="variational",
-        lr=1e2,
-        lr_decay=1.0,
         max_retries=1,
     )
     with pytest.raises(TrainingDivergedError, match="diverged 2 times") as info:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
+import wgfinfer
 from wgfinfer.filtering import GaussianObservations, JKOFilter, LangevinDiffusion, Observations
 from wgfinfer.filtering.mcmc import FlowTrajectories, log_evidence, metropolis_hastings
 from wgfinfer.problems.gaussians import ou_jko_kalman_filter, ou_kalman_filter
@@ -96,9 +97,10 @@ def test_jko_kalman_reference_converges_to_kalman() -> None:
 @pytest.fixture(scope="module", params=["independent", "latent_rw"])
 def ou_filter(request: pytest.FixtureRequest):
     diffusion, obs, kalman = ou_problem()
+    scheme = wgfinfer.ICNN(iters_per_step=80, batch_size=256, hidden=(16, 16), n_particles=4096)
     result = JKOFilter(
-        diffusion, step_size=STEP, n_chains=512, n_particles=4096, warmup=100, thin=1,
-        iters_per_step=80, batch_size=256, hidden=(16, 16), proposal=request.param, seed=0,
+        diffusion, scheme=scheme, step_size=STEP, n_chains=512, warmup=100, thin=1,
+        proposal=request.param, seed=0,
     ).run(obs, T_FINAL)  # fmt: skip
     return result, kalman
 

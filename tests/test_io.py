@@ -1,6 +1,6 @@
 """Save files, checkpoints and resume (issue 6, points 1-2): bit-identical round trips for every scheme,
-a Pyro model and a filter result; clear errors for bad files; a run killed with SIGKILL and resumed;
-KeyboardInterrupt during run()."""
+a Pyro model and a filter result; clear errors for bad files (and for files of the old format 1); a run
+killed with SIGKILL and resumed; KeyboardInterrupt and other exceptions during run()."""
 
 from __future__ import annotations
 
@@ -20,29 +20,27 @@ from torch.distributions import Independent, MultivariateNormal, StudentT
 import wgfinfer
 from wgfinfer import SaveFileError
 from wgfinfer.filtering import FilterResult, GaussianObservations, JKOFilter, LangevinDiffusion
-from wgfinfer.io import CHECKPOINT_NAME, SAMPLER_FORMAT, read_save_file
+from wgfinfer.io import CHECKPOINT_NAME, SAMPLER_FORMAT, content_checksum, read_save_file
 
 
 def log_density(x: torch.Tensor) -> torch.Tensor:
     return -0.5 * (x - 1.0).square().sum(-1)
 
 
+JKO = dict(iters_per_step=20, batch_size=32, hidden=(8, 8))
 SCHEMES = {
-    "icnn": {},
-    "variational-resnet": {"method": "variational", "map": "resnet"},
-    "variational-icnn": {"method": "variational", "map": "icnn"},
-    "pwgf-planar": {"method": "pwgf", "map": "planar", "n_layers": 3, "substeps": 3},
-    "pwgf-coupling": {"method": "pwgf", "map": "coupling", "n_layers": 2, "substeps": 3},
+    "icnn": wgfinfer.ICNN(**JKO),
+    "variational-resnet": wgfinfer.Variational(map="resnet", **JKO),
+    "variational-icnn": wgfinfer.Variational(map="icnn", **JKO),
+    # no inner optimisation loop: 32 draws per Euler step
+    "pwgf-planar": wgfinfer.PWGF(map="planar", n_layers=3, substeps=3, n_samples=32, hidden=(8, 8)),
+    "pwgf-coupling": wgfinfer.PWGF(map="coupling", n_layers=2, substeps=3, n_samples=32, hidden=(8, 8)),
 }
-TINY = dict(
-    dim=3, step_size=0.5, n_steps=2, iters_per_step=20, batch_size=32, hidden=(8, 8), progress_bar=False
-)
+TINY = dict(dim=3, step_size=0.5, n_steps=2, progress_bar=False)
 
 
-def tiny(scheme: str = "icnn", fn=log_density, **kwargs) -> wgfinfer.WGFSampler:
-    options = {**TINY, **SCHEMES[scheme], "seed": 7, **kwargs}
-    if options.get("method") == "pwgf":
-        del options["iters_per_step"]  # no inner optimisation loop
+def tiny(scheme: str | wgfinfer.schemes.Scheme = "icnn", fn=log_density, **kwargs) -> wgfinfer.WGFSampler:
+    options = {**TINY, "scheme": SCHEMES[scheme] if isinstance(scheme, str) else scheme, "seed": 7, **kwargs}
     return wgfinfer.WGFSampler(fn, **options)
 
 
@@ -70,7 +68,10 @@ def test_round_trip_is_bit_identical(scheme: str, tmp_path: Path) -> None:
     assert torch.equal(loaded.sample(200, seed=3), sampler.sample(200, seed=3))
     assert torch.equal(loaded.sample(50), sampler.sample(50))  # the generator continues identically
     assert loaded.history == sampler.history and loaded.training_time == sampler.training_time
-    assert loaded.config == sampler.config and repr(loaded) == repr(sampler)
+    assert loaded.scheme == sampler.scheme and loaded.options() == sampler.options()
+    assert repr(loaded) == repr(sampler)
+    state, loaded_state = sampler.run_state.scheme_state, loaded.run_state.scheme_state
+    assert torch.equal(loaded_state.particles, state.particles)
     if sampler.flow.has_density:
         y = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
         assert torch.equal(loaded.log_prob(y), sampler.log_prob(y))
@@ -87,7 +88,7 @@ def test_round_trip_is_bit_identical(scheme: str, tmp_path: Path) -> None:
 
 def test_laplace_whitened_pyro_model_round_trip(tmp_path: Path) -> None:
     x, y = regression_data()
-    options = dict(n_steps=2, iters_per_step=20, batch_size=32, hidden=(8, 8), dtype=torch.float64)
+    options = dict(n_steps=2, scheme=wgfinfer.ICNN(**JKO), dtype=torch.float64)
     sampler = wgfinfer.WGFSampler(model=linear_regression, progress_bar=False, seed=0, **options)
     sampler.run(x, y, checkpoint_dir=tmp_path / "ckpt")  # not forwarded to the model
     assert sampler.flow.whitening is not None
@@ -138,12 +139,46 @@ def saved_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-def _write_other_version(path: Path, good: bytes) -> None:
+def _load(path: Path, good: bytes) -> dict:
     source = path.with_name("source.pt")
     source.write_bytes(good)
-    content = torch.load(source, weights_only=True)
+    return torch.load(source, weights_only=True)
+
+
+def _write_other_version(path: Path, good: bytes) -> None:
+    content = _load(path, good)
     content["format_version"] = 999
     torch.save(content, path)
+
+
+def _rewritten(change):
+    """A valid file changed by ``change(content)``, with its checksum recomputed: only the change is
+    wrong with it."""
+
+    def write(path: Path, good: bytes) -> None:
+        content = _load(path, good)
+        del content["checksum"]
+        change(content)
+        torch.save({**content, "checksum": content_checksum(content)}, path)
+
+    return write
+
+
+def _old_layout(content: dict) -> None:  # the entries of format 1 under a version-2 header
+    content["config"] = content.pop("options")
+    del content["scheme"], content["state"]
+
+
+def _wrong_pool(content: dict) -> None:
+    content["state"]["particles"] = content["state"]["particles"][:10]
+
+
+def _unknown_scheme(content: dict) -> None:
+    content["scheme"]["name"] = "nuts"
+
+
+def _unknown_scheme_option(content: dict) -> None:
+    content["scheme"]["map"] = "resnet"  # an option of another scheme
 
 
 def _flip_bytes(path: Path, good: bytes) -> None:
@@ -162,6 +197,10 @@ BAD_FILES = {
     "other-dict": (lambda p, good: torch.save({"weights": torch.ones(3)}, p), "not a wgfinfer save file"),
     "other-format": (lambda p, good: torch.save({"format": "something"}, p), "holds format 'something'"),
     "version-999": (_write_other_version, "format version 999"),
+    "old-layout": (_rewritten(_old_layout), "entry 'options' is missing"),
+    "wrong-pool": (_rewritten(_wrong_pool), r"particle pool of shape \(10, 3\)"),
+    "unknown-scheme": (_rewritten(_unknown_scheme), "unknown scheme 'nuts'"),
+    "unknown-scheme-option": (_rewritten(_unknown_scheme_option), r"icnn options \['map'\]"),
     "pickled-object": (
         lambda p, good: torch.save({"format": SAMPLER_FORMAT, "x": Path(".")}, p),
         "weights_only",
@@ -178,6 +217,25 @@ def test_bad_files_raise_save_file_error(kind: str, tmp_path: Path, saved_bytes:
         wgfinfer.WGFSampler.load(path, log_density)
     assert f"bad-{kind}.pt" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_format_version_1_is_the_old_format(tmp_path: Path, saved_bytes: bytes) -> None:
+    path = tmp_path / "v1.pt"
+    _rewritten(lambda content: content.update(format_version=1))(path, saved_bytes)
+    read = torch.load(path, weights_only=True)
+    assert read["format_version"] == 1 and read.pop("checksum") == content_checksum(read)  # else valid
+    with pytest.raises(SaveFileError, match="v1.pt.*old format") as info:
+        wgfinfer.WGFSampler.load(path, log_density)
+    assert "format version 2" in str(info.value)
+    with pytest.raises(SaveFileError, match="old format"):  # also when resuming from it
+        tiny(n_steps=1).run(checkpoint_dir=_as_checkpoint(path), resume=True)
+
+
+def _as_checkpoint(path: Path) -> Path:
+    directory = path.parent / "ckpt-v1"
+    directory.mkdir()
+    (directory / CHECKPOINT_NAME).write_bytes(path.read_bytes())
+    return directory
 
 
 def test_missing_file_and_wrong_loader(tmp_path: Path, saved_bytes: bytes) -> None:
@@ -197,8 +255,10 @@ def test_resume_with_another_configuration_raises(tmp_path: Path) -> None:
         tiny(step_size=0.25).run(checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="dim: checkpoint 3, sampler 4"):
         tiny(dim=4).run(checkpoint_dir=tmp_path, resume=True)
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="name: checkpoint 'icnn', sampler 'variational'"):
         tiny("variational-resnet").run(checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="lr: checkpoint 0.005, sampler 0.001"):
+        tiny(wgfinfer.ICNN(**JKO, lr=1e-3)).run(checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="needs checkpoint_dir"):
         tiny().run(resume=True)
     # a larger n_steps is allowed: the run continues from step 1
@@ -231,16 +291,43 @@ def test_keyboard_interrupt_keeps_the_completed_steps(tmp_path: Path) -> None:
     assert without_wall_time(sampler.history) == without_wall_time(reference.history)
 
 
-KILL_CONFIG = dict(
-    dim=2,
-    step_size=0.5,
-    n_steps=8,
-    iters_per_step=10,
-    batch_size=32,
-    hidden=(4, 4),
-    progress_bar=False,
-    seed=3,
-)
+@pytest.mark.parametrize("scheme", ["icnn", "variational-resnet"])
+def test_an_exception_in_the_target_mid_step_keeps_the_last_completed_step(
+    scheme: str, tmp_path: Path
+) -> None:
+    """Any exception (not only Ctrl-C) in the user's log-density during a step drops the step whole:
+    the sampler stays exactly at its last completed step, generator states included."""
+    calls = {"n": 0, "limit": 30}  # validation, then 20 training calls (+ 1 monitor) per step: in step 2
+
+    def failing(x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == calls["limit"]:
+            raise RuntimeError("the user's target failed (injected)")
+        return log_density(x)
+
+    sampler = tiny(scheme, fn=failing, n_steps=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        sampler.run(checkpoint_dir=tmp_path)
+    one_step = tiny(scheme, n_steps=1).run()  # where the interrupted run stood after its first step
+    assert len(sampler.flow) == 1 and sampler.run_state.step == 1
+    assert [h["step"] for h in sampler.history] == [1]
+    assert without_wall_time(sampler.history) == without_wall_time(one_step.history)
+    assert all(
+        torch.equal(a.get_state(), b.get_state())
+        for a, b in zip(sampler.generators, one_step.generators, strict=True)
+    )
+    state, expected = sampler.run_state.scheme_state, one_step.run_state.scheme_state
+    assert torch.equal(state.particles, expected.particles)
+    assert len(read_save_file(tmp_path / CHECKPOINT_NAME, SAMPLER_FORMAT)["history"]) == 1
+    sampler.run()  # continues exactly as an uninterrupted run
+    reference = tiny(scheme, n_steps=3).run()
+    assert torch.equal(sampler.sample(100, seed=1), reference.sample(100, seed=1))
+    assert torch.equal(sampler.run_state.scheme_state.particles, reference.run_state.scheme_state.particles)
+    assert without_wall_time(sampler.history) == without_wall_time(reference.history)
+
+
+KILL_SCHEME = dict(iters_per_step=10, batch_size=32, hidden=(4, 4))
+KILL_CONFIG = dict(dim=2, step_size=0.5, n_steps=8, progress_bar=False, seed=3)
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
@@ -253,9 +340,15 @@ KILL_SCRIPT = textwrap.dedent(
         time.sleep(0.03)  # about 0.35 s per JKO step of 10 iterations
         return -0.5 * (x - 1.0).square().sum(-1)
 
-    wgfinfer.WGFSampler(log_density, **{config!r}).run(checkpoint_dir=sys.argv[1])
+    scheme = wgfinfer.ICNN(**{scheme!r})
+    wgfinfer.WGFSampler(log_density, scheme=scheme, **{config!r}).run(checkpoint_dir=sys.argv[1])
     """
-).format(config=KILL_CONFIG)
+).format(scheme=KILL_SCHEME, config=KILL_CONFIG)
+
+
+def kill_sampler() -> wgfinfer.WGFSampler:
+    """The sampler of ``KILL_SCRIPT``, in this process."""
+    return wgfinfer.WGFSampler(log_density, scheme=wgfinfer.ICNN(**KILL_SCHEME), **KILL_CONFIG)
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, one_thread) -> None:
@@ -285,7 +378,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, one_th
     assert 3 <= killed_at < KILL_CONFIG["n_steps"], "the kill should land in the middle of the run"
     assert reads >= 1
 
-    resumed = wgfinfer.WGFSampler(log_density, **KILL_CONFIG).run(checkpoint_dir=tmp_path, resume=True)
+    resumed = kill_sampler().run(checkpoint_dir=tmp_path, resume=True)
     # the resumed process trained only the steps after the checkpoint: at most the step in progress
     # at the kill was redone, and every step appears exactly once
     assert len(resumed.flow) == KILL_CONFIG["n_steps"]
@@ -294,7 +387,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, one_th
     final = read_save_file(checkpoint, SAMPLER_FORMAT)
     assert len(final["history"]) == KILL_CONFIG["n_steps"]
 
-    reference = wgfinfer.WGFSampler(log_density, **KILL_CONFIG).run()
+    reference = kill_sampler().run()
     assert len(reference.flow) == len(resumed.flow)
     assert torch.equal(resumed.sample(200, seed=11), reference.sample(200, seed=11))
     assert without_wall_time(resumed.history) == without_wall_time(reference.history)
@@ -311,10 +404,10 @@ def ou_problem() -> tuple[LangevinDiffusion, GaussianObservations]:
 
 def test_filter_result_round_trip(tmp_path: Path) -> None:
     diffusion, observations = ou_problem()
-    result = JKOFilter(
-        diffusion, step_size=0.5, n_chains=16, n_particles=256, warmup=5, thin=1,
-        iters_per_step=10, batch_size=32, hidden=(4, 4), seed=0,
-    ).run(observations, 1.5)  # fmt: skip
+    scheme = wgfinfer.ICNN(iters_per_step=10, batch_size=32, hidden=(4, 4), n_particles=256)
+    result = JKOFilter(diffusion, scheme, step_size=0.5, n_chains=16, warmup=5, thin=1, seed=0).run(
+        observations, 1.5
+    )
     result.save(tmp_path / "filter.pt")
     loaded = FilterResult.load(tmp_path / "filter.pt", diffusion, observations)
     for t in result.times:

@@ -31,11 +31,9 @@ def test_flow_densities_stay_exact_through_the_whitening() -> None:
     sampler = wgfinfer.WGFSampler(
         target.log_prob,
         dim=3,
-        init="laplace",
-        init_scale=1.5,
+        scheme=wgfinfer.ICNN(iters_per_step=30, hidden=(8,)),
+        init=wgfinfer.Init("laplace", scale=1.5),
         n_steps=2,
-        iters_per_step=30,
-        hidden=(8,),
         dtype=torch.float64,
         progress_bar=False,
     ).run()
@@ -83,10 +81,9 @@ def test_sampler_with_gaussian_init_starts_at_the_conjugate_posterior() -> None:
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
         model=linear_regression,
+        scheme=wgfinfer.ICNN(iters_per_step=5, hidden=(4,)),
         init="gaussian",
         n_steps=1,
-        iters_per_step=5,
-        hidden=(4,),
         dtype=torch.float64,
         progress_bar=False,
     ).run(x, y)

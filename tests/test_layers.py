@@ -1,11 +1,15 @@
-"""The package's layers, checked on the imports in its source (no module is run).
+"""The package's layering, read from its own imports (so that it stays true).
 
-* The core never imports ``wgfinfer.problems`` (the test, example and benchmark problems); only the
-  demo application ``wgfinfer/cli.py`` may.
-* ``wgfinfer.io`` never imports ``wgfinfer.filtering`` (filter-result files live in
-  ``wgfinfer/filtering/files.py``, on top of ``wgfinfer.io``).
-* Only ``wgfinfer/convert.py`` imports ArviZ (``arviz``, ``arviz_stats``, ...).
-* Submodules take the version from ``wgfinfer._version``, not from ``wgfinfer`` itself.
+- no import cycle between wgfinfer's modules (imports inside functions count; ``TYPE_CHECKING``
+  blocks do not);
+- Pyro is imported only by the Pyro target and the MCMC-kernel adapter, ArviZ only by ``convert.py``
+  (the test problems in ``wgfinfer/problems/`` are no part of the core and may import both);
+- no submodule imports a name from the package face ``wgfinfer/__init__.py`` other than a submodule;
+- the core never imports ``wgfinfer.problems``;
+- no module imports another module's private (underscored) names;
+- ``wgfinfer.io`` never imports ``wgfinfer.filtering`` (filter-result files live in
+  ``wgfinfer/filtering/files.py``, on top of ``wgfinfer.io``);
+- importing the core loads no problem module.
 """
 
 from __future__ import annotations
@@ -17,98 +21,160 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "wgfinfer"
-SOURCES = sorted(PACKAGE.rglob("*.py"))
-
-# Files that still take ``__version__`` from ``wgfinfer`` and are being rewritten elsewhere; remove an
-# entry once its import reads ``from wgfinfer._version import __version__``.
-VERSION_IMPORT_PENDING = {"wgfinfer/sampler.py"}
+PACKAGE = Path(__file__).resolve().parent.parent / "wgfinfer"
+PYRO_MODULES = {"wgfinfer.pyro_target", "wgfinfer.pyro_kernel"}
+ARVIZ_MODULES = {"wgfinfer.convert"}
+OUTSIDE_CORE = ("wgfinfer.problems", "wgfinfer.cli")
 
 
-def _rel(path: Path) -> str:
-    return path.relative_to(ROOT).as_posix()
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> list[tuple[str, list[str], int]]:
-    """``(module, imported names, line)`` for every import statement, also inside functions."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(name: str) -> list[tuple[str, list[str]]]:
+    """``(module, imported names)`` for every import statement of module ``name`` outside
+    ``TYPE_CHECKING`` blocks; relative imports are resolved."""
+    tree = ast.parse(MODULES[name].read_text())
+    found: list[tuple[str, list[str]]] = []
+    package = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
         if isinstance(node, ast.Import):
-            found.extend((alias.name, [], node.lineno) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.module, [alias.name for alias in node.names], node.lineno))
+            found.extend((alias.name, []) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append((base, [alias.name for alias in node.names]))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
     return found
 
 
-def _targets(module: str, names: list[str]) -> list[str]:
-    """The modules an import may load: ``from a import b`` may load ``a.b``."""
-    return [module] + [f"{module}.{name}" for name in names]
+def _internal_edges(name: str) -> set[str]:
+    edges = set()
+    for module, names in _imports(name):
+        if not module.startswith("wgfinfer"):
+            continue
+        submodules = [f"{module}.{n}" for n in names if f"{module}.{n}" in MODULES]
+        if submodules:
+            edges.update(submodules)
+            if len(submodules) < len(names):
+                edges.add(module)
+        else:
+            edges.add(module)
+    edges.discard(name)
+    return {e for e in edges if e in MODULES}
 
 
-def _under(module: str, package: str) -> bool:
-    return module == package or module.startswith(package + ".")
+def test_every_module_parses_and_is_found():
+    assert "wgfinfer.sampler" in MODULES and "wgfinfer.run" in MODULES and len(MODULES) > 30
 
 
-def test_the_sources_were_found() -> None:
-    assert len(SOURCES) > 20
-    assert (PACKAGE / "problems" / "__init__.py") in SOURCES
+def test_no_import_cycle():
+    graph = {name: _internal_edges(name) for name in MODULES}
+    # the package faces are re-export points: imports *through* them are the submodules' business
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt) :] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                dfs(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            dfs(name)
 
 
-def test_the_core_never_imports_the_problems() -> None:
-    allowed = {"wgfinfer/cli.py"}
-    bad = [
-        f"{_rel(path)}:{line}: {module}"
-        for path in SOURCES
-        if not _under(_rel(path).removesuffix(".py").replace("/", "."), "wgfinfer.problems")
-        and _rel(path) not in allowed
-        for module, names, line in _imports(path)
-        if any(_under(t, "wgfinfer.problems") for t in _targets(module, names))
-    ]
-    assert not bad, "core modules import wgfinfer.problems:\n" + "\n".join(bad)
-
-
-def test_io_never_imports_filtering() -> None:
-    bad = [
-        f"{_rel(path)}:{line}: {module}"
-        for path in sorted((PACKAGE / "io").rglob("*.py"))
-        for module, names, line in _imports(path)
-        if any(_under(t, "wgfinfer.filtering") for t in _targets(module, names))
-    ]
-    assert not bad, "wgfinfer.io imports wgfinfer.filtering:\n" + "\n".join(bad)
-
-
-def test_only_convert_imports_arviz() -> None:
-    bad = [
-        f"{_rel(path)}:{line}: {module}"
-        for path in SOURCES
-        if _rel(path) != "wgfinfer/convert.py"
-        for module, _, line in _imports(path)
-        if module.split(".")[0].startswith("arviz")
-    ]
-    assert not bad, "ArviZ imported outside wgfinfer/convert.py:\n" + "\n".join(bad)
-
-
-def test_submodules_take_the_version_from_version_module() -> None:
-    bad = [
-        f"{_rel(path)}:{line}"
-        for path in SOURCES
-        if _rel(path) not in VERSION_IMPORT_PENDING
-        for module, names, line in _imports(path)
-        if module == "wgfinfer" and "__version__" in names
-    ]
-    assert not bad, "import __version__ from wgfinfer._version instead:\n" + "\n".join(bad)
-
-
-@pytest.mark.parametrize("modules", [["wgfinfer", "wgfinfer.io", "wgfinfer.filtering"]])
-def test_importing_the_core_loads_no_problem_module(modules: list[str]) -> None:
-    code = (
-        "import sys\n"
-        + "".join(f"import {m}\n" for m in modules)
-        + "bad = sorted(m for m in sys.modules if m.startswith('wgfinfer.problems'))\n"
-        + "assert not bad, bad\n"
-        + "import wgfinfer, wgfinfer._version\n"
-        + "assert wgfinfer.__version__ == wgfinfer._version.__version__\n"
+@pytest.mark.parametrize(("library", "allowed"), [("pyro", PYRO_MODULES), ("arviz", ARVIZ_MODULES)])
+def test_adapters_are_imported_in_their_module_only(library, allowed):
+    offenders = sorted(
+        name
+        for name in MODULES
+        if name not in allowed
+        and not name.startswith("wgfinfer.problems")
+        and any(m == library or m.startswith(library + ".") for m, _ in _imports(name))
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert offenders == [], f"{library} imported outside {sorted(allowed)}: {offenders}"
+
+
+def test_no_submodule_imports_the_package_face():
+    offenders = []
+    for name in MODULES:
+        if name == "wgfinfer":
+            continue
+        for module, names in _imports(name):
+            if module == "wgfinfer":
+                offenders += [f"{name}: {n}" for n in names if f"wgfinfer.{n}" not in MODULES]
+            elif module == "wgfinfer" and not names:
+                offenders.append(f"{name}: import wgfinfer")
+    assert offenders == [], offenders
+
+
+def test_the_core_never_imports_the_problems():
+    offenders = sorted(
+        name
+        for name in MODULES
+        if not name.startswith(OUTSIDE_CORE)
+        and any(m.startswith("wgfinfer.problems") for m, _ in _imports(name))
+    )
+    assert offenders == [], offenders
+
+
+def test_no_private_names_are_imported_across_modules():
+    offenders = []
+    for name in MODULES:
+        for module, names in _imports(name):
+            if module.startswith("wgfinfer"):
+                offenders += [
+                    f"{name}: {module}.{n}" for n in names if n.startswith("_") and n != "__version__"
+                ]
+    assert offenders == [], offenders
+
+
+def test_io_never_imports_filtering():
+    offenders = sorted(
+        f"{name}: {module}"
+        for name in MODULES
+        if name.startswith("wgfinfer.io")
+        for module, _ in _imports(name)
+        if module.startswith("wgfinfer.filtering")
+    )
+    assert offenders == [], offenders
+
+
+def test_importing_the_core_loads_no_problem_module():
+    code = (
+        "import sys\nimport wgfinfer, wgfinfer.io, wgfinfer.filtering\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('wgfinfer.problems'))\n"
+        "assert not bad, bad\n"
+        "import wgfinfer._version\nassert wgfinfer.__version__ == wgfinfer._version.__version__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

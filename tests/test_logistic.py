@@ -43,7 +43,7 @@ def test_predictive_metrics_by_hand() -> None:
 def test_sampler_on_the_model_gives_predictive_draws() -> None:
     data = load_breast_cancer()
     sampler = wgfinfer.WGFSampler(
-        model=model, n_steps=1, iters_per_step=10, hidden=(8,), progress_bar=False
+        model=model, scheme=wgfinfer.ICNN(iters_per_step=10, hidden=(8,)), n_steps=1, progress_bar=False
     ).run(data.x_train, data.y_train)
     samples = sampler.get_samples(50, seed=0)
     assert samples["w"].shape == (50, data.n_features) and bool((samples["alpha"] > 0).all())

@@ -37,10 +37,8 @@ def test_two_dimensional_mixture_weights_and_moments() -> None:
         dim=2,
         step_size=2.0,
         n_steps=20,
-        iters_per_step=200,
-        batch_size=256,
-        hidden=(32, 32),
-        init_scale=3.0,
+        scheme=wgfinfer.ICNN(iters_per_step=200, batch_size=256, hidden=(32, 32)),
+        init=wgfinfer.Init("normal", scale=3.0),
         progress_bar=False,
         seed=0,
     ).run()

@@ -3,6 +3,7 @@ hyper-parameter gives a ValueError/TypeError naming the problem; every valid one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -79,7 +80,8 @@ def test_log_density_output_dtypes_and_values(in_dtype, out_dtype, n_bad: int) -
         target.validate(probe)
 
 
-# name -> (strategy of values, predicate "is valid")
+# name -> (strategy of values, predicate "is valid"); the ICNN scheme's options go into wgfinfer.ICNN,
+# init_scale is the scale of wgfinfer.Init, the rest are WGFSampler's own arguments
 POSITIVE_REAL = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3))
 POSITIVE_INT = st.one_of(st.integers(-3, 50), st.floats(-2, 5), st.booleans())
 HYPER_PARAMETERS = {
@@ -93,9 +95,24 @@ HYPER_PARAMETERS = {
     "n_steps": (POSITIVE_INT, lambda v: _int(v) and v >= 1),
     "iters_per_step": (POSITIVE_INT, lambda v: _int(v) and v >= 1),
     "batch_size": (POSITIVE_INT, lambda v: _int(v) and v >= 1),
-    "n_monitor": (POSITIVE_INT, lambda v: _int(v) and v >= 1),
+    # 0 switches the free-energy monitor off
+    "n_monitor": (POSITIVE_INT, lambda v: _int(v) and v >= 0),
     "rank": (POSITIVE_INT, lambda v: _int(v) and v >= 0),
 }
+
+
+SCHEME_OPTIONS = {f.name for f in dataclasses.fields(wgfinfer.ICNN)}
+# the message names the option: "init scale" (Init's own check) or "init_scale=" (its dtype's range)
+MESSAGE = {"init_scale": "init.scale"}
+
+
+def build(name: str, value) -> wgfinfer.WGFSampler:
+    f = lambda x: -x.square().sum(-1)  # noqa: E731
+    if name in SCHEME_OPTIONS:
+        return wgfinfer.WGFSampler(f, dim=2, scheme=wgfinfer.ICNN(**{name: value}))
+    if name == "init_scale":
+        return wgfinfer.WGFSampler(f, dim=2, init=wgfinfer.Init("normal", scale=value))
+    return wgfinfer.WGFSampler(f, dim=2, **{name: value})
 
 
 def _real(v: object) -> bool:
@@ -113,11 +130,10 @@ def test_hyper_parameter_ranges(name: str) -> None:
     @settings(max_examples=40, deadline=None)
     @given(value=strategy)
     def check(value) -> None:
-        build = lambda: wgfinfer.WGFSampler(lambda x: -x.square().sum(-1), dim=2, **{name: value})  # noqa: E731
         if valid(value):
-            build()
+            build(name, value)
         else:
-            with pytest.raises((ValueError, TypeError), match=name):
-                build()
+            with pytest.raises((ValueError, TypeError), match=MESSAGE.get(name, name)):
+                build(name, value)
 
     check()

@@ -20,7 +20,7 @@ from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import InteractionEnergy, KLDivergence, PotentialEnergy
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 from wgfinfer.schemes.pwgf import (
-    PWGFConfig,
+    PWGF,
     flatten_tensors,
     metric_vector_product,
     new_pushforward,
@@ -207,7 +207,7 @@ def test_solve_is_minimum_norm_on_a_singular_metric(solver: str) -> None:
     base = _normal([0.3, -0.2], [1.0, 0.8])
     functional = KLDivergence(lambda x: -_styblinski_tang(x))
     net = ResidualPushforward(2, hidden=(3,), generator=_gen(8), dtype=F64)
-    config = PWGFConfig(map="resnet", hidden=(3,), n_samples=64, solver=solver, tol=1e-12, max_iter=100)
+    config = PWGF(map="resnet", hidden=(3,), n_samples=64, solver=solver, tol=1e-12, max_iter=100)
     h = 0.01
     new, info = pwgf_step(net, base, functional, h, config, _gen(9))
     eta = _step_direction(net, new, h)
@@ -225,7 +225,7 @@ def test_solve_is_minimum_norm_on_a_singular_metric(solver: str) -> None:
     assert info.residual < 1e-10
 
     # the damped system (G + delta I) eta = -grad F instead
-    damped_config = PWGFConfig(map="resnet", hidden=(3,), n_samples=64, solver=solver, tol=1e-12, damping=0.1)
+    damped_config = PWGF(map="resnet", hidden=(3,), n_samples=64, solver=solver, tol=1e-12, damping=0.1)
     new, _ = pwgf_step(net, base, functional, h, damped_config, _gen(9))
     eye = torch.eye(explicit.shape[0], dtype=F64)
     damped = torch.linalg.solve(explicit + 0.1 * eye, -grad)
@@ -249,7 +249,7 @@ def test_minimum_norm_splits_redundant_parameters_evenly() -> None:
     base = _normal([0.0, 0.0], [1.0, 1.0])
     functional = PotentialEnergy(lambda x: (x - 2.0).square().sum(-1))
     module = _RedundantShift()
-    config = PWGFConfig(map="affine", n_samples=128, tol=1e-12)
+    config = PWGF(map="affine", n_samples=128, tol=1e-12)
     new, _ = pwgf_step(module, base, functional, 0.1, config, _gen(10))
     eta = _step_direction(module, new, 0.1)
     # minimum norm: equal shares of the shift velocity, eta_c1 = eta_c2 (orthogonal to (v, -v))
@@ -323,7 +323,7 @@ def _ou_exact(t: float) -> np.ndarray:
     return np.array([mean[0], mean[1], var[0], 0.0, var[1]])
 
 
-def _run_affine(base: Distribution, h: float, steps: int, config: PWGFConfig, seed: int) -> np.ndarray:
+def _run_affine(base: Distribution, h: float, steps: int, config: PWGF, seed: int) -> np.ndarray:
     functional = KLDivergence(lambda x: -0.5 * x.square().sum(-1))
     gen = _gen(seed)
     module: nn.Module = new_pushforward(2, config, gen, dtype=F64)
@@ -338,7 +338,7 @@ def test_ou_closed_form_first_order_in_time(solver: str) -> None:
     errors = []
     for h in (0.1, 0.05):
         steps = round(1.0 / h)
-        config = PWGFConfig(map="affine", n_samples=256, solver=solver, tol=1e-12, substeps=2)
+        config = PWGF(map="affine", n_samples=256, solver=solver, tol=1e-12, substeps=2)
         got = _run_affine(base, 2 * h, steps // 2, config, seed=11)  # substeps=2: Euler steps of h
         # no Monte-Carlo error (exact moments): the scheme is Euler on the parameter ODE, to rounding
         assert np.allclose(got, _gaussian_of(*_ou_euler_reference(h, steps)), rtol=0, atol=1e-10)
@@ -353,7 +353,7 @@ def test_ou_iid_draws_unbiased_around_the_euler_solution() -> None:
     moment matrix) of mean O(1/N): runs over seeds average to the deterministic Euler solution."""
     base = _normal(list(M0), list(S0))
     h, steps, seeds = 0.1, 10, 6
-    config = PWGFConfig(map="affine", n_samples=4096)
+    config = PWGF(map="affine", n_samples=4096)
     runs = np.stack([_run_affine(base, h, steps, config, seed) for seed in range(seeds)])
     reference = _gaussian_of(*_ou_euler_reference(h, steps))
     standard_error = runs.std(0, ddof=1) / math.sqrt(seeds)
@@ -378,7 +378,7 @@ def test_styblinski_tang_kl_decreases() -> None:
     base = _normal([0.0] * dim, [1.0] * dim)
     functional = KLDivergence(lambda x: -_styblinski_tang(x))
     log_z = _styblinski_tang_log_normaliser(dim)
-    config = PWGFConfig(map="planar", n_layers=8, n_samples=2048)
+    config = PWGF(map="planar", n_layers=8, n_samples=2048)
     gen = _gen(12)
     flow: nn.Module = new_pushforward(dim, config, gen, dtype=F64)
     # common draws for every evaluation: the differences between checkpoints are paired
@@ -416,14 +416,14 @@ def test_styblinski_tang_kl_decreases() -> None:
 def test_step_info_copy_substeps_and_reproducibility() -> None:
     base = _normal([0.0, 0.0], [1.0, 1.0])
     functional = KLDivergence(lambda x: -_styblinski_tang(x))
-    config = PWGFConfig(map="planar", n_layers=3, n_samples=256, substeps=2)
+    config = PWGF(map="planar", n_layers=3, n_samples=256, substeps=2)
     flow = PlanarFlow(2, 3, generator=_gen(14), dtype=F64)
     original = {k: v.clone() for k, v in flow.state_dict().items()}
     new, info = pwgf_step(flow, base, functional, 0.05, config, _gen(15))
     assert all(torch.equal(v, original[k]) for k, v in flow.state_dict().items())  # input untouched
 
     # two calls of one substep each replay the same draws and the same Euler steps
-    single = PWGFConfig(map="planar", n_layers=3, n_samples=256)
+    single = PWGF(map="planar", n_layers=3, n_samples=256)
     gen = _gen(15)
     first, info1 = pwgf_step(flow, base, functional, 0.025, single, gen)
     second, info2 = pwgf_step(first, base, functional, 0.025, single, gen)
@@ -447,7 +447,7 @@ def test_frozen_input_map_still_advances() -> None:
     for p in flow.parameters():
         p.requires_grad_(False)
     base = _normal([0.0, 0.0], [1.0, 1.0])
-    config = PWGFConfig(map="planar", n_layers=2, n_samples=128)
+    config = PWGF(map="planar", n_layers=2, n_samples=128)
     new, _ = pwgf_step(flow, base, PotentialEnergy(lambda x: (x - 1).square().sum(-1)), 0.1, config, _gen(0))
     assert not torch.equal(new.u, flow.u)
 
@@ -457,7 +457,7 @@ def test_non_finite_energy_raises_training_diverged() -> None:
     base = _normal([0.0, 0.0], [1.0, 1.0])
     broken = PotentialEnergy(lambda x: torch.log(x[:, 0]))  # NaN for x_0 < 0
     with pytest.raises(TrainingDivergedError, match="PWGF step 7"):
-        pwgf_step(flow, base, broken, 0.1, PWGFConfig(map="affine", n_samples=64), _gen(0), step_index=7)
+        pwgf_step(flow, base, broken, 0.1, PWGF(map="affine", n_samples=64), _gen(0), step_index=7)
 
 
 @pytest.mark.parametrize(
@@ -483,13 +483,13 @@ def test_non_finite_energy_raises_training_diverged() -> None:
 )
 def test_config_rejects_bad_options(options: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        PWGFConfig(**options)
+        PWGF(**options)
 
 
 def test_config_accepts_list_hidden_and_builds_every_map() -> None:
-    assert PWGFConfig(hidden=[4, 4]).hidden == (4, 4)  # type: ignore[arg-type]
+    assert PWGF(hidden=[4, 4]).hidden == (4, 4)  # type: ignore[arg-type]
     for kind, cls in (("planar", PlanarFlow), ("affine", AffineMap), ("resnet", ResidualPushforward)):
-        module = new_pushforward(3, PWGFConfig(map=kind, n_layers=2, hidden=(4,)), _gen(0))
+        module = new_pushforward(3, PWGF(map=kind, n_layers=2, hidden=(4,)), _gen(0))
         assert isinstance(module, cls)
         assert next(module.parameters()).dtype == torch.float32
 
@@ -498,7 +498,7 @@ def test_step_rejects_bad_inputs() -> None:
     flow = AffineMap(2, dtype=F64)
     base = _normal([0.0, 0.0], [1.0, 1.0])
     kl = KLDivergence(lambda x: -0.5 * x.square().sum(-1))
-    config = PWGFConfig(map="affine", n_samples=16)
+    config = PWGF(map="affine", n_samples=16)
     for bad in (-0.1, 0.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="step_size"):
             pwgf_step(flow, base, kl, bad, config, _gen(0))

@@ -92,9 +92,8 @@ def regression_sampler() -> tuple[wgfinfer.WGFSampler, torch.Tensor, torch.Tenso
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
         model=linear_regression,
+        scheme=wgfinfer.ICNN(iters_per_step=20, hidden=(8, 8)),
         n_steps=2,
-        iters_per_step=20,
-        hidden=(8, 8),
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
@@ -124,14 +123,13 @@ def check_against_conjugate_posterior(sampler: wgfinfer.WGFSampler, x: torch.Ten
 
 def test_conjugate_linear_regression_posterior_with_laplace_whitening() -> None:
     """Default init for models: the flow starts at the Laplace approximation, here overdispersed by
-    init_scale=2, so the JKO steps must contract it onto the exact posterior."""
+    Init("laplace", scale=2.0), so the JKO steps must contract it onto the exact posterior."""
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
         model=linear_regression,
+        scheme=wgfinfer.ICNN(iters_per_step=100, hidden=(16, 16)),
+        init=wgfinfer.Init("laplace", scale=2.0),
         n_steps=6,
-        iters_per_step=100,
-        hidden=(16, 16),
-        init_scale=2.0,
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
@@ -153,10 +151,9 @@ def test_conjugate_linear_regression_posterior_from_standard_normal() -> None:
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
         model=linear_regression,
+        scheme=wgfinfer.ICNN(iters_per_step=100, hidden=(16, 16)),
         init="normal",
         n_steps=6,
-        iters_per_step=100,
-        hidden=(16, 16),
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
@@ -208,9 +205,8 @@ def test_positive_site_stays_in_support_and_matches_grid_posterior() -> None:
     y = torch.tensor([0.3, -1.2, 0.8, 2.1, -0.4, 0.9, -1.7, 0.2, 1.1, -0.6])
     sampler = wgfinfer.WGFSampler(
         model=scale_model,
+        scheme=wgfinfer.ICNN(iters_per_step=100, hidden=(16, 16)),
         n_steps=8,
-        iters_per_step=100,
-        hidden=(16, 16),
         progress_bar=False,
         seed=0,
     ).run(y)
@@ -270,13 +266,9 @@ def test_conjugate_posterior_with_the_variational_scheme() -> None:
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
         model=linear_regression,
-        method="variational",
-        map="icnn",
+        scheme=wgfinfer.Variational(map="icnn", iters_per_step=100, hidden=(16, 16), dual_hidden=(32, 32)),
+        init=wgfinfer.Init("laplace", scale=2.0),
         n_steps=6,
-        iters_per_step=100,
-        hidden=(16, 16),
-        dual_hidden=(32, 32),
-        init_scale=2.0,
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
@@ -289,10 +281,8 @@ def test_resnet_flow_of_a_pyro_model_gives_arviz_data_without_log_q() -> None:
     x, y = regression_data()
     sampler = wgfinfer.WGFSampler(
         model=linear_regression,
-        method="variational",
+        scheme=wgfinfer.Variational(iters_per_step=20, hidden=(8,)),
         n_steps=2,
-        iters_per_step=20,
-        hidden=(8,),
         progress_bar=False,
         seed=0,
     ).run(x, y)

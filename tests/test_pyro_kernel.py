@@ -19,9 +19,14 @@ from wgfinfer.pyro_kernel import WGFKernel
 
 NUM_SAMPLES = 300
 N_DATA = 12
-# tiny and fast; init_scale=2 makes the initial Laplace measure (exact for this Gaussian posterior) too
+# tiny and fast; scale 2 makes the initial Laplace measure (exact for this Gaussian posterior) too
 # wide, so the one short JKO step leaves a flow that the IMH correction has to fix (acceptance < 1)
-FAST = dict(n_steps=1, iters_per_step=20, batch_size=64, hidden=(8,), init_scale=2.0, progress_bar=False)
+FAST = dict(
+    scheme=wgfinfer.ICNN(iters_per_step=20, batch_size=64, hidden=(8,)),
+    init=wgfinfer.Init("laplace", scale=2.0),
+    n_steps=1,
+    progress_bar=False,
+)
 
 
 def linear_regression(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

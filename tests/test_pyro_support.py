@@ -12,9 +12,8 @@ def test_positive_site_draws_stay_positive() -> None:
     y = torch.tensor([0.3, -1.2, 0.8, 2.1, -0.4])
     sampler = wgfinfer.WGFSampler(
         model=scale_model,
+        scheme=wgfinfer.ICNN(iters_per_step=10, hidden=(4,)),
         n_steps=1,
-        iters_per_step=10,
-        hidden=(4,),
         progress_bar=False,
         seed=0,
     ).run(y)

@@ -17,27 +17,25 @@ def log_density(x: torch.Tensor) -> torch.Tensor:
     return -0.5 * (x - 1.0).square().sum(-1)
 
 
+JKO = dict(iters_per_step=30, batch_size=64, hidden=(8, 8))
 SCHEMES = {
-    "icnn": {},
-    "variational-resnet": {"method": "variational", "map": "resnet"},
-    "variational-icnn": {"method": "variational", "map": "icnn"},
+    "icnn": wgfinfer.ICNN(**JKO),
+    "variational-resnet": wgfinfer.Variational(map="resnet", **JKO),
+    "variational-icnn": wgfinfer.Variational(map="icnn", **JKO),
     # forward Euler is explicit: 5 substeps of 0.1 for a step of 0.5
-    "pwgf-planar": {"method": "pwgf", "map": "planar", "n_layers": 4, "substeps": 5},
-    "pwgf-coupling": {"method": "pwgf", "map": "coupling", "n_layers": 2, "hidden": (8,), "substeps": 5},
+    "pwgf-planar": wgfinfer.PWGF(map="planar", n_layers=4, substeps=5, n_samples=64),
+    "pwgf-coupling": wgfinfer.PWGF(map="coupling", n_layers=2, hidden=(8,), substeps=5, n_samples=64),
 }
-HISTORY_KEYS = {"step", "time", "loss", "kl_plus_log_z", "iterations", "wall_time"}
+HISTORY_KEYS = {"step", "time", "loss", "kl_plus_log_z", "iterations", "wall_time", "retries"}
 SCHEME_KEYS = {
     "icnn": {"w2", "potential", "log_det"},
     "variational": {"w2", "potential", "dual_objective", "kl_plus_log_z_se"},
-    "pwgf": {"energy_se", "solver_iterations", "residual", "grad_norm"},
+    "pwgf": {"loss_se", "solver_iterations", "residual", "grad_norm"},
 }
 
 
 def small(scheme: str = "icnn", **kwargs) -> wgfinfer.WGFSampler:
-    options = dict(**SCHEMES[scheme])
-    options.update(dim=3, step_size=0.5, n_steps=3, batch_size=64, progress_bar=False, seed=7)
-    if options.get("method") != "pwgf":
-        options.update(iters_per_step=30, hidden=(8, 8))
+    options = dict(scheme=SCHEMES[scheme], dim=3, step_size=0.5, n_steps=3, progress_bar=False, seed=7)
     options.update(kwargs)
     return wgfinfer.WGFSampler(log_density, **options)
 
@@ -149,7 +147,7 @@ def test_divergence_is_detected_and_completed_steps_are_kept(scheme: str) -> Non
     if s.method == "pwgf":
         s.step_size = 1e8
     else:
-        s.config = dataclasses.replace(s.config, lr=1e8, lr_decay=1.0)
+        s.scheme = dataclasses.replace(s.scheme, lr=1e8, lr_decay=1.0)
     with pytest.raises(wgfinfer.TrainingDivergedError, match="JKO step 2"):
         s.run()
     assert len(s.flow) == 2 and len(s.history) == 2

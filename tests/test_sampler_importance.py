@@ -23,9 +23,8 @@ def sampler() -> wgfinfer.WGFSampler:
     return wgfinfer.WGFSampler(
         log_density,
         dim=DIM,
+        scheme=wgfinfer.ICNN(iters_per_step=100, hidden=(16, 16)),
         n_steps=4,
-        iters_per_step=100,
-        hidden=(16, 16),
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
@@ -44,10 +43,9 @@ def test_diagnostics_warn_on_a_flow_that_misses_the_target() -> None:
     poor = wgfinfer.WGFSampler(
         lambda x: -0.5 * (x / 3.0).square().sum(-1),
         dim=4,
+        scheme=wgfinfer.ICNN(iters_per_step=2, hidden=(4,)),
+        init=wgfinfer.Init("normal", scale=0.5),
         n_steps=1,
-        iters_per_step=2,
-        hidden=(4,),
-        init_scale=0.5,
         progress_bar=False,
         seed=0,
     ).run()

@@ -33,36 +33,28 @@ def ring_kernel(z: torch.Tensor) -> torch.Tensor:
     return r2.square() / 4 - r2 / 2
 
 
-def pme_flow(scheme: str, **options) -> wgfinfer.Flow:
+def pme_flow(scheme: type[wgfinfer.ICNN] | type[wgfinfer.Variational], **options) -> wgfinfer.Flow:
     functional = GeneralizedEntropy(2, coefficient=SEED000.probability_coefficient)
     return wgfinfer.simulate(
         functional,
         SEED000.distribution(0.0),
-        scheme=scheme,
+        scheme=scheme(n_particles=2048, hidden=(16, 16), batch_size=256, **options),
         step_size=PME_STEP,
         n_steps=PME_STEPS,
-        n_particles=2048,
         seed=0,
-        hidden=(16, 16),
-        batch_size=256,
-        **options,
     )
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("scheme", "options"),
     [
-        {"scheme": "icnn", "iters_per_step": 150},
-        {"scheme": "variational", "map": "icnn", "iters_per_step": 200},
+        (wgfinfer.ICNN, {"iters_per_step": 150}),
+        (wgfinfer.Variational, {"map": "icnn", "iters_per_step": 200, "dual_hidden": (16, 16)}),
     ],
     ids=["icnn", "variational-icnn"],
 )
-def test_porous_medium_follows_the_barenblatt_profile(options: dict) -> None:
-    flow = (
-        pme_flow(dual_hidden=(16, 16), **options)
-        if options["scheme"] == "variational"
-        else pme_flow(**options)
-    )
+def test_porous_medium_follows_the_barenblatt_profile(scheme: type, options: dict) -> None:
+    flow = pme_flow(scheme, **options)
     t = PME_STEPS * PME_STEP
     n = 20_000
     x = flow.sample(n, torch.Generator().manual_seed(5)).double()
@@ -102,15 +94,16 @@ def test_fokker_planck_as_potential_plus_entropy_matches_exact_jko_iterates() ->
     flow = wgfinfer.simulate(
         functional,
         init,
-        scheme="variational",
+        scheme=wgfinfer.Variational(
+            map="linear",
+            hidden=(16,),
+            dual_hidden=(32, 32),
+            iters_per_step=100,
+            batch_size=512,
+            n_particles=8192,
+        ),
         step_size=step,
         n_steps=steps,
-        map="linear",
-        hidden=(16,),
-        dual_hidden=(32, 32),
-        iters_per_step=100,
-        batch_size=512,
-        n_particles=8192,
     )
     points = torch.cat([torch.zeros(1, dim), torch.eye(dim)]).double()
     image = flow.push(points)[0]
@@ -131,10 +124,9 @@ def test_forward_aggregation_converges_to_the_ring() -> None:
     flow = wgfinfer.simulate(
         InteractionEnergy(ring_kernel),
         init,
-        scheme="forward_backward",
+        scheme=wgfinfer.ForwardBackward(backward=wgfinfer.Variational(n_particles=512)),
         step_size=0.05,
         n_steps=200,
-        n_particles=512,
     )
     # the forward scheme is deterministic given rho_0's draws: push 512 draws of the pool's law
     x = flow.sample(512, torch.Generator().manual_seed(1))
@@ -156,15 +148,14 @@ def test_aggregation_diffusion_forward_backward_runs_and_moves_mass() -> None:
     flow = wgfinfer.simulate(
         functional,
         init,
-        scheme="forward_backward",
+        scheme=wgfinfer.ForwardBackward(
+            backward=wgfinfer.Variational(
+                iters_per_step=20, batch_size=128, hidden=(8,), dual_hidden=(8,), n_particles=1024
+            ),
+            n_reference=1024,
+        ),
         step_size=0.5,
         n_steps=2,
-        n_particles=1024,
-        n_reference=1024,
-        iters_per_step=20,
-        batch_size=128,
-        hidden=(8,),
-        dual_hidden=(8,),
     )
     x = flow.sample(1000, torch.Generator().manual_seed(0))
     assert x.shape == (1000, 2) and bool(torch.isfinite(x).all())
@@ -181,12 +172,9 @@ def test_step_semantics_and_ou_through_the_pwgf_scheme() -> None:
     flow = wgfinfer.simulate(
         KLDivergence(lambda x: -0.5 * x.square().sum(-1)),
         init,
-        scheme="pwgf",
+        scheme=wgfinfer.PWGF(map="affine", n_samples=2048, substeps=2),
         step_size=0.1,
         n_steps=3,
-        map="affine",
-        n_samples=2048,
-        substeps=2,
     )
     assert flow.snapshots and len(flow) == 3 and flow.has_density
     g = torch.Generator().manual_seed(3)
@@ -212,8 +200,7 @@ def test_step_semantics_and_ou_through_the_pwgf_scheme() -> None:
         ({"step_size": -1.0}, ValueError, "step_size"),
         ({"n_steps": 0}, ValueError, "n_steps"),
         ({"dim": 3}, ValueError, "dim=3"),
-        ({"backward": "pwgf"}, ValueError, "backward"),
-        ({"iters_per_step": 10, "solver": "cg"}, ValueError, "unknown option"),
+        ({"scheme": 3}, TypeError, "scheme must be one of"),
         ({"init": torch.zeros(5, 2, 1)}, ValueError, r"shape \(n, d\)"),
         ({"init": "normal"}, TypeError, "init must be"),
         ({"functional": lambda x: x}, TypeError, "functional must be"),
@@ -234,38 +221,51 @@ def test_bad_input(kwargs: dict, error: type, match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("profile", "step", "options"),
+    ("make", "error", "match"),
+    [
+        (lambda: wgfinfer.ForwardBackward(backward="pwgf"), ValueError, "backward"),
+        (lambda: wgfinfer.ForwardBackward(backward=wgfinfer.PWGF()), TypeError, "backward"),
+        # an option of another scheme (PWGF's solver) is not an option of the variational scheme
+        (lambda: wgfinfer.Variational(iters_per_step=10, solver="cg"), TypeError, "solver"),
+        (lambda: wgfinfer.ForwardBackward(n_reference=0), ValueError, "n_reference"),
+    ],
+)
+def test_bad_scheme_options(make, error: type, match: str) -> None:
+    # the options are checked when the scheme object is built, before simulate runs anything
+    with pytest.raises(error, match=match):
+        wgfinfer.simulate(GeneralizedEntropy(2), torch.distributions.Normal(0.0, 1.0), scheme=make())
+
+
+@pytest.mark.parametrize(
+    ("profile", "step", "scheme"),
     [
         # seed 001 §5.4: d = 3, m = 2, t0 = 0.001, a = 0.0005, ICNN map in the variational scheme
         (
             BarenblattProfile(dim=3, m=2, t0=0.001),
             0.0005,
-            {
-                "scheme": "variational",
-                "map": "icnn",
-                "hidden": (16, 16),
-                "dual_hidden": (16, 16),
-                "iters_per_step": 200,
-            },
+            wgfinfer.Variational(
+                map="icnn", hidden=(16, 16), dual_hidden=(16, 16), iters_per_step=200, n_particles=2048
+            ),
         ),
         # seed 004 §5.2 in d = 2 (m = 2 here), a residual tanh push-forward, Euler step 0.01
         (
             BarenblattProfile(dim=2, m=2, t0=0.1),
             0.05,
-            {"scheme": "pwgf", "map": "resnet", "hidden": (32, 32), "n_samples": 2048, "substeps": 5},
+            wgfinfer.PWGF(map="resnet", hidden=(32, 32), n_samples=2048, substeps=5),
         ),
     ],
     ids=["variational-d3", "pwgf-d2"],
 )
-def test_porous_medium_in_higher_dimensions(profile: BarenblattProfile, step: float, options: dict) -> None:
+def test_porous_medium_in_higher_dimensions(
+    profile: BarenblattProfile, step: float, scheme: wgfinfer.schemes.Scheme
+) -> None:
     steps = 4
     flow = wgfinfer.simulate(
         GeneralizedEntropy(2),
         profile.distribution(0.0),
+        scheme=scheme,
         step_size=step,
         n_steps=steps,
-        n_particles=2048,
-        **options,
     )
     t = steps * step
     n = 20_000
@@ -294,9 +294,9 @@ def test_backward_aggregation_agrees_with_the_forward_scheme() -> None:
         torch.zeros(2, dtype=torch.float64), 0.25 * torch.eye(2).double()
     )
     stats_by_scheme = {}
-    for scheme, options in [
-        ("forward_backward", {}),
-        ("variational", {"iters_per_step": 100, "hidden": (16, 16), "batch_size": 256}),
+    for scheme in [
+        wgfinfer.ForwardBackward(backward=wgfinfer.Variational(n_particles=1024)),
+        wgfinfer.Variational(iters_per_step=100, hidden=(16, 16), batch_size=256, n_particles=1024),
     ]:
         flow = wgfinfer.simulate(
             InteractionEnergy(ring_kernel),
@@ -304,12 +304,10 @@ def test_backward_aggregation_agrees_with_the_forward_scheme() -> None:
             scheme=scheme,
             step_size=0.05,
             n_steps=10,
-            n_particles=1024,
-            **options,
         )
         x = flow.sample(2000, torch.Generator().manual_seed(1))
         radius = (x - x.mean(0)).norm(dim=-1)
-        stats_by_scheme[scheme] = (float(radius.mean()), float(radius.std()))
+        stats_by_scheme[scheme.name] = (float(radius.mean()), float(radius.std()))
     (m_fwd, s_fwd), (m_bwd, s_bwd) = stats_by_scheme["forward_backward"], stats_by_scheme["variational"]
     assert abs(m_fwd - m_bwd) < 0.02 and abs(s_fwd - s_bwd) < 0.04, stats_by_scheme
     assert s_bwd < 0.28  # it moved: rho_0's radial sd is 0.33

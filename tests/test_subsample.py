@@ -40,10 +40,9 @@ def test_mini_batch_training_reaches_the_conjugate_posterior_and_reports_full_da
     sampler = wgfinfer.WGFSampler(
         model=indexed_regression,
         subsample_size=100,
+        scheme=wgfinfer.ICNN(iters_per_step=100, hidden=(8, 8)),
+        init=wgfinfer.Init("laplace", scale=2.0),
         n_steps=4,
-        iters_per_step=100,
-        hidden=(8, 8),
-        init_scale=2.0,
         dtype=torch.float64,
         progress_bar=False,
     ).run(x, y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -19,10 +21,7 @@ def quick(log_density, **kwargs) -> wgfinfer.WGFSampler:
     return wgfinfer.WGFSampler(
         log_density,
         n_steps=1,
-        iters_per_step=2,
-        batch_size=8,
-        n_particles=64,
-        hidden=(4,),
+        scheme=wgfinfer.ICNN(iters_per_step=2, batch_size=8, n_particles=64, hidden=(4,)),
         progress_bar=False,
         **kwargs,
     )
@@ -99,29 +98,42 @@ def test_non_positive_step_size(bad: float) -> None:
         quick(good, step_size=bad)
 
 
+SCHEME_OPTIONS = {f.name for f in dataclasses.fields(wgfinfer.ICNN)}
+
+
+def build(name: str, value) -> wgfinfer.WGFSampler:
+    """A sampler with one option set: the scheme's options go into the scheme object, the initial
+    measure's scale into ``Init``, the rest are the sampler's own arguments."""
+    if name in SCHEME_OPTIONS:
+        return wgfinfer.WGFSampler(good, dim=2, scheme=wgfinfer.ICNN(**{name: value}))
+    if name == "init_scale":
+        return wgfinfer.WGFSampler(good, dim=2, init=wgfinfer.Init("normal", scale=value))
+    return wgfinfer.WGFSampler(good, **{"dim": 2, name: value})
+
+
 @pytest.mark.parametrize(
-    "name, value, error",
+    "name, value, error, match",
     [
-        ("n_steps", 0, ValueError),
-        ("n_steps", 2.5, TypeError),
-        ("iters_per_step", -1, ValueError),
-        ("batch_size", 0, ValueError),
-        ("lr", 0.0, ValueError),
-        ("lr_decay", 1.5, ValueError),
-        ("lr_decay", 0.0, ValueError),
-        ("beta", -1.0, ValueError),
-        ("init_scale", 0.0, ValueError),
-        ("strong_convexity", 1.5, ValueError),
-        ("method", "nuts", ValueError),
-        ("dtype", torch.int64, TypeError),
-        ("dim", 0, ValueError),
-        ("dim", True, ValueError),
+        ("n_steps", 0, ValueError, "n_steps"),
+        ("n_steps", 2.5, TypeError, "n_steps"),
+        ("iters_per_step", -1, ValueError, "iters_per_step"),
+        ("batch_size", 0, ValueError, "batch_size"),
+        ("lr", 0.0, ValueError, "lr"),
+        ("lr_decay", 1.5, ValueError, "lr_decay"),
+        ("lr_decay", 0.0, ValueError, "lr_decay"),
+        ("beta", -1.0, ValueError, "beta"),
+        ("init_scale", 0.0, ValueError, "init.scale"),
+        ("init_scale", 1e30, ValueError, "init_scale"),  # its square overflows float32
+        ("strong_convexity", 1.5, ValueError, "strong_convexity"),
+        ("scheme", "nuts", ValueError, "scheme"),
+        ("dtype", torch.int64, TypeError, "dtype"),
+        ("dim", 0, ValueError, "dim"),
+        ("dim", True, ValueError, "dim"),
     ],
 )
-def test_invalid_hyper_parameters(name: str, value, error: type) -> None:
-    kwargs = {"dim": 2, name: value}
-    with pytest.raises(error, match=name if name != "dim" else "dim"):
-        wgfinfer.WGFSampler(good, **kwargs)
+def test_invalid_hyper_parameters(name: str, value, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        build(name, value)
 
 
 def test_sample_before_run_is_an_error() -> None:

@@ -51,14 +51,11 @@ def test_ou_linear_map_matches_exact_jko_iterates(dim: int) -> None:
     sampler = wgfinfer.WGFSampler(
         log_density,
         dim=dim,
-        method="variational",
-        map="linear",
+        scheme=wgfinfer.Variational(
+            map="linear", iters_per_step=100, batch_size=512, hidden=(16,), dual_hidden=(32, 32)
+        ),
         step_size=STEP,
         n_steps=N_STEPS,
-        iters_per_step=100,
-        batch_size=512,
-        hidden=(16,),
-        dual_hidden=(32, 32),
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
@@ -82,14 +79,12 @@ def test_two_dimensional_mixture() -> None:
     sampler = wgfinfer.WGFSampler(
         mixture.log_prob,
         dim=2,
-        method="variational",
+        scheme=wgfinfer.Variational(
+            iters_per_step=200, batch_size=256, hidden=(32, 32), dual_hidden=(32, 32)
+        ),
         step_size=1.0,
         n_steps=10,
-        iters_per_step=200,
-        batch_size=256,
-        hidden=(32, 32),
-        dual_hidden=(32, 32),
-        init_scale=3.0,
+        init=wgfinfer.Init("normal", scale=3.0),
         progress_bar=False,
         seed=0,
     ).run()
@@ -119,8 +114,8 @@ def test_two_dimensional_mixture() -> None:
 @pytest.fixture(scope="module")
 def resnet_sampler() -> wgfinfer.WGFSampler:
     f = lambda x: -0.5 * (x - 1.0).square().sum(-1)  # noqa: E731
-    kwargs = dict(dim=2, method="variational", n_steps=2, iters_per_step=20, hidden=(8,), progress_bar=False)
-    return wgfinfer.WGFSampler(f, **kwargs).run()
+    scheme = wgfinfer.Variational(iters_per_step=20, hidden=(8,))
+    return wgfinfer.WGFSampler(f, dim=2, scheme=scheme, n_steps=2, progress_bar=False).run()
 
 
 @pytest.mark.parametrize(
@@ -143,7 +138,7 @@ def test_resnet_flow_has_no_density_and_says_what_to_use(resnet_sampler, call) -
 def test_icnn_map_gives_exact_densities() -> None:
     f = lambda x: -0.5 * (x - 1.0).square().sum(-1)  # noqa: E731
     s = wgfinfer.WGFSampler(
-        f, dim=2, method="variational", map="icnn", n_steps=2, iters_per_step=30, hidden=(8, 8),
+        f, dim=2, scheme=wgfinfer.Variational(map="icnn", iters_per_step=30, hidden=(8, 8)), n_steps=2,
         dtype=torch.float64, progress_bar=False,
     ).run()  # fmt: skip
     x, log_q = s.sample(200, return_log_prob=True, seed=0)
@@ -152,28 +147,48 @@ def test_icnn_map_gives_exact_densities() -> None:
     assert math.isfinite(diagnostics["log_evidence"])
 
 
+ICNN, VARIATIONAL, PWGF = wgfinfer.ICNN, wgfinfer.Variational, wgfinfer.PWGF
+
+
+@pytest.mark.parametrize(
+    "scheme, kwargs, error, match",
+    [
+        # an option of another scheme is an unknown field of this one
+        (ICNN, dict(map="resnet"), TypeError, "unexpected keyword argument 'map'"),
+        (ICNN, dict(substeps=2), TypeError, "unexpected keyword argument 'substeps'"),
+        (PWGF, dict(iters_per_step=10), TypeError, "unexpected keyword argument 'iters_per_step'"),
+        (PWGF, dict(dual_steps=2), TypeError, "unexpected keyword argument 'dual_steps'"),
+        (PWGF, dict(map="icnn"), ValueError, "map must be one of"),
+        (PWGF, dict(solver="gmres"), ValueError, "solver"),
+        (PWGF, dict(tol=2.0), ValueError, "tol"),
+        (ICNN, dict(dual_steps=2), TypeError, "dual_steps"),
+        (VARIATIONAL, dict(affine_lr_scale=10.0), TypeError, "affine_lr_scale"),
+        (VARIATIONAL, dict(map="mlp"), ValueError, "map must be one of"),
+        (VARIATIONAL, dict(dual_head="relu"), ValueError, "dual_head must be one of"),
+        (VARIATIONAL, dict(dual_steps=0), ValueError, "dual_steps must be a positive"),
+        (VARIATIONAL, dict(map_steps=1.5), TypeError, "map_steps must be an int"),
+        (VARIATIONAL, dict(dual_lr=-1.0), ValueError, "dual_lr must be a finite positive"),
+        (VARIATIONAL, dict(dual_hidden=()), ValueError, "dual_hidden must be a non-empty"),
+        (VARIATIONAL, dict(dual_hidden=(0,)), ValueError, "width of dual_hidden must be a positive"),
+        (VARIATIONAL, dict(hidden=()), ValueError, "hidden must be a non-empty"),
+    ],
+)
+def test_bad_variational_options(scheme: type, kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        wgfinfer.WGFSampler(lambda x: -x.square().sum(-1), dim=2, scheme=scheme(**kwargs))
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(method="icnn", map="resnet"), ValueError, "map is an option of another scheme"),
-        (dict(method="icnn", substeps=2), ValueError, "substeps is an option of another scheme"),
-        (dict(method="pwgf", iters_per_step=10), ValueError, "iters_per_step is an option of another"),
-        (dict(method="pwgf", dual_steps=2), ValueError, "dual_steps is an option of another scheme"),
-        (dict(method="pwgf", map="icnn"), ValueError, "map must be one of .* for method='pwgf'"),
-        (dict(method="pwgf", solver="gmres"), ValueError, "solver"),
-        (dict(method="pwgf", solver_tol=2.0), ValueError, "solver_tol"),
-        (dict(method="icnn", dual_steps=2), ValueError, "dual_steps"),
-        (dict(method="variational", affine_lr_scale=10.0), ValueError, "affine_lr_scale"),
-        (dict(method="variational", map="mlp"), ValueError, "map must be one of"),
-        (dict(method="variational", dual_head="relu"), ValueError, "dual_head must be one of"),
-        (dict(method="variational", dual_steps=0), ValueError, "dual_steps must be a positive"),
-        (dict(method="variational", map_steps=1.5), TypeError, "map_steps must be an int"),
-        (dict(method="variational", dual_lr=-1.0), ValueError, "dual_lr must be a finite positive"),
-        (dict(method="variational", dual_hidden=()), ValueError, "dual_hidden must be a non-empty"),
-        (dict(method="variational", dual_hidden=(0,)), ValueError, "dual_hidden must be a non-empty"),
-        (dict(method="variational", hidden=()), ValueError, "hidden must be a non-empty"),
+        (dict(map="resnet"), TypeError, "unexpected keyword argument 'map'"),  # scheme options go
+        (dict(dual_steps=2), TypeError, "unexpected keyword argument 'dual_steps'"),  # into the scheme
+        (dict(scheme="forward_backward"), ValueError, "scheme must be one of"),
+        (dict(scheme=wgfinfer.ForwardBackward()), ValueError, "cannot be used here"),
+        (dict(scheme="resnet"), ValueError, "scheme must be one of"),
+        (dict(scheme=VARIATIONAL), TypeError, "scheme object"),  # the class, not an options object
     ],
 )
-def test_bad_variational_options(kwargs: dict, error: type, match: str) -> None:
+def test_bad_scheme_arguments_of_the_sampler(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         wgfinfer.WGFSampler(lambda x: -x.square().sum(-1), dim=2, **kwargs)

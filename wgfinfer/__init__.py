@@ -11,16 +11,23 @@ from wgfinfer.errors import (
     WGFError,
 )
 from wgfinfer.flow import Flow
+from wgfinfer.init import Init
 from wgfinfer.sampler import WGFSampler
+from wgfinfer.schemes import ICNN, PWGF, ForwardBackward, Variational
 from wgfinfer.simulation import simulate
 
 __all__ = [
     "DensityNotAvailableError",
     "Flow",
+    "ForwardBackward",
+    "ICNN",
+    "Init",
     "NonFiniteLogDensityError",
     "NonPositiveHessianError",
+    "PWGF",
     "SaveFileError",
     "TrainingDivergedError",
+    "Variational",
     "WGFError",
     "WGFSampler",
     "__version__",

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+from wgfinfer.init import Init
 from wgfinfer.problems.gaussians import GaussianMixture
 from wgfinfer.sampler import WGFSampler
+from wgfinfer.schemes import ICNN
 
 DEMO_MEANS = [[-2.0, 0.0], [2.0, 0.5], [0.0, 3.0]]
 
@@ -29,11 +31,10 @@ def run_demo(
     sampler = WGFSampler(
         mixture.log_prob,
         dim=2,
+        scheme=ICNN(iters_per_step=iters, hidden=(32, 32)),
+        init=Init("normal", scale=3.0),
         step_size=2.0,
         n_steps=steps,
-        iters_per_step=iters,
-        hidden=(32, 32),
-        init_scale=3.0,
         seed=seed,
         device=device,
         progress_bar=progress_bar,

@@ -39,7 +39,7 @@ def symmetric_kl(
     """Monte-Carlo estimate of ``KL(q||p) + KL(p||q)`` and its standard error.
 
     ``KL(q||p) = E_q[log q - log p]`` is averaged over draws of ``q`` and ``KL(p||q)`` over draws of
-    ``p`` (seed 002, eq. 22 and §4.1); both densities must be normalised.  The flow gives ``log q``
+    ``p`` (Mokrov 2022, eq. 22 and §4.1); both densities must be normalised.  The flow gives ``log q``
     exactly at its own draws (tracked) and at the target's draws (by inversion).
 
     Parameters
@@ -84,7 +84,7 @@ def ksd(
     """Kernelized Stein discrepancy of ``samples`` from a target ``Q`` (Liu, Lee & Jordan 2016).
 
     With the RBF kernel ``k(x, y) = exp(-|x - y|^2 / (2 l^2))``, ``s = grad log Q`` and
-    ``r = x_i - x_j``, the Stein kernel is (seed 001, App. F.1)
+    ``r = x_i - x_j``, the Stein kernel is (Fan et al. 2022, App. F.1)
     ``u_ij = k [s_i.s_j + (s_i - s_j).r / l^2 + d / l^2 - |r|^2 / l^4]`` and the estimate is the
     U-statistic ``sum_{i != j} u_ij / (n (n - 1))`` of the squared KSD ``S(P, Q) = E u(X, X')``.
     Being unbiased it can be slightly negative for exact draws of ``Q``.  It is computed in float64

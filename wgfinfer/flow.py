@@ -2,8 +2,8 @@
 
 ``rho_K = T_K o ... o T_1 # rho_0`` (JKO schemes; ``T_k = grad psi_k`` for ICNN maps), or, for the
 PWGF scheme, one snapshot map per step: ``rho_k = T_{theta_k} # rho_0`` (``snapshots=True``).
-Pushing draws forward tracks their exact log-density by the change of variables (seed 002, eq. 13);
-the density at an arbitrary point is obtained by inverting every map (seed 002, eq. 15)
+Pushing draws forward tracks their exact log-density by the change of variables (Mokrov 2022, eq. 13);
+the density at an arbitrary point is obtained by inverting every map (Mokrov 2022, eq. 15)
 and is reported as NaN, with a warning, where an inversion did not converge.
 """
 

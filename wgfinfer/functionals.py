@@ -9,15 +9,15 @@ through the small interface documented on its base class:
 * **internal energies** ``int U(rho(x)) dx``, which need the density: :class:`Entropy`
   ``beta^{-1} int rho log rho`` and :class:`GeneralizedEntropy` ``int rho^m / (m - 1)``.  The
   ICNN and PWGF schemes evaluate them with exact densities of the pushed particles (change of
-  variables); the variational scheme through an f-divergence dual formula (seed 000 Table 1,
+  variables); the variational scheme through an f-divergence dual formula (Fan et al. 2021 Table 1,
   App. A.2) with its own dual network per term;
 * :class:`KLDivergence` ``int rho log(rho / pi)`` for an unnormalised target ``pi``: the sum of the
   potential ``-log pi`` and the entropy (the sampler's free energy).
 
 The ``1/2`` of the interaction energy makes its Wasserstein gradient flow
-``d_t rho = div(rho grad(W * rho))`` (seed 004 eq. 3.10–3.12) and its forward step
-``x - a grad(W * rho)(x)`` (seed 000 eq. 12).  Seed 000 writes the energy without the ``1/2`` but
-uses the same PDE; with its convention the JKO step would flow twice as fast as the forward step.
+``d_t rho = div(rho grad(W * rho))`` (Jin et al. 2024 eq. 3.10–3.12) and its forward step
+``x - a grad(W * rho)(x)`` (Fan et al. 2021 eq. 12).  Fan et al. (2021) write the energy without the
+``1/2`` but use the same PDE; with their convention the JKO step would flow twice as fast as the forward step.
 
 Every term declares the schemes that can handle it (``schemes``); the schemes are ``"icnn"``,
 ``"variational"``, ``"forward_backward"`` and ``"pwgf"``.
@@ -302,7 +302,7 @@ class InternalEnergy(Term):
 class Entropy(InternalEnergy):
     """``beta^{-1} int rho log rho`` (negative entropy; the diffusion term, ``Delta rho / beta``).
 
-    Variational formula (seed 000 Prop. 1 with ``Q = mu``): ``beta^{-1}(1 + sup_h E_rho[log h +
+    Variational formula (Fan et al. 2021 Prop. 1 with ``Q = mu``): ``beta^{-1}(1 + sup_h E_rho[log h +
     log mu] - E_mu[h])``, ``mu`` the moment-matched Gaussian.
 
     Parameters
@@ -337,7 +337,7 @@ class Entropy(InternalEnergy):
 class GeneralizedEntropy(InternalEnergy):
     """``coefficient * int rho^m / (m - 1)``, ``m > 1``: the porous medium term ``Delta rho^m``.
 
-    Variational formula (seed 000 §3.2.2 and App. A.2, with the change of variables to ``h-hat``):
+    Variational formula (Fan et al. 2021 §3.2.2 and App. A.2, with the change of variables to ``h-hat``):
     ``Omega^{1-m} sup_h (E_rho[m/(m-1) h^{m-1}] - E_Q[h^m])`` with ``Q`` uniform on a box of
     volume ``Omega`` containing the support; the optimal ``h`` is ``Omega * rho``.
 

@@ -7,48 +7,44 @@ log-likelihoods and observed data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from wgfinfer.convert import build_inference_data
+from wgfinfer.flow import Flow
 from wgfinfer.importance import independence_metropolis, psis_resample
 from wgfinfer.targets import LogDensityTarget
-
-if TYPE_CHECKING:
-    from wgfinfer.sampler import WGFSampler
 
 
 def site_samples(target: LogDensityTarget, z: Tensor) -> dict[str, Tensor]:
     """Draws as ``{name: (n, *shape)}``: constrained Pyro sites, or ``{"x": z}`` for a log-density."""
-    from wgfinfer.pyro_target import PyroTarget
-
-    if isinstance(target, PyroTarget):
-        return {name: v.detach() for name, v in target.constrain(z).items()}
-    return {"x": z.detach()}
+    return target.samples(z)
 
 
 def weighted_draws(
-    sampler: WGFSampler, num_samples: int, generator: torch.Generator, beta: float | None = None
+    flow: Flow, target: LogDensityTarget, beta: float, num_samples: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fresh unconstrained draws ``z`` of the flow, their exact ``log q`` and ``lp = beta * log p(z)``.
 
-    ``lp - log q`` are the log importance weights every correction and diagnostic is built on.
-    ``beta`` defaults to the sampler's inverse temperature; ``beta=1`` weighs against the untempered
-    target (as an exact MCMC kernel must).
+    ``lp - log q`` are the log importance weights every correction and diagnostic is built on;
+    ``beta=1`` weighs against the untempered target (as an exact MCMC kernel must).
     """
-    assert sampler.flow is not None and sampler.target is not None
-    beta = sampler.beta if beta is None else beta
-    z, log_q = sampler.flow.sample(num_samples, generator, return_log_prob=True)
+    z, log_q = flow.sample(num_samples, generator, return_log_prob=True)
     with torch.no_grad():
-        lp = beta * sampler.target.log_density(z)
+        lp = beta * target.log_density(z)
     return z, log_q, lp
 
 
 def corrected_draws(
-    sampler: WGFSampler, num_samples: int, generator: torch.Generator, method: str
+    flow: Flow,
+    target: LogDensityTarget,
+    beta: float,
+    num_samples: int,
+    generator: torch.Generator,
+    method: str,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Unconstrained draws corrected towards the target with the exact weights ``lp - log q``.
 
@@ -56,7 +52,7 @@ def corrected_draws(
     Metropolis-Hastings chain with the flow's draws as proposals.  Returns the draws and a record of
     the correction (with the acceptance rate for ``"imh"``).
     """
-    z, log_q, lp = weighted_draws(sampler, num_samples, generator)
+    z, log_q, lp = weighted_draws(flow, target, beta, num_samples, generator)
     log_weights = lp - log_q
     if method == "psis":
         idx, record = psis_resample(log_weights, num_samples, generator), {"method": "psis"}
@@ -71,34 +67,33 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def inference_data(
-    sampler: WGFSampler,
+    flow: Flow,
+    target: LogDensityTarget,
+    beta: float,
     num_samples: int,
     num_chains: int,
     generator: torch.Generator,
     log_likelihood: bool = True,
+    attrs: dict[str, Any] | None = None,
 ) -> Any:
     """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` (unless
     switched off: it holds draws x observations values) and ``observed_data`` from
     ``num_chains * num_samples`` fresh draws of the flow."""
-    from wgfinfer.pyro_target import PyroTarget
-
-    target, flow = sampler.target, sampler.flow
-    assert target is not None and flow is not None
     chains = (num_chains, num_samples)
     if flow.has_density:
-        z, log_q, lp = weighted_draws(sampler, num_samples * num_chains, generator)
+        z, log_q, lp = weighted_draws(flow, target, beta, num_samples * num_chains, generator)
         density_stats = {"log_q": _np(log_q).reshape(chains), "log_weight": _np(lp - log_q).reshape(chains)}
     else:  # draws only: attrs["flow_density"] says why log_q and log_weight are missing
         z = flow.sample(num_samples * num_chains, generator)
         with torch.no_grad():
-            lp = sampler.beta * target.log_density(z)
+            lp = beta * target.log_density(z)
         density_stats = {}
     posterior = {
         name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in site_samples(target, z).items()
     }
     sample_stats = {"lp": _np(lp).reshape(chains), **density_stats, "diverging": np.zeros(chains, dtype=bool)}
     pointwise = observed = dims = None
-    if isinstance(target, PyroTarget):
+    if target.is_model:
         if log_likelihood:
             pointwise = {
                 name: _np(v).reshape(chains + tuple(v.shape[1:]))
@@ -112,5 +107,5 @@ def inference_data(
         log_likelihood=pointwise,
         observed_data=observed,
         dims=dims,
-        attrs=sampler.attrs(),
+        attrs=attrs or {},
     )

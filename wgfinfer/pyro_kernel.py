@@ -46,7 +46,7 @@ class WGFKernel(MCMCKernel):
     block_size : int, default 1024
         Proposals are drawn from the flow, and their log joint evaluated, this many at a time.
     **sampler_kwargs
-        Any other :class:`~wgfinfer.WGFSampler` keyword (``n_steps``, ``iters_per_step``, ``init``,
+        Any other :class:`~wgfinfer.WGFSampler` keyword (``scheme``, ``n_steps``, ``init``,
         ``seed``, ...), when ``model`` is given.
 
     Notes
@@ -257,7 +257,7 @@ class WGFKernel(MCMCKernel):
     def _draw(self) -> tuple[Tensor, Tensor, Tensor]:
         """A block of flow draws, their exact ``log q`` and the untempered full-data log joint."""
         assert self._generator is not None
-        return weighted_draws(self.sampler, self.block_size, self._generator, beta=1.0)
+        return weighted_draws(self.sampler.flow, self.sampler.target, 1.0, self.block_size, self._generator)
 
     def _refill(self) -> None:
         assert self._generator is not None

@@ -130,6 +130,7 @@ class PyroTarget(LogDensityTarget):
         self._plate_sizes = self._data_plates()
         self.subsample_sizes = self._resolve_subsample(subsample_size)
         self._subsample_generator = torch.Generator().manual_seed(seed)
+        self.generators = (self._subsample_generator,)
         if self.subsample_sizes:
             self._check_subsampling()
 
@@ -141,6 +142,12 @@ class PyroTarget(LogDensityTarget):
             name: block.reshape(z.shape[:-1] + self._unconstrained_shapes[name])
             for name, block in zip(self.site_names, blocks, strict=True)
         }
+
+    is_model = True
+
+    def samples(self, z: Tensor) -> dict[str, Tensor]:
+        """Draws as constrained site values ``{site: (n, *site_shape)}``."""
+        return {name: v.detach() for name, v in self.constrain(z).items()}
 
     def constrain(self, z: Tensor) -> dict[str, Tensor]:
         """Constrained site values ``{site: (n, *site_shape)}`` of unconstrained ``(n, d)`` vectors."""
@@ -260,7 +267,7 @@ class PyroTarget(LogDensityTarget):
     def training_log_density(self, z: Tensor) -> Tensor:
         """The potential the JKO steps train on: the log joint, or with ``subsample_size`` its
         unbiased mini-batch estimate (each data plate's log-likelihood scaled by ``N / B`` by Pyro
-        itself, seed 002 sec. 4.4), with fresh indices on every call."""
+        itself, Mokrov 2022 sec. 4.4), with fresh indices on every call."""
         if not self.subsample_sizes:
             return self.log_density(z)
         return self._checked(z, self._batched_log_joint(z, self._draw_indices()).to(z.dtype))
@@ -350,3 +357,10 @@ def _site_log_probs(trace: Any, names: Any) -> dict[str, Tensor]:
     """Scaled log-probabilities of the named sites of a trace (the model's observed sites)."""
     trace.compute_log_prob(site_filter=lambda name, site: name in names)
     return {name: trace.nodes[name]["log_prob"] for name in names}
+
+
+def print_summary(samples: dict[str, Tensor], prob: float) -> None:
+    """Print Pyro's MCMC-style table of ``samples`` (draws in the first dimension, no chains)."""
+    from pyro.infer.mcmc.util import print_summary as pyro_print_summary
+
+    pyro_print_summary(samples, prob=prob, group_by_chain=False)

@@ -1,7 +1,9 @@
 """``WGFSampler``: the user-facing facade.
 
-It holds the configuration, turns the user's input into a target, runs the JKO steps of the chosen
-scheme and answers questions about the trained flow (draws, densities, InferenceData).
+It holds the run options, a target, a scheme (:mod:`wgfinfer.schemes`) and one explicit run state
+(:class:`~wgfinfer.run.RunState`); :meth:`WGFSampler.run` hands them to the one step loop
+(:mod:`wgfinfer.run`), and the outputs are computed from the flow and the target
+(:mod:`wgfinfer.outputs`).
 """
 
 from __future__ import annotations
@@ -12,169 +14,100 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from wgfinfer import io as wgf_io
 from wgfinfer._validation import check_positive_float, check_positive_int, resolve_dim
+from wgfinfer._version import __version__
 from wgfinfer.flow import Flow
+from wgfinfer.functionals import KLDivergence
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
-from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
-from wgfinfer.nn.mlp import DualNetwork
+from wgfinfer.init import Init, as_init, base_measure, check_scale, whitening
+from wgfinfer.laplace import AffineWhitening
 from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weighted_draws
-from wgfinfer.schemes import METHODS, scheme_config
-from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden
-from wgfinfer.schemes.pwgf import PWGFConfig
-from wgfinfer.schemes.variational import VariationalSchemeConfig
+from wgfinfer.run import RunState, run_steps
+from wgfinfer.schemes import Scheme, as_scheme
 from wgfinfer.targets import LogDensityTarget
-from wgfinfer.training import initial_pool, train_steps
 
 NO_DENSITY_NOTE = (
     "unavailable: residual maps (map='resnet' or 'linear') have no tractable density, so log_q and "
     "log_weight are omitted; use map='icnn' for them"
 )
-INITS = ("laplace", "gaussian", "normal")
+SAMPLER_SCHEMES = ("icnn", "variational", "pwgf")
 
 
 class WGFSampler:
     """Sample an unnormalized density with a Wasserstein gradient flow (JKO scheme).
 
-    The flow starts at ``init`` and takes ``n_steps`` JKO steps of size ``step_size`` towards the
-    target ``prop. to exp(beta * log_density)``; every step is a convex-gradient map, so the result
-    can be sampled cheaply and has an exact density.
+    The flow starts at ``init`` and takes ``n_steps`` steps of size ``step_size`` of the chosen
+    scheme towards the target ``prop. to exp(beta * log_density)``; the result can be sampled
+    cheaply and (for maps with densities) has an exact density.
 
     Parameters
     ----------
-    log_density : callable
+    log_density : callable, optional
         Unnormalized log target, ``(n, d) tensor -> (n,) tensor``, written with differentiable torch
-        operations.
+        operations.  Give exactly one of ``log_density`` and ``model``.
+    model : callable, optional
+        A Pyro model; its arguments go to :meth:`run`.  The flow samples the posterior of its
+        continuous latent sites on Pyro's unconstrained space (see ``docs/pyro.md``).
     dim : int, optional
-        Dimension ``d``; inferred from ``init`` when omitted.
-    method : {"icnn", "variational"}
-        The JKO scheme. ``"icnn"``: gradient of an input-convex network with the exact log-det of its
-        Hessian (seed 002); draws come with exact densities.  ``"variational"``: a transport map and
-        a dual network trained on the variational formula of the KL divergence (seeds 000/001): no
-        log-det in training, so the cost per iteration hardly grows with the dimension; densities
-        only with ``map="icnn"``.  ``"pwgf"``: the parameterized Wasserstein gradient flow of seed 004
-        (one push-forward map of ``init`` moved by forward Euler under the pullback metric, solved
-        matrix-free by MINRES/CG); each of the ``n_steps`` recorded steps covers ``step_size`` of flow
-        time in ``substeps`` Euler steps.  See ``docs/methods.md`` and ``docs/pde.md``.
+        Dimension ``d``; inferred from ``init`` (or the model) when omitted.
+    scheme : {"icnn", "variational", "pwgf"} or a scheme object, default "icnn"
+        The scheme and all its options: :class:`wgfinfer.ICNN` (gradients of input-convex networks,
+        exact densities; Mokrov et al. 2021), :class:`wgfinfer.Variational` (a transport map and a
+        dual network, no log-det in training; Fan et al. 2022) or :class:`wgfinfer.PWGF` (one
+        push-forward map moved by forward Euler under the pullback metric; Jin et al. 2024).  A
+        name means that scheme with its defaults.  See ``docs/methods.md``.
+    init : {"laplace", "gaussian", "normal"}, wgfinfer.Init or torch.distributions.Distribution, optional
+        Initial measure ``rho_0`` (:class:`wgfinfer.Init` documents the kinds and their ``scale``).
+        Default: ``"laplace"`` for a Pyro model, ``"normal"`` for a log-density (which may be
+        multimodal, where a Laplace approximation at one mode would miss the others).  A
+        distribution with event shape ``(d,)`` is used as it is.
+    n_steps : int, default 20
+        Number of steps ``K``; the flow covers time ``K * step_size``.
     step_size : float, default 1.0
-        JKO step ``h`` (time of the gradient flow covered by one step).  The scheme is implicit and
+        Step ``h`` (time of the gradient flow covered by one step).  JKO steps are implicit and
         stable for any ``h``; large steps reach the target in fewer steps, small ones (e.g. 0.05)
         follow the flow's dynamics in time.
-    n_steps : int, default 20
-        Number of JKO steps ``K``; the flow covers time ``K * h``.
-    iters_per_step : int, default 200
-        Adam iterations per step.
-    batch_size : int, optional
-        Particles per iteration (default 256); for ``method="pwgf"`` the draws of ``rho_0`` per Euler
-        step for the metric and the gradient (default 4096).
-    lr : float, default 5e-3
-        Adam learning rate at the start of every JKO step.
-    lr_decay : float, default 0.1
-        Within every step the learning rate follows a cosine from ``lr`` to ``lr * lr_decay``
-        (1 keeps it constant).  Measured on a 10-D correlated Gaussian with the other defaults:
-        KL(q || p) 0.008 with 0.1, 0.029 with a constant rate.
-    affine_lr_scale : float, default 1.0
-        Learning rate of the affine part of each map (a quadratic and a linear term) relative to
-        ``lr``.  Larger values let the maps shift and rescale mass faster, which matters when the
-        start is far from the target in whitened units (see ``wgfinfer.logistic.SETTINGS``).
-    hidden : sequence of int, default (64, 64)
-        Hidden widths of the maps (the ICNN, the residual MLP of ``map="resnet"``, or each
-        conditioner of ``map="coupling"``).
-    map : {"resnet", "icnn", "linear"} or {"planar", "affine", "resnet", "coupling"}, optional
-        Variational scheme (default ``"resnet"``): ``T(x) = x + MLP(x)``; the gradient of an
-        ICNN (invertible: ``log_prob``, ``log q`` and the importance diagnostics work, log-dets are
-        computed only when asked for); or an affine residual map (Gaussian targets, OU flows).
-        PWGF (default ``"planar"``): a planar normalizing flow of ``n_layers`` layers (exact
-        densities), an affine map, a residual tanh MLP with widths ``hidden`` (draws only), or
-        ``n_layers`` affine coupling layers with conditioners of widths ``hidden`` (exact densities;
-        :class:`wgfinfer.nn.coupling.AffineCouplingFlow`).
-    dual_hidden : sequence of int, default (64, 64, 64)
-        Variational scheme only: hidden widths of the dual network ``h``.
-    dual_head : {"softplus", "expm1", "exp"}, default "softplus"
-        Variational scheme only: positive output head of ``h`` (``"expm1"``: ``h = exp(hbar) - 1``
-        with a bounded ``hbar``, seed 001 App. E.2; see ``docs/methods.md`` for the measurement that
-        chose it).
-    dual_steps : int, default 3
-        Variational scheme only: Adam steps on ``h`` per outer iteration (seed default).
-    map_steps : int, default 1
-        Variational scheme only: Adam steps on ``T`` per outer iteration (seed default).
-    dual_lr : float, optional
-        Variational scheme only: learning rate of ``h`` (default: ``lr``).
-    n_layers : int, optional
-        PWGF only: layers of the planar flow (default 40, seed 004 §5.1) or of the coupling flow
-        (default 4; ``map="coupling"``).
-    substeps : int, default 1
-        PWGF only: forward Euler steps per recorded step (Euler step ``step_size / substeps``).
-    solver : {"minres", "cg"}, default "minres"
-        PWGF only: Krylov solver of the metric system (see :mod:`wgfinfer.schemes.pwgf`).
-    solver_tol : float, default 3e-4
-        PWGF only: the solver's relative tolerance (seed 004 §4).
-    init : {"laplace", "gaussian", "normal"} or torch.distributions.Distribution, optional
-        Initial measure ``rho_0``.  ``"normal"``: ``N(0, init_scale^2 I)``.  ``"laplace"``: the
-        Laplace approximation at the mode, ``N(mode, init_scale^2 H^{-1})``, and the flow runs in the
-        coordinates that whiten it (see :mod:`wgfinfer.laplace`); narrow, anisotropic posteriors then
-        need few steps.  A distribution with event shape ``(d,)`` is used as it is.  Default:
-        ``"laplace"`` for a Pyro model, ``"normal"`` for a log-density (which may be multimodal, where
-        a Laplace approximation at one mode would miss the others).  ``"gaussian"``: the Laplace
-        approximation refined by a full-rank Gaussian fit minimising ``KL(q || p)`` (1000 Adam
-        iterations, :func:`wgfinfer.laplace.fit_gaussian`), for posteriors whose mass sits far from
-        the joint mode, as in hierarchical models.
-    init_scale : float, default 1.0
-        Scale of the ``"normal"`` and ``"laplace"`` initial measures.  It should cover the target's
-        mass: the flow moves mass but a Fokker-Planck flow of finite time cannot find modes far
-        outside ``rho_0``.
     beta : float, default 1.0
-        Inverse temperature.  ``beta = 1`` samples the target itself.
-    n_particles : int, optional
-        Size of the cached particle pool of ``rho_k`` that mini-batches are drawn from; default
-        ``iters_per_step * batch_size``, so that each particle is used about once per step.  The pool
-        is pushed through each new map once.  Much smaller pools overfit the maps to the pool
-        (measured on a 2-D mixture: KL 0.0145 with 4096 particles, 0.0014 with 65536).
-    n_monitor : int, default 4096
-        Pool particles whose exact log-density is tracked for ``history["kl_plus_log_z"]``.
-    rank : int, default 1
-        Rank of the convex quadratic input terms of the ICNN.
-    strong_convexity : float, default 1e-3
-        Lower bound on every map's Jacobian eigenvalues (keeps the maps invertible).
+        Inverse temperature; ``beta = 1`` samples the target itself.
     seed : int, default 0
-        Seed of the sampler's own random generator (weights, mini-batches, draws); no global seed is
-        set.
+        Seed of the sampler's own random generator (weights, batches, draws); no global seed is set.
     device : str or torch.device, default "cpu"
     dtype : torch.dtype, default torch.float32
     max_retries : int, default 3
-        Times a diverged JKO step is retried from its warm start with the learning rates multiplied
-        by 0.25 before ``run`` gives up with :class:`TrainingDivergedError` (``docs/reliability.md``).
+        Times a diverged step is retried with the learning rates multiplied by 0.25 (PWGF: with four
+        times as many Euler substeps) before ``run`` gives up with :class:`TrainingDivergedError`
+        (``docs/reliability.md``).
     progress_bar : bool, default True
-        Show a tqdm bar over JKO steps with the current loss.
-    model : callable, optional
-        A Pyro model, instead of ``log_density``; its arguments go to :meth:`run`.  The flow samples
-        the posterior of its continuous latent sites on Pyro's unconstrained space (see
-        ``docs/pyro.md``).
+        Show a tqdm bar over the steps with the current loss.
     subsample_size : int or dict of str to int, optional
         Train on mini-batches of a Pyro model's data: each training evaluation draws fresh indices
         of the data plate (``int``: the model's only plate around observed sites; ``dict``: sizes by
         plate name) and Pyro scales the mini-batch log-likelihood by ``N / B``, an unbiased estimate
-        of the full one (seed 002, sec. 4.4).  The model must index its data with the plate's
-        indices.  ``lp``, ``log_weight`` and every diagnostic use the full data.
+        of the full one.  The model must index its data with the plate's indices.  ``lp``,
+        ``log_weight`` and every diagnostic use the full data.
 
     Attributes
     ----------
     history : list of dict
-        One entry per completed JKO step: ``step``, ``time`` (flow time ``(k+1) h``), ``loss``,
-        ``w2``, ``potential``, ``kl_plus_log_z`` (``E_q[log q - beta * log_density]``, the KL
-        divergence to the target up to its unknown ``log Z``, on the full data), ``iterations``,
-        ``wall_time``.  ICNN scheme: ``kl_plus_log_z`` uses the exact ``log q`` of ``n_monitor`` pool
-        particles, and ``log_det`` is the step's entropy gain.  Variational scheme:
-        ``kl_plus_log_z`` is the variational estimate (seed 001 Fig. 3b; no ``log q`` needed) with
-        its standard error ``kl_plus_log_z_se``, and ``dual_objective`` is the dual's objective.
+        One entry per completed step: ``step``, ``time`` (flow time ``(k+1) h``), ``loss``,
+        ``kl_plus_log_z`` (``E_q[log q - beta * log_density]`` on the full data: the KL divergence
+        to the target minus its unknown ``log Z``) with ``kl_plus_log_z_se``, ``iterations``,
+        ``wall_time``, ``retries`` and the scheme's own numbers (:class:`wgfinfer.schemes.Info`).
+        ICNN and PWGF: ``kl_plus_log_z`` uses the exact ``log q`` of the monitored particles;
+        variational scheme: it is the variational estimate (no ``log q`` needed).
+    run_state : RunState or None
+        The explicit state of the run (scheme state, history, training time); ``None`` before the
+        first :meth:`run`.
 
     Examples
     --------
     >>> import torch, wgfinfer
     >>> f = lambda x: -0.5 * (x - 1.0).square().sum(-1)
-    >>> s = wgfinfer.WGFSampler(f, dim=2, n_steps=2, iters_per_step=20, progress_bar=False).run()
+    >>> scheme = wgfinfer.ICNN(iters_per_step=20)
+    >>> s = wgfinfer.WGFSampler(f, dim=2, scheme=scheme, n_steps=2, progress_bar=False).run()
     >>> x, log_q = s.sample(5, return_log_prob=True)
     >>> x.shape, log_q.shape
     (torch.Size([5, 2]), torch.Size([5]))
@@ -183,39 +116,19 @@ class WGFSampler:
     def __init__(
         self,
         log_density: Callable[[Tensor], Tensor] | None = None,
+        *,
+        model: Callable[..., Any] | None = None,
         dim: int | None = None,
-        method: str = "icnn",
-        step_size: float = 1.0,
+        scheme: Scheme | str = "icnn",
+        init: Init | Distribution | str | None = None,
         n_steps: int = 20,
-        iters_per_step: int = 200,
-        batch_size: int | None = None,
-        lr: float = 5e-3,
-        lr_decay: float = 0.1,
-        affine_lr_scale: float = 1.0,
-        hidden: Sequence[int] = (64, 64),
-        map: str | None = None,
-        dual_hidden: Sequence[int] = (64, 64, 64),
-        dual_head: str = "softplus",
-        dual_steps: int = 3,
-        map_steps: int = 1,
-        dual_lr: float | None = None,
-        n_layers: int | None = None,
-        substeps: int = 1,
-        solver: str = "minres",
-        solver_tol: float = 3e-4,
-        init: Distribution | str | None = None,
-        init_scale: float = 1.0,
+        step_size: float = 1.0,
         beta: float = 1.0,
-        n_particles: int | None = None,
-        n_monitor: int = 4096,
-        rank: int = 1,
-        strong_convexity: float = 1e-3,
         seed: int = 0,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         max_retries: int = 3,
         progress_bar: bool = True,
-        model: Callable[..., Any] | None = None,
         subsample_size: int | dict[str, int] | None = None,
     ) -> None:
         if (log_density is None) == (model is None):
@@ -225,105 +138,110 @@ class WGFSampler:
                 "subsample_size needs a Pyro model (its data plate is what gets subsampled); a "
                 "log_density callable cannot be subsampled"
             )
-        self.subsample_size = subsample_size
         if model is not None and not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.scheme = as_scheme(scheme, SAMPLER_SCHEMES)
+        self.subsample_size = subsample_size
         self.device = torch.device(device)
         self.dtype = dtype
         self.step_size = check_positive_float("step_size", step_size)
         self.n_steps = check_positive_int("n_steps", n_steps)
         self.beta = check_positive_float("beta", beta)
-        init_scale = check_positive_float("init_scale", init_scale)
-        finfo = torch.finfo(dtype)
-        if not finfo.tiny**0.5 < init_scale < finfo.max**0.5:
-            raise ValueError(
-                f"init_scale={init_scale} is not representable in {dtype}: its square must lie between "
-                f"{finfo.tiny:.3g} and {finfo.max:.3g}"
-            )
-        if not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.seed = seed
-        self.method = method
         self.progress_bar = bool(progress_bar)
         self.max_retries = check_positive_int("max_retries", max_retries, allow_zero=True)
-        self.config = scheme_config(
-            method,
-            hidden=as_hidden(hidden),
-            iters_per_step=check_positive_int("iters_per_step", iters_per_step),
-            batch_size=None if batch_size is None else check_positive_int("batch_size", batch_size),
-            lr=check_positive_float("lr", lr),
-            lr_decay=check_positive_float("lr_decay", lr_decay, upper=1.0, inclusive_upper=True),
-            rank=check_positive_int("rank", rank, allow_zero=True),
-            strong_convexity=check_positive_float("strong_convexity", strong_convexity, upper=1.0),
-            affine_lr_scale=check_positive_float("affine_lr_scale", affine_lr_scale),
-            map=map,
-            dual_hidden=as_hidden(dual_hidden),
-            dual_head=dual_head,
-            dual_steps=check_positive_int("dual_steps", dual_steps),
-            map_steps=check_positive_int("map_steps", map_steps),
-            dual_lr=lr if dual_lr is None else check_positive_float("dual_lr", dual_lr),
-            n_layers=None if n_layers is None else check_positive_int("n_layers", n_layers),
-            substeps=check_positive_int("substeps", substeps),
-            solver=solver,
-            solver_tol=check_positive_float("solver_tol", solver_tol, upper=1.0),
-        )
-        if n_particles is None:
-            # PWGF keeps no training pool: its particles are only the monitor's draws of rho_0
-            n_particles = (
-                n_monitor if method == "pwgf" else self.config.iters_per_step * self.config.batch_size  # type: ignore[union-attr]
-            )
-        self.n_particles = check_positive_int("n_particles", n_particles)
-        self.n_monitor = min(check_positive_int("n_monitor", n_monitor), self.n_particles)
         self.model = model
-        if init is None:
-            init = "laplace" if model is not None else "normal"
-        if isinstance(init, str) and init not in INITS:
-            raise ValueError(f"init must be one of {INITS} or a torch Distribution, got {init!r}")
-        if not isinstance(init, (str, Distribution)):
-            raise TypeError(f"init must be one of {INITS} or a torch Distribution, got {type(init).__name__}")
-        self._init, self._init_scale = init, init_scale
+        self.init = as_init(init, "laplace" if model is not None else "normal")
+        if isinstance(self.init, Init):
+            check_scale(self.init, dtype)
         self.dim: int | None = None
         self.target: LogDensityTarget | None = None
-        self.flow: Flow | None = None
+        self.last_correction: dict[str, Any] | None = None
+        self.run_state: RunState | None = None
+        self._generator = torch.Generator().manual_seed(seed)
+        self._base: Distribution | None = None
+        self._whitening: AffineWhitening | None = None
+        self._requested_dim = dim
         if model is None:
             self._set_target(LogDensityTarget(log_density, resolve_dim(dim, self._init_distribution)))
         elif dim is not None or self._init_distribution is not None:
             resolve_dim(dim, self._init_distribution)  # type checks now; consistency with the model in run()
-        self._requested_dim = dim
-        self.last_correction: dict[str, Any] | None = None
-        self.history: list[dict[str, Any]] = []
-        self.training_time = 0.0
-        self._generator = torch.Generator().manual_seed(seed)
-        self._particles: Tensor | None = None
-        self._particles_log_q: Tensor | None = None
-        self._dual: DualNetwork | None = None  # the variational scheme's h, carried across steps
+
+    @property
+    def method(self) -> str:
+        """The scheme's name."""
+        return self.scheme.name
 
     @property
     def _init_distribution(self) -> Distribution | None:
-        return None if isinstance(self._init, str) else self._init
+        return self.init if isinstance(self.init, Distribution) else None
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The sampler's random generator (its state is part of the run's state)."""
+        return self._generator
+
+    @property
+    def generators(self) -> tuple[torch.Generator, ...]:
+        """Every generator a run advances: the sampler's, then the target's (mini-batch indices)."""
+        return (self._generator, *(() if self.target is None else self.target.generators))
+
+    @property
+    def flow(self) -> Flow | None:
+        """``rho_0``, the maps of the completed steps and the whitening (``None`` before a Pyro
+        model's first :meth:`run`)."""
+        if self._base is None:
+            return None
+        maps = () if self.run_state is None else self.run_state.scheme_state.maps
+        return Flow(
+            self._base,
+            list(maps),
+            device=self.device,
+            whitening=self._whitening,
+            snapshots=self.scheme.name == "pwgf",
+        )
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One dict per completed step (see the class docstring)."""
+        return [] if self.run_state is None else [dict(e) for e in self.run_state.history]
+
+    @property
+    def training_time(self) -> float:
+        """Seconds spent in completed steps."""
+        return 0.0 if self.run_state is None else self.run_state.training_time
+
+    @property
+    def whitening(self) -> AffineWhitening | None:
+        """The affine whitening of ``init="laplace"`` / ``"gaussian"`` (``None`` before it is fitted)."""
+        return self._whitening
+
+    def restore(
+        self,
+        run_state: RunState | None,
+        base: Distribution,
+        whitening_map: AffineWhitening | None,
+        generator_states: Sequence[Tensor],
+    ) -> None:
+        """Install a run state, ``rho_0``, the whitening and the generators' states (what a save
+        file or a checkpoint holds)."""
+        self._base, self._whitening, self.run_state = base, whitening_map, run_state
+        for g, s in zip(self.generators, generator_states, strict=False):
+            g.set_state(s)
 
     def _set_target(self, target: LogDensityTarget) -> None:
         dim = resolve_dim(target.dim, self._init_distribution)
-        if isinstance(self.config, PWGFConfig) and self.config.map == "coupling" and dim < 2:
+        if getattr(self.scheme, "map", None) == "coupling" and dim < 2:
             raise ValueError(
                 f"map='coupling' needs dim >= 2 (a coupling layer splits the coordinates in two), got "
                 f"dim={dim}; use map='planar' for a 1-D target"
             )
-        init = self._init_distribution
-        if init is None:
-            init = Independent(
-                Normal(
-                    torch.zeros(dim, dtype=self.dtype, device=self.device),
-                    torch.full((dim,), self._init_scale, dtype=self.dtype, device=self.device),
-                ),
-                1,
-            )
         self.dim, self.target = dim, target
-        self.flow = Flow(init, device=self.device, snapshots=self.method == "pwgf")
+        self._base = base_measure(self.init, dim, self.dtype, self.device)
 
     # ------------------------------------------------------------------ training
     def run(
@@ -333,7 +251,7 @@ class WGFSampler:
         resume: bool = False,
         **model_kwargs: Any,
     ) -> WGFSampler:
-        """Train the JKO steps not yet done (all ``n_steps`` on a new sampler).
+        """Train the steps not yet done (all ``n_steps`` on a new sampler).
 
         Parameters
         ----------
@@ -342,9 +260,9 @@ class WGFSampler:
             a later call (to continue training) may omit them.  ``checkpoint_dir`` and ``resume`` are
             never passed to the model.
         checkpoint_dir : str or os.PathLike, optional
-            After every completed JKO step, write the sampler's full state (maps, history, particle
-            pool, random generator states) atomically to ``checkpoint_dir / "checkpoint.pt"``, a save
-            file that :meth:`load` also reads.  The directory is created if needed.
+            After every completed step, write the sampler's full state (options, scheme, run state,
+            random generator states) atomically to ``checkpoint_dir / "checkpoint.pt"``, a save file
+            that :meth:`load` also reads.  The directory is created if needed.
         resume : bool, default False
             With ``checkpoint_dir``: if it holds a checkpoint, replace this sampler's state by the
             checkpoint's and continue from its last completed step (on CPU the result is
@@ -361,7 +279,7 @@ class WGFSampler:
         ValueError, TypeError
             If the log-density is malformed (checked on draws of ``rho_0`` before training).
         TrainingDivergedError
-            If a step diverges; the sampler keeps every step completed before it.
+            If a step diverges after its retries; the sampler keeps every step completed before it.
         ValueError
             With ``resume=True``, if the checkpoint's configuration or dimension differs from this
             sampler's (the message lists the differences).
@@ -370,47 +288,115 @@ class WGFSampler:
 
         Notes
         -----
-        A ``KeyboardInterrupt`` during a step undoes that step's partial work (random generator
-        states included) and propagates: the sampler holds every completed step, can be sampled,
-        saved, and a later ``run()`` continues exactly as if it had not been interrupted.
+        An exception (``KeyboardInterrupt`` included) during a step drops that step whole, random
+        generator states included: the sampler holds every completed step, can be sampled, saved,
+        and a later ``run()`` continues exactly as if it had not been interrupted.
         """
         checkpoint = wgf_io.checkpoint_path(checkpoint_dir, resume)
         if self.model is not None:
             self._prepare_model(model_args, model_kwargs)
         elif model_args or model_kwargs:
             raise TypeError("run() takes model arguments only when the sampler was given a Pyro model")
-        assert self.target is not None and self.flow is not None
+        assert self.target is not None
         if checkpoint is not None:
             wgf_io.prepare_checkpoint(self, checkpoint, resume)
-        if self._particles is None:
-            initial_pool(self)
-        train_steps(self, checkpoint)
+        if self.run_state is None:
+            self._start()
+        self._train(checkpoint)
         return self
 
-    def _laplace_whitening(self) -> AffineWhitening:
-        assert self.target is not None and self.dim is not None
-        start = self.target.initial_point
-        if start is None:
-            start = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-        self.target.validate(start.unsqueeze(0))
-        target, beta = self.target, self.beta
-        whitening = laplace_whitening(lambda x: beta * target.log_density(x), start)
-        if self._init == "gaussian":
-            whitening = fit_gaussian(
-                lambda x: beta * target.training_log_density(x), whitening, self._generator
-            )
-        return whitening
+    def _start(self) -> None:
+        """Fit the whitening (``"laplace"`` / ``"gaussian"``), draw the scheme's initial state and check
+        the target on some of its points; on any error the sampler is left as it was."""
+        assert self.target is not None and self._base is not None and self.dim is not None
+        saved = [g.get_state() for g in self.generators]
+        try:
+            white = self._whitening
+            if white is None and isinstance(self.init, Init) and self.init.kind != "normal":
+                start = self.target.initial_point
+                if start is None:
+                    start = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+                self.target.validate(start.unsqueeze(0))
+                target, beta = self.target, self.beta
+                white = whitening(
+                    self.init,
+                    lambda x: beta * target.log_density(x),
+                    lambda x: beta * target.training_log_density(x),
+                    start,
+                    self._generator,
+                )
+            state = self.scheme.init(self._base, self._generator, device=self.device)
+            x0 = state.particles
+            if x0.dtype != self.dtype:
+                raise ValueError(
+                    f"init must draw points of shape (n, {self.dim}) and dtype {self.dtype}, "
+                    f"got {tuple(x0.shape[1:])} and {x0.dtype}"
+                )
+            probe = x0[: min(64, x0.shape[0])]
+            self.target.validate(probe if white is None else white.forward(probe))
+        except BaseException:
+            for g, s in zip(self.generators, saved, strict=True):
+                g.set_state(s)
+            raise
+        self._whitening = white
+        self.run_state = RunState(state)
 
     def _to_target_space(self, z: Tensor) -> Tensor:
         """Points of the flow's working coordinates in the target's coordinates."""
-        assert self.flow is not None
-        return z if self.flow.whitening is None else self.flow.whitening.forward(z)
+        return z if self._whitening is None else self._whitening.forward(z)
 
     def _working_log_density(self, z: Tensor) -> Tensor:
-        """The training potential in the flow's working coordinates (whitened with
-        ``init="laplace"``; a mini-batch estimate with ``subsample_size``)."""
+        """The full-data target in the flow's working coordinates."""
+        assert self.target is not None
+        return self.target.log_density(self._to_target_space(z))
+
+    def _working_training_log_density(self, z: Tensor) -> Tensor:
+        """The training potential in the flow's working coordinates (a mini-batch estimate with
+        ``subsample_size``)."""
         assert self.target is not None
         return self.target.training_log_density(self._to_target_space(z))
+
+    def _train(self, checkpoint: os.PathLike | None) -> None:
+        assert self.run_state is not None
+        done = self.run_state.step
+        if done >= self.n_steps:
+            return
+        beta = self.beta
+        correction = 0.0 if self._whitening is None else float(self._whitening.log_abs_det)
+
+        def record(entry: dict[str, Any], info: Any) -> dict[str, Any]:
+            # the free energy is beta^{-1}(KL - log Z) in working coordinates; the history reports
+            # KL - log Z in the target's (log q carries the whitening's log-Jacobian)
+            energy, energy_se = entry.pop("energy", None), entry.pop("energy_se", None)
+            if energy is not None:
+                entry["kl_plus_log_z"] = beta * energy - correction
+            if energy_se is not None:
+                entry["kl_plus_log_z_se"] = beta * energy_se
+            return entry
+
+        def on_step(state: RunState) -> None:
+            self.run_state = state
+            if checkpoint is not None:
+                wgf_io.write_checkpoint(self, checkpoint)
+
+        run_steps(
+            self.scheme,
+            self.run_state,
+            KLDivergence(self._working_training_log_density, beta=beta),
+            self.step_size,
+            self.n_steps - done,
+            self._generator,
+            monitor=KLDivergence(self._working_log_density, beta=beta),
+            max_retries=self.max_retries,
+            generators=self.generators[1:],
+            start_time=done * self.step_size,
+            record=record,
+            on_step=on_step,
+            progress_bar=self.progress_bar,
+            progress=(self.n_steps, done),
+            desc="JKO steps",
+            keeps="The sampler keeps its {steps} completed steps.",
+        )
 
     def _prepare_model(self, model_args: tuple, model_kwargs: dict[str, Any]) -> None:
         from wgfinfer.pyro_target import PyroTarget
@@ -435,12 +421,14 @@ class WGFSampler:
             self._set_target(target)
             return
         old = self.target
-        assert isinstance(old, PyroTarget)
-        if old.site_shapes != target.site_shapes:
+        if old.site_shapes != target.site_shapes:  # type: ignore[attr-defined]
             raise ValueError(
-                f"the model's latent sites changed between run() calls: {dict(old.site_shapes)} -> "
+                f"the model's latent sites changed between run() calls: {dict(old.site_shapes)} -> "  # type: ignore[attr-defined]
                 f"{dict(target.site_shapes)}"
             )
+        # the new target continues the old one's mini-batch stream
+        for new, previous in zip(target.generators, old.generators, strict=True):
+            new.set_state(previous.get_state())
         self.target = target
 
     # ------------------------------------------------------------------ outputs
@@ -534,7 +522,10 @@ class WGFSampler:
         num_samples = check_positive_int("num_samples", num_samples)
         num_chains = check_positive_int("num_chains", num_chains)
         self._require_trained()
-        return inference_data(self, num_samples, num_chains, self._generator_for(seed), log_likelihood)
+        return inference_data(
+            self.flow, self.target, self.beta, num_samples, num_chains, self._generator_for(seed),
+            log_likelihood, attrs=self.attrs(),
+        )  # fmt: skip
 
     def get_samples(
         self,
@@ -580,7 +571,9 @@ class WGFSampler:
             z = self.sample(num_samples, seed=seed)
         else:
             generator = self._generator_for(seed)
-            z, self.last_correction = corrected_draws(self, num_samples, generator, correct)
+            z, self.last_correction = corrected_draws(
+                self.flow, self.target, self.beta, num_samples, generator, correct
+            )
         samples = site_samples(self.target, z)
         if group_by_chain:
             samples = {k: v.unsqueeze(0) for k, v in samples.items()}
@@ -602,7 +595,7 @@ class WGFSampler:
         self._require_trained()
         assert self.target is not None
         n = check_positive_int("num_samples", num_samples)
-        _, log_q, lp = weighted_draws(self, n, self._generator_for(seed))
+        _, log_q, lp = weighted_draws(self.flow, self.target, self.beta, n, self._generator_for(seed))
         result = importance_diagnostics(lp - log_q)
         warn_if_unreliable(result)
         return result
@@ -613,73 +606,51 @@ class WGFSampler:
         Uses Pyro's own ``print_summary`` on fresh draws (``n_eff`` of independent draws is close to
         ``num_samples``; ``r_hat`` is computed by splitting them into two halves).
         """
-        from pyro.infer.mcmc.util import print_summary
+        from wgfinfer.pyro_target import print_summary
 
         prob = check_positive_float("prob", prob, upper=1.0)
-        print_summary(self.get_samples(num_samples, seed=seed), prob=prob, group_by_chain=False)
+        print_summary(self.get_samples(num_samples, seed=seed), prob=prob)
 
     def attrs(self) -> dict[str, Any]:
-        """Method, hyper-parameters, wgfinfer version and training time (stored in ArviZ attrs)."""
-        from wgfinfer import __version__
-
-        c = self.config
+        """Scheme and its options, run options, wgfinfer version and training time (ArviZ attrs)."""
+        flow = self.flow
         attrs: dict[str, Any] = {
             "inference_library": "wgfinfer",
             "inference_library_version": __version__,
-            "method": self.method,
+            "method": self.scheme.name,
             "step_size": self.step_size,
-            "n_steps": len(self.flow),
-            "hidden": list(c.hidden),
+            "n_steps": 0 if flow is None else len(flow),
         }
-        if isinstance(c, PWGFConfig):
-            attrs.update(
-                map=c.map,
-                n_layers=c.n_layers,
-                n_samples=c.n_samples,
-                substeps=c.substeps,
-                solver=c.solver,
-                solver_tol=c.tol,
-            )
-        else:
-            attrs.update(
-                iters_per_step=c.iters_per_step, batch_size=c.batch_size, lr=c.lr, lr_decay=c.lr_decay
-            )
-        if isinstance(c, ICNNSchemeConfig):
-            attrs["affine_lr_scale"] = c.affine_lr_scale
-        elif isinstance(c, VariationalSchemeConfig):
-            attrs.update(
-                map=c.map,
-                dual_hidden=list(c.dual_hidden),
-                dual_head=c.dual_head,
-                dual_steps=c.dual_steps,
-                map_steps=c.map_steps,
-                dual_lr=c.dual_lr,
-            )
+        for name, value in self.scheme.options().items():
+            if value is not None and not isinstance(value, dict):
+                # netCDF attributes hold numbers, strings and lists of them, not booleans
+                attrs[name] = str(value) if isinstance(value, bool) else value
         attrs.update(
             beta=self.beta,
             subsample_size=str(self.subsample_size) if self.subsample_size is not None else "none",
-            init=self._init if isinstance(self._init, str) else type(self._init).__name__,
-            init_scale=self._init_scale,
+            init=self.init.kind if isinstance(self.init, Init) else type(self.init).__name__,
+            init_scale=self.init.scale if isinstance(self.init, Init) else float("nan"),
             training_time=self.training_time,
-            flow_density="exact" if self.flow is None or self.flow.has_density else NO_DENSITY_NOTE,
+            flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
         )
         return attrs
 
     def __repr__(self) -> str:
         return (
-            f"WGFSampler(method={self.method!r}, dim={self.dim}, step_size={self.step_size}, "
-            f"steps={len(self.flow) if self.flow else 0}/{self.n_steps}, device={self.device}, "
-            f"dtype={self.dtype})"
+            f"WGFSampler(scheme={self.scheme!r}, dim={self.dim}, step_size={self.step_size}, "
+            f"steps={0 if self.run_state is None else self.run_state.step}/{self.n_steps}, "
+            f"device={self.device}, dtype={self.dtype})"
         )
 
     # ------------------------------------------------------------------ save files
     def save(self, path: str | os.PathLike, save_init: bool = True) -> None:
         """Write the trained sampler to a save file, atomically.
 
-        The file holds the configuration, ``rho_0``, every map, the Laplace whitening, the dual
-        network, ``history``, ``training_time``, the random generator state and the particle pool (so
-        that :meth:`run` can continue after :meth:`load`), as plain tensors and values; the target
-        (log-density or Pyro model) is code and is not stored.  See ``docs/reliability.md``.
+        The file holds the run options, the scheme's options, ``rho_0``, the whitening, the run state
+        (the scheme's state: maps, particle pool, duals; history, training time) and the random
+        generator states (so that :meth:`run` can continue after :meth:`load`), as plain tensors and
+        values; the target (log-density or Pyro model) is code and is not stored.  See
+        ``docs/reliability.md``.
 
         Parameters
         ----------
@@ -744,12 +715,75 @@ class WGFSampler:
             If the target does not match the file (kind, dimension, Pyro site shapes) or ``init``
             differs from the saved ``rho_0``.
         """
-        return wgf_io.load_sampler(
-            cls,
-            path,
-            log_density=log_density,
-            model=model,
-            model_args=tuple(model_args),
-            model_kwargs=model_kwargs,
-            init=init,
-        )
+        content = wgf_io.read_sampler(path)
+        options, target = content["options"], content["target"]
+        kind = target["kind"]
+        if (log_density is None) == (model is None):
+            raise TypeError("WGFSampler.load needs exactly one of log_density (a callable) or model (Pyro)")
+        if kind == "pyro_model" and model is None:
+            raise ValueError(
+                f"{str(path)!r} was saved from a sampler of a Pyro model ({target.get('model_name', '?')}, "
+                f"sites {target.get('site_shapes')}): pass model= (and its model_args) to load it"
+            )
+        if kind == "log_density" and log_density is None:
+            raise ValueError(
+                f"{str(path)!r} was saved from a log-density sampler: pass log_density= to load it"
+            )
+        for name, fn in (("log_density", log_density), ("model", model)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+        dtype = wgf_io.parse_dtype(options["dtype"], path)
+        device = wgf_io.parse_device(options["device"], path)
+        dim = options["dim"]
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise wgf_io.SaveFileError(f"{str(path)!r} is damaged: dim {dim!r}")
+        init_arg, _ = wgf_io.init_for_load(content["rho_0"], options["init"], init, path, dtype, device, dim)
+        scheme = wgf_io.scheme_from_entry(content["scheme"], path)
+        try:
+            sampler = cls(
+                log_density,
+                model=model,
+                dim=dim if model is None else None,
+                scheme=scheme,
+                init=init_arg,
+                n_steps=options["n_steps"],
+                step_size=options["step_size"],
+                beta=options["beta"],
+                seed=options["seed"],
+                device=device,
+                dtype=dtype,
+                max_retries=options["max_retries"],
+                progress_bar=options["progress_bar"],
+                subsample_size=options["subsample_size"],
+            )
+        except (TypeError, ValueError) as exc:
+            raise wgf_io.SaveFileError(
+                f"{str(path)!r} holds options this wgfinfer does not accept: {exc}"
+            ) from exc
+        if model is not None:
+            sampler._prepare_model(tuple(model_args), dict(model_kwargs or {}))
+            wgf_io.check_target(sampler, target, dim, path, "the file")
+        wgf_io.restore_from_content(sampler, content, path)
+        return sampler
+
+    def options(self) -> dict[str, Any]:
+        """The run options as plain values (what save files and checkpoints store besides the
+        scheme's options)."""
+        subsample = self.subsample_size
+        return {
+            "dim": self.dim,
+            "step_size": self.step_size,
+            "n_steps": self.n_steps,
+            "init": (
+                {"kind": self.init.kind, "scale": self.init.scale}
+                if isinstance(self.init, Init)
+                else "distribution"
+            ),
+            "beta": self.beta,
+            "seed": self.seed,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "progress_bar": self.progress_bar,
+            "subsample_size": dict(subsample) if isinstance(subsample, dict) else subsample,
+            "max_retries": self.max_retries,
+        }

@@ -40,6 +40,15 @@ class LogDensityTarget:
         self.dim = int(dim)
         self.initial_point: Tensor | None = None
         """Where a mode search starts (``init="laplace"``); ``None`` means the origin."""
+        self.generators: tuple[torch.Generator, ...] = ()
+        """Generators the target draws from (a Pyro target's mini-batch indices): run state."""
+
+    is_model = False
+    """Whether the target is a probabilistic model with sites and data (a Pyro model)."""
+
+    def samples(self, z: Tensor) -> dict[str, Tensor]:
+        """Draws as ``{name: (n, *shape)}``: ``{"x": z}`` for a log-density."""
+        return {"x": z.detach()}
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_density(x)

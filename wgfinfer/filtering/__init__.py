@@ -1,4 +1,4 @@
-"""Nonlinear filtering of a Langevin diffusion from noisy observations (seed 002 §3.4, Algorithm 3).
+"""Nonlinear filtering of a Langevin diffusion from noisy observations (Mokrov 2022 §3.4, Algorithm 3).
 
 ``JKOFilter`` runs JKO flows between observation times and Metropolis-Hastings at them; the
 ``BootstrapParticleFilter`` and the 1-D ``GridFilter1D`` (Chang-Cooper) are the references it is

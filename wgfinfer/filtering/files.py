@@ -9,7 +9,7 @@ the saved ones.
 It lives in the filtering package, on top of :mod:`wgfinfer.io.files` and
 :mod:`wgfinfer.io.components`, so that :mod:`wgfinfer.io` never imports :mod:`wgfinfer.filtering`.
 :meth:`FilterResult.save <wgfinfer.filtering.result.FilterResult.save>` and ``load`` import this
-module when called (it imports :mod:`~wgfinfer.filtering.result` at the top).
+module when called; it returns plain parts, so it never imports :mod:`~wgfinfer.filtering.result`.
 """
 
 from __future__ import annotations
@@ -17,49 +17,51 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from wgfinfer.errors import SaveFileError
-from wgfinfer.filtering.mcmc import FlowTrajectories
+from wgfinfer.filtering.mcmc import FlowTrajectories, MCMCSettings
 from wgfinfer.filtering.models import LangevinDiffusion, Observations
-from wgfinfer.filtering.result import FilterResult, MCMCSettings
 from wgfinfer.io.components import (
-    _rho_0_entry,
-    _rho_0_text,
-    _same_description,
     build_module,
     describe_distribution,
     describe_module,
     distribution_name,
+    rho_0_entry,
+    rho_0_text,
+    same_description,
 )
 from wgfinfer.io.files import (
     FILTER_RESULT_FORMAT,
     PathLike,
-    _dtype_name,
-    _get,
-    _header,
-    _parse_device,
-    _parse_dtype,
+    dtype_name,
+    get_entry,
+    header,
+    parse_device,
+    parse_dtype,
     plain,
     read_save_file,
     write_save_file,
 )
 from wgfinfer.nn.icnn import DenseICNN
 
+if TYPE_CHECKING:
+    from wgfinfer.filtering.result import FilterResult
+
 
 # ---------------------------------------------------------------------------------------- filter results
 def filter_result_state(result: FilterResult) -> dict[str, Any]:
     """The content of a filter result's save file."""
     paths = result.paths
-    content = _header(FILTER_RESULT_FORMAT)
+    content = header(FILTER_RESULT_FORMAT)
     content.update(
         maps=[describe_module(m) for m in paths.maps],
-        base=_rho_0_entry(paths.base, allow_external=True, hint=""),
+        base=rho_0_entry(paths.base, allow_external=True, hint=""),
         dim=int(paths.base.event_shape[0]),
-        dtype=_dtype_name(next(paths.maps[0].parameters()).dtype) if paths.maps else None,
+        dtype=dtype_name(next(paths.maps[0].parameters()).dtype) if paths.maps else None,
         device=str(next(paths.maps[0].parameters()).device) if paths.maps else "cpu",
         obs_after_map=[int(i) for i in paths.obs_after_map],
         observation_times=paths.observations.times.detach().clone(),
@@ -86,14 +88,15 @@ def save_filter_result(result: FilterResult, path: PathLike) -> Path:
 
 def load_filter_result(
     path: PathLike, diffusion: LangevinDiffusion, observations: Observations
-) -> FilterResult:
-    """Rebuild a filter result from its save file (see :meth:`FilterResult.load`)."""
+) -> dict[str, Any]:
+    """The constructor arguments of a filter result from its save file (see
+    :meth:`FilterResult.load`)."""
     if not isinstance(diffusion, LangevinDiffusion):
         raise TypeError(f"diffusion must be a LangevinDiffusion, got {type(diffusion).__name__}")
     if not isinstance(observations, Observations):
         raise TypeError(f"observations must be an Observations, got {type(observations).__name__}")
     content = read_save_file(path, FILTER_RESULT_FORMAT)
-    dim = _get(content, "dim", path, int)
+    dim = get_entry(content, "dim", path, int)
     if diffusion.dim != dim:
         raise ValueError(
             f"{str(path)!r} holds a filter of dimension {dim}, the diffusion has {diffusion.dim}"
@@ -104,13 +107,13 @@ def load_filter_result(
             given = describe_distribution(diffusion.initial)
         except TypeError:
             given = None
-        if given is None or not _same_description(given, base):
+        if given is None or not same_description(given, base):
             raise ValueError(
                 f"the diffusion's initial law ({distribution_name(diffusion.initial)}) differs from the one "
-                f"saved in {str(path)!r} ({_rho_0_text(base)})"
+                f"saved in {str(path)!r} ({rho_0_text(base)})"
             )
-    times = _get(content, "observation_times", path, Tensor)
-    values = _get(content, "observation_values", path, Tensor)
+    times = get_entry(content, "observation_times", path, Tensor)
+    values = get_entry(content, "observation_values", path, Tensor)
     now_values = torch.as_tensor(observations.values)
     if not (
         times.shape == observations.times.shape
@@ -122,39 +125,39 @@ def load_filter_result(
             f"the observations differ from those saved in {str(path)!r} (times {times.tolist()}, values of "
             f"shape {tuple(values.shape)})"
         )
-    map_entries = _get(content, "maps", path, list)
-    dtype = _parse_dtype(content.get("dtype"), path) if map_entries else torch.float64
-    device = _parse_device(content.get("device", "cpu"), path)
+    map_entries = get_entry(content, "maps", path, list)
+    dtype = parse_dtype(content.get("dtype"), path) if map_entries else torch.float64
+    device = parse_device(content.get("device", "cpu"), path)
     maps = [build_module(m, path, f"map {i + 1}", dtype, device, dim) for i, m in enumerate(map_entries)]
     if not all(isinstance(m, DenseICNN) for m in maps):
         raise SaveFileError(f"{str(path)!r} is damaged: a filter's maps are DenseICNN potentials")
-    mcmc_entry = _get(content, "mcmc", path, dict)
+    mcmc_entry = get_entry(content, "mcmc", path, dict)
     try:
         mcmc = MCMCSettings(**mcmc_entry)
     except TypeError as exc:
         raise SaveFileError(f"{str(path)!r} is damaged: MCMC settings {mcmc_entry}: {exc}") from exc
     draws: dict[float, Tensor] = {}
-    for entry in _get(content, "draws", path, list):
-        draws[float(_get(entry, "time", path, float))] = _get(entry, "x", path, Tensor).to(device)
-    acceptance = {float(t): float(a) for t, a in _get(content, "acceptance_rate", path, list)}
+    for entry in get_entry(content, "draws", path, list):
+        draws[float(get_entry(entry, "time", path, float))] = get_entry(entry, "x", path, Tensor).to(device)
+    acceptance = {float(t): float(a) for t, a in get_entry(content, "acceptance_rate", path, list)}
     paths = FlowTrajectories(
         diffusion.initial,
         maps,
         observations,
-        [int(i) for i in _get(content, "obs_after_map", path, list)],
+        [int(i) for i in get_entry(content, "obs_after_map", path, list)],
         dtype=next(maps[0].parameters()).dtype if maps else None,
     )
-    return FilterResult(
+    return dict(
         paths=paths,
-        times=[float(t) for t in _get(content, "times", path, list)],
-        maps_at=[int(i) for i in _get(content, "maps_at", path, list)],
-        t_final=float(_get(content, "t_final", path, float)),
+        times=[float(t) for t in get_entry(content, "times", path, list)],
+        maps_at=[int(i) for i in get_entry(content, "maps_at", path, list)],
+        t_final=float(get_entry(content, "t_final", path, float)),
         draws=draws,
         acceptance_rate=acceptance,
-        history=[dict(e) for e in _get(content, "history", path, list)],
-        log_evidence=float(_get(content, "log_evidence", path, float)),
-        log_evidence_se=float(_get(content, "log_evidence_se", path, float)),
+        history=[dict(e) for e in get_entry(content, "history", path, list)],
+        log_evidence=float(get_entry(content, "log_evidence", path, float)),
+        log_evidence_se=float(get_entry(content, "log_evidence_se", path, float)),
         mcmc=mcmc,
-        seed=int(_get(content, "seed", path, int)),
-        wall_time=float(_get(content, "wall_time", path, float)),
+        seed=int(get_entry(content, "seed", path, int)),
+        wall_time=float(get_entry(content, "wall_time", path, float)),
     )

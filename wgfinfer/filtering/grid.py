@@ -17,7 +17,7 @@ so the discrete stationary law equals ``exp(-beta Phi)`` at the nodes up to ``O(
 leaves the end cells and each column of the matrix sums to zero, so ``sum(p) dx`` is conserved
 exactly.  Time stepping is backward Euler (first order in ``dt``, positivity preserving); its
 tridiagonal matrix is factorised once per step size (LAPACK ``gttrf``).  This is the ground truth of
-seed 002 §4.5: 2000 points on ``[-5, 5]``, ``dt = 1e-3``.
+Mokrov 2022 §4.5: 2000 points on ``[-5, 5]``, ``dt = 1e-3``.
 """
 
 from __future__ import annotations

@@ -1,25 +1,40 @@
-"""``JKOFilter``: JKO flows between observation times, Metropolis-Hastings at them (seed 002 Alg. 3).
+"""``JKOFilter``: JKO flows between observation times, Metropolis-Hastings at them (Mokrov 2022,
+Algorithm 3).
 
 On every interval between observation times the filter trains ICNN JKO maps of the diffusion's
 Fokker-Planck flow on particles of the current filtering law; at the next observation time it draws
 the new filtering law with Metropolis-Hastings whose proposals are base draws pushed through all maps
 so far (:mod:`wgfinfer.filtering.mcmc`).  The maps are convex gradients, so the filtering density is
-available anywhere by inverting them (eq. 18).
+available anywhere by inverting them.  The JKO steps run through the same loop as the sampler's
+(:mod:`wgfinfer.run`), with its retries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from wgfinfer._validation import check_positive_float, check_positive_int
-from wgfinfer.filtering.mcmc import PROPOSALS, FlowTrajectories, log_evidence, metropolis_hastings
+from wgfinfer.filtering.mcmc import (
+    PROPOSALS,
+    FlowTrajectories,
+    MCMCSettings,
+    log_evidence,
+    metropolis_hastings,
+)
 from wgfinfer.filtering.models import LangevinDiffusion, Observations, check_t_final
-from wgfinfer.filtering.result import FilterResult, MCMCSettings
-from wgfinfer.flow import Flow
-from wgfinfer.schemes.icnn import ICNNSchemeConfig, as_hidden, icnn_jko_step, new_potential
+from wgfinfer.filtering.result import FilterResult
+from wgfinfer.functionals import KLDivergence
+from wgfinfer.run import RunState, run_steps
+from wgfinfer.schemes import ICNN, as_scheme
+from wgfinfer.schemes.icnn import ICNNState
+
+DEFAULT_SCHEME = ICNN(batch_size=512, n_particles=200 * 512 // 4)
+"""The filter's ICNN options: batches of 512 (Mokrov 2022 uses 1024) and a pool of 25600 particles
+per filtering law, which is also the number of Metropolis-Hastings draws at each observation."""
 
 
 class JKOFilter:
@@ -28,28 +43,28 @@ class JKOFilter:
     Parameters
     ----------
     diffusion : LangevinDiffusion
+    scheme : ICNN or "icnn", optional
+        The ICNN scheme's options (default :data:`DEFAULT_SCHEME`); its ``pool_size`` is the number
+        of particles of each filtering law the maps are trained on and the number of draws of every
+        Metropolis-Hastings run (at least ``n_chains``).
     step_size : float, default 0.1
-        JKO step ``h`` (seed value); each interval between observations is split into
+        JKO step ``h`` (Mokrov 2022); each interval between observations is split into
         ``round(length / h)`` equal steps (at least one).
     n_chains : int, default 256
         Parallel Metropolis-Hastings chains at each observation time.  The warm-up costs
         ``warmup * n_chains`` proposals, each pushed through every map so far, and dominates the run
-        time; the seed runs 1024 chains (its batch size), which makes the warm-up 4 times dearer.
-    n_particles : int, optional
-        Particles of each filtering law the maps are trained on (default
-        ``iters_per_step * batch_size // 4``, at least ``n_chains``).
+        time; Mokrov (2022) runs 1024 chains (its batch size), which makes the warm-up 4 times dearer.
     warmup : int, default 1000
-        Warm-up sweeps of every chain before states are kept (seed: 1000).
+        Warm-up sweeps of every chain before states are kept (Mokrov 2022: 1000).
     thin : int, default 2
-        Keep every ``thin``-th state (seed: every 2nd).
+        Keep every ``thin``-th state (Mokrov 2022: every 2nd).
     proposal : {"independent", "latent_rw"}, default "independent"
-        Independence proposals through the flow (seed eq. 21) or a random walk on the base point
-        (eq. 20 with a symmetric kernel), which keeps acceptance healthy when observations are
-        informative.
+        Independence proposals through the flow or a random walk on the base point (a symmetric
+        kernel), which keeps acceptance healthy when observations are informative.
     step_scale : float, default 0.5
         Initial random-walk step of ``"latent_rw"`` (adapted during warm-up towards 30% acceptance).
-    iters_per_step, batch_size, lr, lr_decay, hidden, rank, strong_convexity
-        ICNN JKO scheme options (see :class:`wgfinfer.WGFSampler`).
+    max_retries : int, default 3
+        Retries of a diverged JKO step with smaller learning rates.
     seed : int, default 0
         Seed of the filter's own generator; no global seed is set.
     dtype, device
@@ -60,20 +75,15 @@ class JKOFilter:
     def __init__(
         self,
         diffusion: LangevinDiffusion,
+        scheme: ICNN | str | None = None,
+        *,
         step_size: float = 0.1,
         n_chains: int = 256,
-        n_particles: int | None = None,
         warmup: int = 1000,
         thin: int = 2,
         proposal: str = "independent",
         step_scale: float = 0.5,
-        iters_per_step: int = 200,
-        batch_size: int = 512,
-        lr: float = 5e-3,
-        lr_decay: float = 0.1,
-        hidden: Sequence[int] = (64, 64),
-        rank: int = 1,
-        strong_convexity: float = 1e-3,
+        max_retries: int = 3,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
@@ -82,9 +92,10 @@ class JKOFilter:
             raise TypeError(f"diffusion must be a LangevinDiffusion, got {type(diffusion).__name__}")
         if proposal not in PROPOSALS:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
-        if not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.diffusion = diffusion
+        self.scheme: ICNN = DEFAULT_SCHEME if scheme is None else as_scheme(scheme, ("icnn",))  # type: ignore[assignment]
         self.step_size = check_positive_float("step_size", step_size)
         self.mcmc = MCMCSettings(
             n_chains=check_positive_int("n_chains", n_chains),
@@ -93,18 +104,14 @@ class JKOFilter:
             proposal=proposal,
             step_scale=check_positive_float("step_scale", step_scale),
         )
-        self.config = ICNNSchemeConfig(
-            hidden=as_hidden(hidden),
-            rank=check_positive_int("rank", rank, allow_zero=True),
-            strong_convexity=check_positive_float("strong_convexity", strong_convexity, upper=1.0),
-            iters_per_step=check_positive_int("iters_per_step", iters_per_step),
-            batch_size=check_positive_int("batch_size", batch_size),
-            lr=check_positive_float("lr", lr),
-            lr_decay=check_positive_float("lr_decay", lr_decay, upper=1.0, inclusive_upper=True),
-        )
-        if n_particles is None:
-            n_particles = max(self.config.iters_per_step * self.config.batch_size // 4, n_chains)
-        self.n_particles = check_positive_int("n_particles", n_particles)
+        if self.scheme.pool_size < n_chains:
+            raise ValueError(
+                f"the scheme's pool of {self.scheme.pool_size} particles is smaller than "
+                f"n_chains={n_chains}: "
+                "every chain must contribute draws (raise n_particles or lower n_chains)"
+            )
+        self.n_particles = self.scheme.pool_size
+        self.max_retries = check_positive_int("max_retries", max_retries, allow_zero=True)
         self.seed = seed
         self.dtype, self.device = dtype, torch.device(device)
 
@@ -138,10 +145,10 @@ class JKOFilter:
         paths = FlowTrajectories(self.diffusion.initial, [], observations, [], dtype=self.dtype)
         draws: dict[float, torch.Tensor] = {}
         acceptance: dict[float, float] = {}
-        history: list[dict] = []
         maps_at: list[int] = []
         particles = paths.draw_base(self.n_particles, generator, self.device).to(self.dtype)
-        psi = None
+        run = RunState(ICNNState(step=0, particles=particles, log_q=None))
+        functional = KLDivergence(self.diffusion.log_density, beta=self.diffusion.beta)
         for segment, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             if segment > 0:  # the filtering law at t0 = obs_times[segment - 1]
                 out = metropolis_hastings(
@@ -149,33 +156,25 @@ class JKOFilter:
                     self.mcmc.warmup, self.mcmc.thin, self.mcmc.proposal, generator, self.device,
                     self.mcmc.step_scale,
                 )  # fmt: skip
-                particles, draws[t0], acceptance[t0] = out.x, out.x, out.acceptance_rate
-            n_steps = max(1, round((t1 - t0) / self.step_size))
-            h = (t1 - t0) / n_steps
-            for step in range(n_steps):
-                if psi is None:
-                    psi = new_potential(self.diffusion.dim, self.config, generator, self.dtype, self.device)
-                psi, info = icnn_jko_step(
-                    psi, particles, self.diffusion.log_density, h, self.config, generator,
-                    beta=self.diffusion.beta, step_index=len(paths.maps),
-                )  # fmt: skip
-                particles = Flow(paths.base, [psi], device=self.device).push(particles)[0]
-                paths.maps.append(psi)
-                history.append(
-                    {
-                        "segment": segment,
-                        "step": len(paths.maps),
-                        "time": t0 + (step + 1) * h,
-                        "loss": info.loss,
-                        "w2": info.w2,
-                        "potential": info.potential,
-                        "log_det": info.log_det,
-                        "wall_time": info.wall_time,
-                    }
+                draws[t0], acceptance[t0] = out.x, out.acceptance_rate
+                run = dataclasses.replace(
+                    run, scheme_state=dataclasses.replace(run.scheme_state, particles=out.x)
                 )
+            n_steps = max(1, round((t1 - t0) / self.step_size))
+
+            def record(entry: dict[str, Any], info: Any, segment: int = segment) -> dict[str, Any]:
+                return {"segment": segment, **entry}
+
+            run = run_steps(
+                self.scheme, run, functional, (t1 - t0) / n_steps, n_steps, generator,
+                max_retries=self.max_retries, start_time=t0, record=record,
+            )  # fmt: skip
+            paths.maps[:] = list(run.scheme_state.maps)
             maps_at.append(len(paths.maps))
             if t1 in obs_times:
                 paths.obs_after_map.append(len(paths.maps))
+        particles = run.scheme_state.particles
+        history = [dict(e) for e in run.history]
         if t_final > obs_times[-1]:
             draws[t_final] = particles
         else:  # t_final is the last observation time: its draws came from no MH run yet

@@ -1,4 +1,4 @@
-"""Metropolis-Hastings at observation times with flow proposals (seed 002 §3.4, eqs. 18-21).
+"""Metropolis-Hastings at observation times with flow proposals (Mokrov 2022 §3.4, eqs. 18-21).
 
 The filtering density at ``t_k`` is, at a point ``x_k`` with pre-images ``x_j`` under the JKO maps,
 
@@ -8,9 +8,9 @@ where ``x_(tau)`` is the trajectory's point at observation time ``t_tau``.  A pr
 base point ``y_0`` through the maps has density ``p_0(y_0) / prod_j det``, so in the acceptance ratio
 every determinant cancels (eq. 20) and only observation likelihoods along the two trajectories remain:
 
-* ``proposal="independent"`` (the seed's choice, ``xi_x = p_0``, eq. 21):
+* ``proposal="independent"`` (Mokrov's choice, ``xi_x = p_0``, eq. 21):
   ``log alpha = sum_tau [log p(Y_tau | y_(tau)) - log p(Y_tau | x_(tau))]``;
-* ``proposal="latent_rw"`` (beyond the seed: a symmetric random walk ``y_0 = x_0 + s eps`` on the base
+* ``proposal="latent_rw"`` (beyond Mokrov 2022: a symmetric random walk ``y_0 = x_0 + s eps`` on the base
   point, eq. 20 with a symmetric ``xi``): the same plus ``log p_0(y_0) - log p_0(x_0)``.  The step
   ``s`` adapts during warm-up only, towards an acceptance rate of 0.3.
 
@@ -31,6 +31,17 @@ from wgfinfer.flow import sample_distribution
 from wgfinfer.importance import log_evidence as importance_log_evidence
 
 PROPOSALS = ("independent", "latent_rw")
+
+
+@dataclass(frozen=True)
+class MCMCSettings:
+    """Metropolis-Hastings options of a filter (chains, warm-up, thinning, proposal)."""
+
+    n_chains: int
+    warmup: int
+    thin: int
+    proposal: str
+    step_scale: float
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The filtering problem: a Langevin diffusion observed with noise at discrete times.
 
 ``dX = -grad Phi(X) dt + sqrt(2 / beta) dW``, ``X_0 ~ initial``; observations ``Y_k`` at times
-``t_1 < ... < t_K`` with likelihood ``p(Y_k | X_{t_k} = x)`` (seed 002 §3.4; seed 003 for the
+``t_1 < ... < t_K`` with likelihood ``p(Y_k | X_{t_k} = x)`` (Mokrov 2022 §3.4; Mokrov et al. 2021 for the
 constants of the benchmark problem).
 """
 

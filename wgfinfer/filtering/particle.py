@@ -1,4 +1,4 @@
-"""The bootstrap particle filter (Gordon, Salmond & Smith 1993), the [BBF] baseline of seed 002 §4.5.
+"""The bootstrap particle filter (Gordon, Salmond & Smith 1993), the [BBF] baseline of Mokrov 2022 §4.5.
 
 Particles are drawn from the law of ``X_0``, moved with Euler-Maruyama steps of at most ``dt``
 between observation times, weighted by the likelihood at each observation and resampled

@@ -18,17 +18,6 @@ from wgfinfer.filtering.models import time_index
 from wgfinfer.flow import safe_log_det
 
 
-@dataclass(frozen=True)
-class MCMCSettings:
-    """Metropolis-Hastings options of a filter (chains, warm-up, thinning, proposal)."""
-
-    n_chains: int
-    warmup: int
-    thin: int
-    proposal: str
-    step_scale: float
-
-
 @dataclass
 class FilterResult:
     """Filtering laws at the observation times and at ``t_final``.
@@ -93,7 +82,7 @@ class FilterResult:
     def log_prob(
         self, x: Tensor, time: float | None = None, normalized: bool = False, tol: float | None = None
     ) -> Tensor:
-        """Log filtering density at ``(n, d)`` points ``x`` (seed 002 eq. 18), by inverting the maps.
+        """Log filtering density at ``(n, d)`` points ``x`` (Mokrov 2022 eq. 18), by inverting the maps.
 
         Unnormalised by default; ``normalized=True`` subtracts this run's estimate of
         ``log p(Y_1:k)`` for the observations up to ``time`` (Monte-Carlo error
@@ -210,4 +199,4 @@ class FilterResult:
         """
         from wgfinfer.filtering.files import load_filter_result
 
-        return load_filter_result(path, diffusion, observations)
+        return cls(**load_filter_result(path, diffusion, observations))

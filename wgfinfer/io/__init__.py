@@ -20,20 +20,19 @@ writing) never sees a half-written file.  See ``docs/design.md`` ("Save files") 
 
 The package has one module per concept: :mod:`~wgfinfer.io.files` (the file level: atomic writes,
 reads, checksum, header), :mod:`~wgfinfer.io.components` (``rho_0``, networks, whitening),
-:mod:`~wgfinfer.io.samplers` (sampler save files), :mod:`~wgfinfer.io.checkpoints` (checkpoints and
-rollback snapshots); the names below are re-exported so that ``wgfinfer.io.<name>`` keeps working.
+:mod:`~wgfinfer.io.samplers` (sampler save files), :mod:`~wgfinfer.io.checkpoints` (checkpoints); the
+names below are re-exported so that ``wgfinfer.io.<name>`` keeps working.
 A filter result's save file is written and read by :mod:`wgfinfer.filtering.files`, on top of
 :mod:`~wgfinfer.io.files` and :mod:`~wgfinfer.io.components`: this package never imports
 :mod:`wgfinfer.filtering`.
 """
 
+from wgfinfer.errors import SaveFileError
 from wgfinfer.io.checkpoints import (
-    CHECKPOINT_NAME,
     check_compatible,
     checkpoint_path,
     prepare_checkpoint,
-    restore_training_snapshot,
-    training_snapshot,
+    restore_from_content,
     write_checkpoint,
 )
 from wgfinfer.io.components import (
@@ -46,17 +45,28 @@ from wgfinfer.io.components import (
     distribution_name,
 )
 from wgfinfer.io.files import (
+    CHECKPOINT_NAME,
     DTYPES,
     FILTER_RESULT_FORMAT,
     FORMAT_VERSION,
     SAMPLER_FORMAT,
     PathLike,
     content_checksum,
+    parse_device,
+    parse_dtype,
     plain,
     read_save_file,
     write_save_file,
 )
-from wgfinfer.io.samplers import load_sampler, restore_training_state, sampler_state, save_sampler
+from wgfinfer.io.samplers import (
+    check_target,
+    init_for_load,
+    read_sampler,
+    run_state_from_content,
+    sampler_content,
+    save_sampler,
+    scheme_from_entry,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -66,24 +76,29 @@ __all__ = [
     "SAMPLER_FORMAT",
     "SAVABLE_DISTRIBUTIONS",
     "PathLike",
+    "SaveFileError",
     "build_distribution",
     "build_module",
     "check_compatible",
+    "check_target",
     "checkpoint_path",
     "content_checksum",
     "describe_distribution",
     "describe_kind",
     "describe_module",
     "distribution_name",
-    "load_sampler",
+    "init_for_load",
+    "parse_device",
+    "parse_dtype",
     "plain",
     "prepare_checkpoint",
+    "read_sampler",
     "read_save_file",
-    "restore_training_snapshot",
-    "restore_training_state",
-    "sampler_state",
+    "restore_from_content",
+    "run_state_from_content",
+    "sampler_content",
     "save_sampler",
-    "training_snapshot",
+    "scheme_from_entry",
     "write_checkpoint",
     "write_save_file",
 ]

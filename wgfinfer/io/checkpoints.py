@@ -1,11 +1,10 @@
-"""Checkpoints of a running sampler and rollback snapshots of a training step.
+"""Checkpoints of a running sampler.
 
-``run(checkpoint_dir=...)`` writes the sampler's full state (a sampler save file with the particle
-pool and generator states) to ``checkpoint_dir / "checkpoint.pt"`` after every step
+``run(checkpoint_dir=...)`` writes the sampler's full state (a sampler save file with the run state
+and generator states) to ``checkpoint_dir / "checkpoint.pt"`` after every step
 (:func:`write_checkpoint`); :func:`prepare_checkpoint` resumes from it, after
-:func:`check_compatible` has compared its configuration with the sampler's, or warns before
-overwriting it.  :func:`training_snapshot` and :func:`restore_training_snapshot` roll a partly done
-step back in memory.
+:func:`check_compatible` has compared its options with the sampler's, or warns before overwriting it.
+Rolling a step back needs no snapshot: the run loop keeps the previous state (:mod:`wgfinfer.run`).
 """
 
 from __future__ import annotations
@@ -16,26 +15,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wgfinfer.io.components import _rho_0_entry, _rho_0_text, _same_description
-from wgfinfer.io.files import SAMPLER_FORMAT, PathLike, _get, plain, read_save_file, write_save_file
+from wgfinfer.io.components import (
+    build_distribution,
+    build_whitening,
+    rho_0_entry,
+    rho_0_text,
+    same_description,
+)
+from wgfinfer.io.files import CHECKPOINT_NAME, PathLike, get_entry, plain, write_save_file
 from wgfinfer.io.samplers import (
-    _CONFIG_KEYS,
-    _RESUME_FREE,
-    _check_target,
-    _sampler_config,
-    _scheme_entry,
-    _subsample_generator,
-    restore_training_state,
-    sampler_state,
+    OPTION_KEYS,
+    RESUME_FREE,
+    check_target,
+    generator_states,
+    read_sampler,
+    run_state_from_content,
+    sampler_content,
+    scheme_entry,
 )
 
 if TYPE_CHECKING:
     from wgfinfer.sampler import WGFSampler
 
-CHECKPOINT_NAME = "checkpoint.pt"
 
-
-# ---------------------------------------------------------------------------------------- checkpoints
 def checkpoint_path(checkpoint_dir: PathLike | None, resume: bool) -> Path | None:
     """``checkpoint_dir / "checkpoint.pt"`` (the directory is created), or ``None``."""
     if not isinstance(resume, bool):
@@ -54,15 +56,15 @@ def checkpoint_path(checkpoint_dir: PathLike | None, resume: bool) -> Path | Non
 
 
 def write_checkpoint(sampler: WGFSampler, path: Path) -> None:
-    """Write the sampler's full state (pool and generators included) to ``path`` atomically."""
-    write_save_file(sampler_state(sampler, checkpoint=True), path)
+    """Write the sampler's full state (run state and generators included) to ``path`` atomically."""
+    write_save_file(sampler_content(sampler, checkpoint=True), path)
 
 
 def prepare_checkpoint(sampler: WGFSampler, path: Path, resume: bool) -> None:
     """Before a run with ``checkpoint_dir``: resume from ``path`` or warn about overwriting it.
 
-    With ``resume=True`` and a checkpoint at ``path``, the checkpoint's configuration and dimension
-    are checked against ``sampler`` and its state replaces the sampler's; stale temporary files of
+    With ``resume=True`` and a checkpoint at ``path``, the checkpoint's options and dimension are
+    checked against ``sampler`` and its state replaces the sampler's; stale temporary files of
     killed writers are removed.  Without a checkpoint the run starts fresh.
     """
     if resume:
@@ -72,10 +74,10 @@ def prepare_checkpoint(sampler: WGFSampler, path: Path, resume: bool) -> None:
             except OSError:
                 pass
         if path.exists():
-            content = read_save_file(path, SAMPLER_FORMAT)
+            content = read_sampler(path)
             check_compatible(sampler, content, path)
-            restore_training_state(sampler, content, path)
-    elif path.exists() and sampler.flow is not None and not sampler.flow.maps:
+            restore_from_content(sampler, content, path)
+    elif path.exists() and sampler.run_state is None:
         warnings.warn(
             f"{str(path)!r} already holds a checkpoint; this run starts fresh and overwrites it after "
             "its first step (pass resume=True to continue it)",
@@ -84,71 +86,51 @@ def prepare_checkpoint(sampler: WGFSampler, path: Path, resume: bool) -> None:
         )
 
 
-def check_compatible(sampler: WGFSampler, content: Mapping[str, Any], path: PathLike) -> None:
-    """Raise ``ValueError`` naming every difference between a checkpoint's configuration and ``sampler``'s.
+def restore_from_content(sampler: WGFSampler, content: Mapping[str, Any], path: PathLike) -> None:
+    """Install a file's ``rho_0`` (unless saved without it), whitening, run state and generator
+    states into ``sampler``."""
+    flow = sampler.flow
+    assert flow is not None and sampler.dim is not None
+    dtype, device, dim = sampler.dtype, sampler.device, sampler.dim
+    rho_0 = get_entry(content, "rho_0", path, dict)
+    base = flow.base if rho_0.get("kind") == "external" else build_distribution(rho_0, path, dtype, device)
+    white = build_whitening(content.get("whitening"), path, dtype, device, dim)
+    run_state = run_state_from_content(content, sampler.scheme, base, path, dtype, device, dim)
+    states = generator_states(content, path, len(sampler.generators))
+    sampler.restore(run_state, base, white, states)
 
-    ``n_steps`` and ``progress_bar`` may differ (a resumed run may train longer).
+
+def check_compatible(sampler: WGFSampler, content: Mapping[str, Any], path: PathLike) -> None:
+    """Raise ``ValueError`` naming every difference between a checkpoint's options and ``sampler``'s.
+
+    ``n_steps``, ``progress_bar`` and ``max_retries`` may differ (a resumed run may train longer).
     """
-    saved = _get(content, "config", path, dict)
-    now = plain(_sampler_config(sampler), "the sampler configuration")
+    saved = get_entry(content, "options", path, dict)
+    now = plain(sampler.options(), "the sampler options")
     diffs = [
         f"{key}: checkpoint {saved.get(key)!r}, sampler {now[key]!r}"
-        for key in _CONFIG_KEYS
-        if key not in _RESUME_FREE and saved.get(key) != now[key]
+        for key in OPTION_KEYS
+        if key not in RESUME_FREE and saved.get(key) != now[key]
     ]
     saved_scheme = content.get("scheme") if isinstance(content.get("scheme"), Mapping) else {}
-    now_scheme = _scheme_entry(sampler.config)
+    now_scheme = scheme_entry(sampler.scheme)
     for key in sorted(set(saved_scheme) | set(now_scheme)):
         if saved_scheme.get(key) != now_scheme.get(key):
             diffs.append(f"{key}: checkpoint {saved_scheme.get(key)!r}, sampler {now_scheme.get(key)!r}")
-    assert sampler.flow is not None
-    rho_0 = _get(content, "rho_0", path, dict)
-    mine = _rho_0_entry(sampler.flow.base, allow_external=True, hint="")
+    flow = sampler.flow
+    assert flow is not None
+    rho_0 = get_entry(content, "rho_0", path, dict)
+    mine = rho_0_entry(flow.base, allow_external=True, hint="")
     same = (
         mine.get("type") == rho_0.get("type") and mine.get("event_shape") == rho_0.get("event_shape")
         if mine["kind"] == "external" or rho_0.get("kind") == "external"
-        else _same_description(mine, rho_0)
+        else same_description(mine, rho_0)
     )
     if not same:
-        diffs.append(f"rho_0: checkpoint {_rho_0_text(rho_0)}, sampler {_rho_0_text(mine)}")
+        diffs.append(f"rho_0: checkpoint {rho_0_text(rho_0)}, sampler {rho_0_text(mine)}")
     if diffs:
         raise ValueError(
             f"the checkpoint {str(path)!r} was written by a differently configured sampler; differences: "
             + "; ".join(diffs)
         )
-    _check_target(sampler, _get(content, "target", path, dict), saved.get("dim"), path, "the checkpoint")
-
-
-def training_snapshot(sampler: WGFSampler) -> dict[str, Any]:
-    """What a JKO step changes, cheaply (references and generator states): for rolling it back."""
-    sub = _subsample_generator(sampler)
-    assert sampler.flow is not None
-    return {
-        "n_maps": len(sampler.flow.maps),
-        "n_history": len(sampler.history),
-        "whitening": sampler.flow.whitening,
-        "particles": sampler._particles,
-        "particles_log_q": sampler._particles_log_q,
-        "dual": sampler._dual,
-        "config": sampler.config,
-        "training_time": sampler.training_time,
-        "generator": sampler._generator.get_state(),
-        "subsample_generator": None if sub is None else sub.get_state(),
-    }
-
-
-def restore_training_snapshot(sampler: WGFSampler, snapshot: Mapping[str, Any]) -> None:
-    """Undo a partly done step (after ``KeyboardInterrupt``): the sampler holds the completed steps only."""
-    assert sampler.flow is not None
-    del sampler.flow.maps[snapshot["n_maps"] :]
-    del sampler.history[snapshot["n_history"] :]
-    sampler.flow.whitening = snapshot["whitening"]
-    sampler._particles = snapshot["particles"]
-    sampler._particles_log_q = snapshot["particles_log_q"]
-    sampler._dual = snapshot["dual"]
-    sampler.config = snapshot["config"]
-    sampler.training_time = snapshot["training_time"]
-    sampler._generator.set_state(snapshot["generator"])
-    sub = _subsample_generator(sampler)
-    if sub is not None and snapshot["subsample_generator"] is not None:
-        sub.set_state(snapshot["subsample_generator"])
+    check_target(sampler, get_entry(content, "target", path, dict), saved.get("dim"), path, "the checkpoint")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
 from wgfinfer.errors import SaveFileError
-from wgfinfer.io.files import PathLike, _get
+from wgfinfer.io.files import PathLike, get_entry
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.nn.coupling import AffineCouplingFlow
 from wgfinfer.nn.icnn import DenseICNN
@@ -75,12 +75,12 @@ def build_distribution(desc: Mapping[str, Any], path: PathLike, dtype: torch.dty
     try:
         if kind == "diag_normal":
             loc, scale = (
-                _get(desc, k, path, Tensor).to(dtype=dtype, device=device) for k in ("loc", "scale")
+                get_entry(desc, k, path, Tensor).to(dtype=dtype, device=device) for k in ("loc", "scale")
             )
             return Independent(Normal(loc, scale), 1)
         if kind == "mvn":
-            loc = _get(desc, "loc", path, Tensor).to(dtype=dtype, device=device)
-            tril = _get(desc, "scale_tril", path, Tensor).to(dtype=dtype, device=device)
+            loc = get_entry(desc, "loc", path, Tensor).to(dtype=dtype, device=device)
+            tril = get_entry(desc, "scale_tril", path, Tensor).to(dtype=dtype, device=device)
             return MultivariateNormal(loc, scale_tril=tril)
     except ValueError as exc:
         if isinstance(exc, SaveFileError):
@@ -89,7 +89,7 @@ def build_distribution(desc: Mapping[str, Any], path: PathLike, dtype: torch.dty
     raise SaveFileError(f"{str(path)!r} is damaged: unknown rho_0 kind {kind!r}")
 
 
-def _same_description(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_description(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     if a.get("kind") != b.get("kind") or set(a) != set(b):
         return False
     for key, value in a.items():
@@ -102,7 +102,7 @@ def _same_description(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return True
 
 
-def _rho_0_entry(base: Distribution, allow_external: bool, hint: str) -> dict[str, Any]:
+def rho_0_entry(base: Distribution, allow_external: bool, hint: str) -> dict[str, Any]:
     try:
         return describe_distribution(base)
     except TypeError as exc:
@@ -111,7 +111,7 @@ def _rho_0_entry(base: Distribution, allow_external: bool, hint: str) -> dict[st
         return {"kind": "external", "type": distribution_name(base), "event_shape": list(base.event_shape)}
 
 
-def _rho_0_text(desc: Mapping[str, Any]) -> str:
+def rho_0_text(desc: Mapping[str, Any]) -> str:
     if desc.get("kind") == "external":
         return f"{desc.get('type')} with event shape {desc.get('event_shape')}"
     loc = desc.get("loc")
@@ -223,8 +223,8 @@ def build_module(
     kind = desc.get("kind")
     if kind not in _MODULES:
         raise SaveFileError(f"{str(path)!r} is damaged: {where} has unknown kind {kind!r}")
-    args = dict(_get(desc, "args", path, dict))
-    state = _get(desc, "state", path, dict)
+    args = dict(get_entry(desc, "args", path, dict))
+    state = get_entry(desc, "state", path, dict)
     if args.get("dim") != dim:
         raise SaveFileError(
             f"{str(path)!r} is damaged: {where} has dimension {args.get('dim')!r}, the file's dim is {dim}"
@@ -250,21 +250,21 @@ def describe_kind(module: nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------------------------- whitening
-def _whitening_entry(whitening: AffineWhitening | None) -> dict[str, Tensor] | None:
+def whitening_entry(whitening: AffineWhitening | None) -> dict[str, Tensor] | None:
     if whitening is None:
         return None
     return {"loc": whitening.loc.detach().clone(), "scale_tril": whitening.scale_tril.detach().clone()}
 
 
-def _build_whitening(
+def build_whitening(
     entry: Any, path: PathLike, dtype: torch.dtype, device: torch.device, dim: int
 ) -> AffineWhitening | None:
     if entry is None:
         return None
     if not isinstance(entry, Mapping):
         raise SaveFileError(f"{str(path)!r} is damaged: 'whitening' is a {type(entry).__name__}")
-    loc = _get(entry, "loc", path, Tensor)
-    tril = _get(entry, "scale_tril", path, Tensor)
+    loc = get_entry(entry, "loc", path, Tensor)
+    tril = get_entry(entry, "scale_tril", path, Tensor)
     if loc.shape != (dim,) or tril.shape != (dim, dim):
         raise SaveFileError(
             f"{str(path)!r} is damaged: whitening of shapes {tuple(loc.shape)}, {tuple(tril.shape)} "

@@ -3,7 +3,7 @@
 :func:`write_save_file` writes a plain dict atomically (temporary file, ``fsync``, rename) with a
 SHA-256 checksum of its content; :func:`read_save_file` reads it back with ``weights_only=True`` and
 checks the header (format, format version) and the checksum.  The helpers here build the header,
-fetch typed entries (:func:`_get`), turn values into plain data (:func:`plain`) and parse the stored
+fetch typed entries (:func:`get_entry`), turn values into plain data (:func:`plain`) and parse the stored
 dtype and device.  See the package docstring of :mod:`wgfinfer.io` for the file layout.
 """
 
@@ -25,7 +25,8 @@ from wgfinfer.errors import SaveFileError
 
 SAMPLER_FORMAT = "wgfinfer-sampler"
 FILTER_RESULT_FORMAT = "wgfinfer-filter-result"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: scheme options objects and an explicit run state; 1: the flat sampler options of wgfinfer 0.1."""
 CHECKPOINT_NAME = "checkpoint.pt"
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -134,6 +135,12 @@ def read_save_file(path: PathLike, expected_format: str) -> dict[str, Any]:
             )
         )
     version = content.get("format_version")
+    if version == 1 and FORMAT_VERSION == 2:
+        raise SaveFileError(
+            f"{str(path)!r} is a save file of the old format (version 1: the flat sampler options of "
+            f"wgfinfer {content.get('wgfinfer_version', 'unknown')}); this wgfinfer ({_version()}) reads "
+            "format version 2 only (scheme objects and an explicit run state): train and save it again"
+        )
     if version != FORMAT_VERSION:
         raise SaveFileError(
             f"{str(path)!r} has format version {version!r}; this wgfinfer ({_version()}) reads version "
@@ -192,11 +199,11 @@ def _version() -> str:
     return __version__
 
 
-def _header(fmt: str) -> dict[str, Any]:
+def header(fmt: str) -> dict[str, Any]:
     return {"format": fmt, "format_version": FORMAT_VERSION, "wgfinfer_version": _version()}
 
 
-def _get(content: Mapping[str, Any], key: str, path: PathLike, types: type | tuple[type, ...]) -> Any:
+def get_entry(content: Mapping[str, Any], key: str, path: PathLike, types: type | tuple[type, ...]) -> Any:
     """``content[key]``, checked to be of ``types``; a damaged file otherwise."""
     if key not in content:
         raise SaveFileError(f"{str(path)!r} is damaged or incomplete: entry {key!r} is missing")
@@ -246,17 +253,17 @@ def plain(value: Any, where: str) -> Any:
     raise TypeError(f"{where} holds a {type(value).__name__}, which a save file cannot hold")
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _parse_dtype(name: Any, path: PathLike) -> torch.dtype:
+def parse_dtype(name: Any, path: PathLike) -> torch.dtype:
     if name not in DTYPES:
         raise SaveFileError(f"{str(path)!r} is damaged: dtype {name!r} is not one of {DTYPES}")
     return getattr(torch, name)
 
 
-def _parse_device(name: Any, path: PathLike) -> torch.device:
+def parse_device(name: Any, path: PathLike) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:

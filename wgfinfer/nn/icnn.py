@@ -7,7 +7,7 @@ The potential is
     \\psi(x) = f(x) + \\tfrac{s}{2}\\lVert x\\rVert^2 + \\tfrac12 \\lVert L x\\rVert^2 + c^\\top x,
 
 where :math:`f` is a DenseICNN-style network (Korotin et al. 2021, App. B.2, as used by the
-JKO-ICNN scheme of seed 002 §4.1):
+JKO-ICNN scheme of Mokrov 2022 §4.1):
 
 .. math::
 
@@ -58,7 +58,7 @@ class PotentialDerivatives(NamedTuple):
     """``(n, d, d)`` Hessians, or ``None`` when not requested."""
 
 
-def _inverse_softplus(y: float) -> float:
+def inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
@@ -133,11 +133,11 @@ class DenseICNN(nn.Module):
         # hidden-to-hidden weights are softplus(raw) >= 0; they start near 1/width_in
         self.raw_hidden_weights = nn.ParameterList(
             [
-                nn.Parameter(full(_inverse_softplus(1.0 / h_in), h_out, h_in) + 0.1 * randn(h_out, h_in))
+                nn.Parameter(full(inverse_softplus(1.0 / h_in), h_out, h_in) + 0.1 * randn(h_out, h_in))
                 for h_in, h_out in zip(hidden[:-1], hidden[1:], strict=True)
             ]
         )
-        self.raw_output_weights = nn.Parameter(full(_inverse_softplus(output_scale / hidden[-1]), hidden[-1]))
+        self.raw_output_weights = nn.Parameter(full(inverse_softplus(output_scale / hidden[-1]), hidden[-1]))
         self.quadratic = nn.Parameter(
             math.sqrt(1.0 - strong_convexity) * torch.eye(dim, dtype=dtype, device=device)
         )
@@ -275,7 +275,7 @@ class DenseICNN(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Invert the map: solve ``grad psi(x) = y`` by batched damped Newton.
 
-        Equivalent to ``argmax_x <x, y> - psi(x)`` (seed 002, eq. 15); strong convexity makes the
+        Equivalent to ``argmax_x <x, y> - psi(x)`` (Mokrov 2022, eq. 15); strong convexity makes the
         solution unique.  Each Newton step is accepted when the concave objective increases
         (Armijo) or the residual shrinks, backtracking by halving otherwise.
 

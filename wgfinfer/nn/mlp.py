@@ -1,9 +1,9 @@
 """Plain networks of the variational scheme: the residual transport map and the dual function.
 
-* :class:`ResidualMap` is ``T(x) = x + MLP(x)`` (seed 001 §3.2; with ``activation=None`` the linear
-  residual map of seed 001 App. F.3).  Its last layer starts at zero, so ``T`` starts as the identity.
+* :class:`ResidualMap` is ``T(x) = x + MLP(x)`` (Fan et al. 2022 §3.2; with ``activation=None`` the linear
+  residual map of Fan et al. 2022 App. F.3).  Its last layer starts at zero, so ``T`` starts as the identity.
 * :class:`DualNetwork` is the positive test function ``h`` of the variational formula of the KL
-  divergence, with a choice of output head (seed 001 App. E.2 for ``"expm1"``).
+  divergence, with a choice of output head (Fan et al. 2022 App. E.2 for ``"expm1"``).
 
 Weights are drawn from an explicit ``torch.Generator``; the global RNG is never used.
 """
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from wgfinfer.nn.icnn import _inverse_softplus
+from wgfinfer.nn.icnn import inverse_softplus
 
 ACTIVATIONS = ("prelu", "celu", "tanh", None)
 DUAL_HEADS = ("softplus", "expm1", "exp")
@@ -26,7 +26,7 @@ DUAL_HEADS = ("softplus", "expm1", "exp")
 _LOG_FLOOR = -20.0
 
 
-def _init_linear(
+def init_linear(
     layer: nn.Linear, generator: torch.Generator, scale: float = 1.0, zero: bool = False
 ) -> nn.Linear:
     """Uniform ``+-scale/sqrt(fan_in)`` weights and biases drawn from ``generator`` (or zeros)."""
@@ -42,12 +42,12 @@ def _init_linear(
     return layer
 
 
-def _linear(w_in: int, w_out: int, dtype: torch.dtype, device: torch.device | str) -> nn.Linear:
+def linear(w_in: int, w_out: int, dtype: torch.dtype, device: torch.device | str) -> nn.Linear:
     # skip_init: nn.Linear's own initialisation would draw from the global RNG
     return torch.nn.utils.skip_init(nn.Linear, w_in, w_out, dtype=dtype, device=device)
 
 
-def _mlp(
+def mlp(
     dim_in: int,
     hidden: Sequence[int],
     dim_out: int,
@@ -64,15 +64,15 @@ def _mlp(
         raise ValueError(f"hidden must be a non-empty sequence of positive widths, got {tuple(hidden)}")
     layers: list[nn.Module] = []
     for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-        layers.append(_init_linear(_linear(w_in, w_out, dtype, device), generator))
+        layers.append(init_linear(linear(w_in, w_out, dtype, device), generator))
         if activation == "prelu":
             layers.append(nn.PReLU(w_out, dtype=dtype, device=device))
         elif activation == "celu":
             layers.append(nn.CELU())
         elif activation == "tanh":
             layers.append(nn.Tanh())
-    last = _linear(widths[-1], dim_out, dtype, device)
-    layers.append(_init_linear(last, generator, zero=zero_last))
+    last = linear(widths[-1], dim_out, dtype, device)
+    layers.append(init_linear(last, generator, zero=zero_last))
     return nn.Sequential(*layers)
 
 
@@ -108,7 +108,7 @@ class ResidualMap(nn.Module):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         self.dim = dim
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.residual = _mlp(dim, hidden, dim, activation, gen, zero_last=True, dtype=dtype, device=device)
+        self.residual = mlp(dim, hidden, dim, activation, gen, zero_last=True, dtype=dtype, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         """``T(x)`` for ``(n, d)`` points."""
@@ -127,7 +127,7 @@ class DualNetwork(nn.Module):
     With ``g`` the MLP's output:
 
     * ``"softplus"``: ``h = softplus(g)``;
-    * ``"expm1"``: ``h = exp(hbar) - 1`` with ``hbar = bound * tanh(softplus(g) / bound)`` (seed 001
+    * ``"expm1"``: ``h = exp(hbar) - 1`` with ``hbar = bound * tanh(softplus(g) / bound)`` (Fan et al. 2022
       App. E.2: the optimal ``hbar = log(1 + h)`` is much less steep than ``h`` itself, and the
       ``tanh`` keeps ``h`` below ``e^bound``);
     * ``"exp"``: ``h = exp(g)`` (``g`` is then ``log h`` itself, unbounded).
@@ -167,11 +167,11 @@ class DualNetwork(nn.Module):
             raise ValueError(f"bound must be positive, got {bound}")
         self.dim, self.head, self.bound = int(dim), head, float(bound)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.body = _mlp(dim, hidden, 1, activation, gen, zero_last=True, dtype=dtype, device=device)
+        self.body = mlp(dim, hidden, 1, activation, gen, zero_last=True, dtype=dtype, device=device)
         # h = 1 at initialisation: g0 solves head(g0) = 1
         start = {
             "softplus": math.log(math.e - 1.0),
-            "expm1": _inverse_softplus(self.bound * math.atanh(math.log(2.0) / self.bound)),
+            "expm1": inverse_softplus(self.bound * math.atanh(math.log(2.0) / self.bound)),
             "exp": 0.0,
         }[head]
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Push-forward maps of the parameterized Wasserstein gradient flow (PWGF, seed 004).
+"""Push-forward maps of the parameterized Wasserstein gradient flow (PWGF, Jin et al. 2024).
 
 The PWGF represents the solution of a Wasserstein gradient flow as ``rho_theta = T_theta # lambda``
 for a fixed reference law ``lambda``; the flow moves the parameters ``theta`` only.  Every map here
@@ -9,7 +9,7 @@ is an ``nn.Module`` with the density protocol of the library's flows:
 * ``inverse_and_log_det(y, tol, max_iter) -> (x, log|det dT/dx (x)|, converged)`` for the maps that
   are invertible (:class:`PlanarFlow`, :class:`AffineMap`).
 
-Every map starts as the identity, so that ``rho_theta(0) = lambda`` is the initial law (seed 004 §4).
+Every map starts as the identity, so that ``rho_theta(0) = lambda`` is the initial law (Jin et al. 2024 §4).
 Weights are drawn from an explicit ``torch.Generator``; the global RNG is never used.
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from wgfinfer.nn.mlp import _init_linear, _linear
+from wgfinfer.nn.mlp import init_linear, linear
 
 RESIDUAL_ACTIVATIONS = ("tanh", "celu")
 
@@ -36,7 +36,7 @@ def _check_dim(dim: int) -> int:
     return dim
 
 
-def _check_points(x: Tensor, dim: int) -> None:
+def check_points(x: Tensor, dim: int) -> None:
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"expected points of shape (n, {dim}), got {tuple(x.shape)}")
 
@@ -46,7 +46,7 @@ def _default_tol(dtype: torch.dtype) -> float:
 
 
 class PlanarFlow(nn.Module):
-    """Composition of planar layers ``T = f_M o ... o f_1`` (seed 004 eq. 5.2).
+    """Composition of planar layers ``T = f_M o ... o f_1`` (Jin et al. 2024 eq. 5.2).
 
     Each layer is ``f_j(x) = x + tanh(w_j . x + b_j) u_hat_j``.  Its Jacobian is
     ``I + tanh'(w_j . x + b_j) u_hat_j w_j^T``, with determinant ``1 + tanh'(w_j . x + b_j) s_j``,
@@ -66,7 +66,7 @@ class PlanarFlow(nn.Module):
     ``(-1, inf)``.  Hence, for fixed ``w != 0``, ``u -> u_hat`` is a diffeomorphism onto the
     invertible layers: the reparameterisation spans the same tangent space of maps as the raw
     parameters of eq. 5.2 and so does not change the PWGF velocity ``-K_theta[...]`` of
-    seed 004 eq. 3.25 (the projection onto that tangent space), only the coordinates of ``theta``.
+    Jin et al. 2024 eq. 3.25 (the projection onto that tangent space), only the coordinates of ``theta``.
     The shift ``log(e - 1)`` (Rezende & Mohamed use ``m(a) = -1 + softplus(a)``) makes ``m(0) = 0``,
     so that ``u = 0`` gives ``u_hat = 0``: the flow starts as the identity.
 
@@ -81,7 +81,7 @@ class PlanarFlow(nn.Module):
     dim : int
         Dimension ``d``.
     n_layers : int, default 40
-        Number ``M`` of planar layers (seed 004 §5.1 uses 40).
+        Number ``M`` of planar layers (Jin et al. 2024 §5.1 uses 40).
     generator : torch.Generator, optional
         Source of the initial ``w_j ~ N(0, I/d)`` (so ``|w_j| ~ 1``); a generator seeded with 0
         when omitted.  ``u_j = 0`` and ``b_j = 0``.
@@ -118,7 +118,7 @@ class PlanarFlow(nn.Module):
 
     def map_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``T(x)`` and ``log|det dT/dx (x)|`` for ``(n, d)`` points (shapes ``(n, d)``, ``(n,)``)."""
-        _check_points(x, self.dim)
+        check_points(x, self.dim)
         u_hat, s = self.effective_u()
         log_det = x.new_zeros(x.shape[0])
         for j in range(self.n_layers):
@@ -129,7 +129,7 @@ class PlanarFlow(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``T(x)`` for ``(n, d)`` points."""
-        _check_points(x, self.dim)
+        check_points(x, self.dim)
         u_hat, _ = self.effective_u()
         for j in range(self.n_layers):
             x = x + torch.tanh(x @ self.w[j] + self.b[j])[:, None] * u_hat[j]
@@ -164,7 +164,7 @@ class PlanarFlow(nn.Module):
         converged : Tensor
             ``(n,)`` booleans, ``False`` where a layer's equation did not reach ``tol``.
         """
-        _check_points(y, self.dim)
+        check_points(y, self.dim)
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
         tol = _default_tol(y.dtype) if tol is None else float(tol)
@@ -244,7 +244,7 @@ class AffineMap(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``A x + c`` for ``(n, d)`` points."""
-        _check_points(x, self.dim)
+        check_points(x, self.dim)
         return x @ self.matrix.T + self.shift
 
     def transport(self, x: Tensor) -> Tensor:
@@ -269,13 +269,13 @@ class AffineMap(nn.Module):
         ``converged`` is ``False`` only where the solve returned non-finite values (singular ``A``
         or non-finite ``y``).
         """
-        _check_points(y, self.dim)
+        check_points(y, self.dim)
         x = torch.linalg.solve(self.matrix, (y - self.shift).T).T
         return x, self.log_abs_det().expand(y.shape[0]).clone(), torch.isfinite(x).all(-1)
 
 
 class ResidualPushforward(nn.Module):
-    """``T(z) = z + R(z)`` with ``R`` a multilayer perceptron (seed 004 eq. 5.4).
+    """``T(z) = z + R(z)`` with ``R`` a multilayer perceptron (Jin et al. 2024 eq. 5.4).
 
     The paper's choices are the defaults: three hidden layers of 100 ``tanh`` units (smooth, since
     the log-density of the pushed law involves ``dT/dz``) and no bias on the output layer.  The
@@ -291,7 +291,7 @@ class ResidualPushforward(nn.Module):
         Hidden widths of ``R``.
     activation : {"tanh", "celu"}, default "tanh"
     output_bias : bool, default False
-        Give the output layer a bias (seed 004 §4 has none).
+        Give the output layer a bias (Jin et al. 2024 §4 has none).
     generator : torch.Generator, optional
         Source of the initial weights (a generator seeded with 0 when omitted).
     dtype, device
@@ -318,7 +318,7 @@ class ResidualPushforward(nn.Module):
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers.append(_init_linear(_linear(w_in, w_out, dtype, device), gen))
+            layers.append(init_linear(linear(w_in, w_out, dtype, device), gen))
             layers.append(nn.Tanh() if activation == "tanh" else nn.CELU())
         last = torch.nn.utils.skip_init(
             nn.Linear, widths[-1], dim, bias=bool(output_bias), dtype=dtype, device=device
@@ -332,7 +332,7 @@ class ResidualPushforward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``T(x)`` for ``(n, d)`` points."""
-        _check_points(x, self.dim)
+        check_points(x, self.dim)
         return x + self.residual(x)
 
     def transport(self, x: Tensor) -> Tensor:
@@ -341,7 +341,7 @@ class ResidualPushforward(nn.Module):
 
     def jacobian(self, x: Tensor) -> Tensor:
         """``(n, d, d)`` Jacobians ``dT/dx``, differentiable in the parameters."""
-        _check_points(x, self.dim)
+        check_points(x, self.dim)
 
         def single(v: Tensor) -> Tensor:
             return v + self.residual(v)

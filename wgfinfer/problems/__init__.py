@@ -8,11 +8,12 @@ application (:mod:`wgfinfer.cli`) may.  One module per kind of problem:
 * :mod:`~wgfinfer.problems.barenblatt`: exact porous-medium (Barenblatt) solutions;
 * :mod:`~wgfinfer.problems.finite_volume`: an upwind finite-volume solver of the
   aggregation-diffusion equation, the grid reference of ``examples/aggregation.py``;
-* :mod:`~wgfinfer.problems.logistic`: the seeds' Bayesian logistic regression (Pyro model,
-  hand-written log-posterior, predictive metrics, the benchmark's sampler settings);
+* :mod:`~wgfinfer.problems.logistic`: the Bayesian logistic regression of Fan et al. (2022) and
+  Mokrov (2022) (Pyro model, hand-written log-posterior, predictive metrics, the benchmark's
+  sampler settings);
 * :mod:`~wgfinfer.problems.datasets`: its data sets (breast cancer, Breiman's generators, Pima,
   synthetic), split and standardised;
-* :mod:`~wgfinfer.problems.filtering`: the seed 002 §4.5 filtering problem (sine-well potential).
+* :mod:`~wgfinfer.problems.filtering`: the Mokrov 2022 §4.5 filtering problem (sine-well potential).
 
 Nothing is imported here, so ``import wgfinfer.problems.gaussians`` does not pull in Pyro or
 scikit-learn.

@@ -1,6 +1,6 @@
 r"""Barenblatt profiles: exact solutions of the porous medium equation ``d_t u = Delta(u^m)`` in ``R^d``.
 
-The self-similar source-type solution (Barenblatt 1952; seed 000 §4.3, seed 004 §5.2 eq. 5.7) is
+The self-similar source-type solution (Barenblatt 1952; Fan et al. 2021 §4.3, Jin et al. 2024 §5.2 eq. 5.7) is
 
 .. math::
 
@@ -8,7 +8,7 @@ The self-similar source-type solution (Barenblatt 1952; seed 000 §4.3, seed 004
     \qquad \tau = t + t_0,
 
 with ``alpha = d / (d (m - 1) + 2)``, ``beta = alpha / d`` and ``k = (m - 1) alpha / (2 m d)``
-(seed 000 calls ``k`` "beta" and writes ``2 alpha / n`` for ``2 beta``).  It is supported on the ball
+(Fan et al. 2021 calls ``k`` "beta" and writes ``2 alpha / n`` for ``2 beta``).  It is supported on the ball
 of radius ``R(t) = sqrt(C / k) tau^beta`` around ``x0``, and ``u^m`` is ``C^1`` across the free
 boundary, so ``u`` is a weak solution on all of ``R^d`` and a classical one inside the support.
 
@@ -23,16 +23,16 @@ polar coordinates and ``s = k |y|^2 / C``,
       = \Bigl(\frac{\pi}{k}\Bigr)^{d/2} \frac{B(d/2, m/(m-1))}{\Gamma(d/2)} C^{\gamma},
 
 ``gamma = d/2 + 1/(m-1) = d / (2 (m - 1) alpha)``, using ``|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2)``.
-Unit mass therefore needs ``C^gamma = (k/pi)^{d/2} Gamma(d/2) / B(d/2, m/(m-1))``.  Seed 004 prints
+Unit mass therefore needs ``C^gamma = (k/pi)^{d/2} Gamma(d/2) / B(d/2, m/(m-1))``.  Jin et al. (2024) prints
 this constant with an extra factor ``1/d`` in the bracket; that agrees for ``d = 1`` only (for
 ``d > 1`` its ``C`` gives mass ``1/d``, checked by quadrature in ``tests/test_barenblatt.py``).
 
-Seed 000's constants ``m = 2, d = 1, t0 = 0.002, C = (3/16)^{1/3}`` give ``k = 1/12`` and
+Fan et al. (2021)'s constants ``m = 2, d = 1, t0 = 0.002, C = (3/16)^{1/3}`` give ``k = 1/12`` and
 ``M = (8/sqrt 3) C^{3/2} = (8/sqrt 3)(sqrt 3 / 4) = 2`` exactly, not 1.  Because
 ``d_t u = Delta(u^m)`` is not invariant under ``u -> u / M``, the probability density
 ``rho = u / M`` solves ``d_t rho = M^{m-1} Delta(rho^m)``: the Wasserstein gradient flow of
 ``M^{m-1}/(m-1) int rho^m``, i.e. of ``GeneralizedEntropy(m, coefficient=M^{m-1})``.  This
-coefficient is :attr:`BarenblattProfile.probability_coefficient` (``2`` for seed 000's constants).
+coefficient is :attr:`BarenblattProfile.probability_coefficient` (``2`` for Fan et al. 2021's constants).
 
 Exact law of ``rho(t)``.  ``x - x0 = r theta`` with ``theta`` uniform on the unit sphere independent
 of ``r``, and ``r`` has density proportional to ``r^{d-1} (C - k r^2 tau^{-2 beta})^{1/(m-1)}``; the

@@ -1,4 +1,4 @@
-"""The filtering benchmark of seed 002 §4.5 (after Frogner & Poggio's set-up), written once.
+"""The filtering benchmark of Mokrov 2022 §4.5 (after Frogner & Poggio's set-up), written once.
 
 ``Phi(x) = sin(2 pi x) / pi + x^2 / 4``, ``beta = 1``, ``X_0 ~ N(0, 1)``; one path simulated by
 Euler-Maruyama (``dt = 1e-3``) and observed as ``Y_k = X_{t_k} + v_k``, ``v_k ~ N(0, 1)``, at
@@ -36,7 +36,7 @@ class FilteringProblem:
 
 
 def sine_well_problem(seed: int, noise_std: float = 1.0, dt: float = 1e-3) -> FilteringProblem:
-    """The seed 002 §4.5 problem with the path and noise drawn from ``seed``."""
+    """The Mokrov 2022 §4.5 problem with the path and noise drawn from ``seed``."""
     initial = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
     diffusion = LangevinDiffusion(sine_well_potential, beta=1.0, initial=initial)
     generator = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""An upwind finite-volume solver of the aggregation-diffusion equation of seed 000 §4.4, written once.
+"""An upwind finite-volume solver of the aggregation-diffusion equation of Fan et al. 2021 §4.4, written once.
 
 ``d_t rho = div(rho grad(W * rho)) + nu Delta rho^m`` with ``W(x) = -exp(-|x|^2)/pi`` in 2-D, from
 ``rho_0`` uniform on ``[-3, 3]^2``, on cell averages of the box ``[-BOX, BOX]^2``: the grid reference
@@ -27,7 +27,7 @@ class FiniteVolumeReference:
     cells : int
         Cells per side (``cells x cells`` grid of width ``dx = 2 BOX / cells``).
     m, nu : float
-        Exponent and coefficient of the diffusion ``nu Delta rho^m`` (seed 000: 3 and 0.1).
+        Exponent and coefficient of the diffusion ``nu Delta rho^m`` (Fan et al. 2021: 3 and 0.1).
 
     Attributes
     ----------

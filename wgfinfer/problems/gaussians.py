@@ -2,12 +2,12 @@
 
 * Ornstein-Uhlenbeck marginals: ``Phi(x) = 1/2 (x-b)^T A (x-b)``, ``beta = 1``,
   ``dX = -A (X - b) dt + sqrt(2) dW``; from ``N(m0, S0)`` the law at time ``t`` is
-  ``N(b + e^{-At}(m0 - b), e^{-At} S0 e^{-At} + A^{-1}(I - e^{-2At}))`` (seed 002 §4.3,
-  seed 000 §4.2).
+  ``N(b + e^{-At}(m0 - b), e^{-At} S0 e^{-At} + A^{-1}(I - e^{-2At}))`` (Mokrov 2022 §4.3,
+  Fan et al. 2021 §4.2).
 * The exact JKO iterates of the same problem, which stay Gaussian: the minimiser of each step is an
   affine map ``x -> m' + M (x - m)`` with ``M`` symmetric positive definite.  Comparing a trained flow
   with them separates the optimisation error from the time-discretisation error of JKO.
-* Gaussian mixtures with unit covariances (seed 002 §4.2), with exact sampling and normalised
+* Gaussian mixtures with unit covariances (Mokrov 2022 §4.2), with exact sampling and normalised
   log-density.
 * The exact (Kalman) filter of the 1-D OU process observed with Gaussian noise, and that of its
   JKO discretisation (the references of the filtering tests).
@@ -140,7 +140,7 @@ class GaussianMixture:
     def random(
         cls, n_components: int, dim: int, width: float, seed: int, dtype: torch.dtype = torch.float32
     ) -> GaussianMixture:
-        """Means drawn uniformly from ``[-width/2, width/2]^d`` (the set-up of seed 002 §4.2)."""
+        """Means drawn uniformly from ``[-width/2, width/2]^d`` (the set-up of Mokrov 2022 §4.2)."""
         gen = torch.Generator().manual_seed(seed)
         means = (torch.rand(n_components, dim, generator=gen, dtype=torch.float64) - 0.5) * width
         return cls(means.to(dtype))

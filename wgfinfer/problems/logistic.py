@@ -1,5 +1,5 @@
-"""Bayesian logistic regression, the seeds' posterior-sampling benchmark (seed 001 sec. 5.3, seed 002
-sec. 4.4).
+"""Bayesian logistic regression, the posterior-sampling benchmark of Fan et al. (2022, sec. 5.3) and
+Mokrov (2022, sec. 4.4).
 
 Model, with ``x`` holding an intercept column::
 
@@ -8,7 +8,7 @@ Model, with ``x`` holding an intercept column::
     y_i | w ~ Bernoulli(sigmoid(x_i . w))
 
 sampled on ``theta = [w, log alpha]`` (``d + 1`` dimensions).  The Gamma is stated by its *rate*:
-the seeds' code used a scale parameterisation (and one seed left out the ``log alpha`` Jacobian), so
+the papers' code used a scale parameterisation (and one of them left out the ``log alpha`` Jacobian), so
 the model is written once here, as a Pyro model, and tested against the hand-written
 :func:`log_posterior`.
 """
@@ -22,76 +22,53 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
+from wgfinfer.schemes import ICNN, PWGF, Variational
+
 PRIOR_SHAPE = 1.0
 PRIOR_RATE = 0.01
 
 SETTINGS: dict[str, object] = {
+    "scheme": ICNN(iters_per_step=200, hidden=(32, 32), affine_lr_scale=10.0),
     "init": "gaussian",
     "step_size": 5.0,
     "n_steps": 6,
-    "iters_per_step": 200,
-    "hidden": (32, 32),
-    "affine_lr_scale": 10.0,
 }
-"""``WGFSampler`` settings used by the example and the benchmark for this model.
-
-Measured on breast cancer (32 dimensions), KL(q || p) from the flow's exact densities, with
-``log Z = -52.9`` estimated by importance sampling from a fitted full-rank Gaussian (k-hat 0.65).
-The hierarchical prior puts the posterior mass far from the joint mode: the Laplace start is at
-KL 15, and the flow from it ends at 0.9 after 6 steps (2.2 with ``step_size=1``; 2.9 with
-``step_size=1``, ``affine_lr_scale=1``, ``hidden=(64, 64)``, 5 steps).  With ``init="gaussian"``
-the start is at KL 0.85 and the flow brings it to 0.70 (test log-lik -0.0614 against -0.0638 from
-the Laplace start).  PSIS k-hat stays near 1 either way (docs/benchmarks.md); an independence-MH
-correction (``get_samples(correct="imh")``) accepts 33% of 4096 proposals.
+"""``WGFSampler`` settings of the ICNN scheme for this model (used by the example and the benchmark):
+the fitted-Gaussian start, six steps of 5 with narrow networks and a fast affine part.  Why, and
+what they give on breast cancer: ``docs/benchmarks.md`` ("Settings of the logistic-regression
+model").
 """
 
 
 VARIATIONAL_SETTINGS: dict[str, object] = {
-    "method": "variational",
-    "map": "resnet",
+    "scheme": Variational(map="resnet", iters_per_step=200, hidden=(32, 32)),
     "init": "gaussian",
     "step_size": 0.1,
     "n_steps": 8,
-    "iters_per_step": 200,
-    "hidden": (32, 32),
 }
-"""``WGFSampler`` settings of the variational JKO scheme (seed 001) for this model, used by the
-benchmark: the seed's step ``a = 0.1`` (seed 001 App. F.4; its ``K`` is 5-16 on its data sets) from
-the fitted Gaussian, residual maps, so the flow gives draws but no ``log q`` (no k-hat).  Steps of 5
-(``SETTINGS``) blew the maps up here.  Measured on breast cancer (one core): 21 s of training, test
-log-lik -0.0636 (NUTS -0.0622; steps of 0.5: -0.0634).
+"""``WGFSampler`` settings of the variational JKO scheme (Fan et al. 2022) for this model, used by the
+benchmark: the paper's step ``a = 0.1`` (Fan et al. 2022, App. F.4) from the fitted Gaussian, with
+residual maps, so the flow gives draws but no ``log q`` (no k-hat).  Measurements:
+``docs/benchmarks.md`` ("Settings of the logistic-regression model").
 """
 
 
 PWGF_SETTINGS: dict[str, object] = {
-    "method": "pwgf",
-    "map": "coupling",
-    "n_layers": 6,
-    "hidden": (32,),
+    "scheme": PWGF(map="coupling", n_layers=6, hidden=(32,), substeps=2),
     "init": "gaussian",
     "step_size": 0.6,
     "n_steps": 15,
-    "substeps": 2,
     "dtype": torch.float64,
 }
 """``WGFSampler`` settings of the PWGF scheme for this model: six affine coupling layers (conditioners
-with 32 tanh units) on the fitted Gaussian, moved for 9 time units in 30 Euler steps of 0.3.
+with 32 tanh units) on the fitted Gaussian, moved for 9 time units in 30 Euler steps of 0.3, in
+float64 (float32 stopped at a higher KL).
 
-Why coupling layers: the posterior's spread in many ``w`` directions depends on ``log alpha`` (the
-hierarchical prior), which a planar layer (one direction each) captures poorly and a coupling layer
-conditioned on ``log alpha`` captures at once.  Measured on breast cancer (one CPU core each, both
-cores busy), PSIS k-hat of 4096 draws over eight draw seeds of each trained flow:
-
-* these settings, training seeds 0, 1, 2: training 67-69 s (38 s in the benchmark, after
-  :func:`model` switched to a matrix product); k-hat 0.23-0.51, 0.15-0.54 and
-  0.19-0.47 (means 0.37-0.39); importance ESS 61-66%; test log-lik -0.0614 to -0.0617 (NUTS
-  -0.0622); ``kl_plus_log_z`` 52.97-52.98 with ``log Z`` about -52.77, so KL about 0.2;
-* four layers instead of six: 62-76 s, k-hat maxima 0.57, 0.60, 0.64 over the three seeds;
-* the previous setting, a 40-layer planar flow (30 steps of 0.3): 100 s, k-hat 0.56-0.88 (mean
-  0.70), ESS 5%, ``kl_plus_log_z`` 53.31; with a Student-t(10) reference instead of the Gaussian:
-  k-hat 0.50-0.81.
-
-float64, because float32 stops at a higher KL (seen with the planar flow).
+Coupling layers because the posterior's spread in many ``w`` directions depends on ``log alpha``
+(the hierarchical prior), which a planar layer (one direction each) captures poorly and a coupling
+layer conditioned on ``log alpha`` captures at once.  The measurements that chose them (k-hat, ESS,
+KL and time against four layers and against 40 planar layers): ``docs/benchmarks.md`` ("Settings of
+the logistic-regression model").
 """
 
 

@@ -1,4 +1,5 @@
-"""The forward-backward scheme for interaction energies (seed 000 §3.3, after Salim et al. 2020).
+"""The forward-backward scheme for interaction energies (Fan, Zhang, Taghvaei and Chen 2022, after
+Salim, Korba and Luise 2020).
 
 One step of ``F = W + G`` (``W`` the interaction energies, ``G`` the rest) is an explicit
 (forward) Euler step on ``W`` followed by a JKO (backward) step on ``G``:
@@ -9,16 +10,27 @@ One step of ``F = W + G`` (``W`` the interaction energies, ``G`` the rest) is an
 
 ``grad(W * P_k)(x) = E_{y ~ P_k}[grad W(x - y)]`` is a Monte-Carlo convolution over ``n_reference``
 particles of ``P_k``; they are kept in the step's map (:class:`ForwardStep`), so the forward step is a
-deterministic map that new draws can be pushed through later.  Its density is not tracked (seed 000
-§3.5): a forward-backward flow gives draws only.
+deterministic map that new draws can be pushed through later.  Its density is not tracked: a
+forward-backward flow gives draws only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
-from wgfinfer.functionals import InteractionEnergy
+from wgfinfer._validation import check_positive_int
+from wgfinfer.functionals import FreeEnergy, Functional, InteractionEnergy, as_functional
+from wgfinfer.schemes.base import Info, Scheme, check_explosion, check_finite, push_transport
+from wgfinfer.schemes.icnn import ICNN, needs_particle_density
+from wgfinfer.schemes.variational import Variational
 
 
 class ForwardStep(nn.Module):
@@ -90,3 +102,152 @@ def forward_step(
     else:
         reference = particles
     return ForwardStep(interactions, reference, step_size)
+
+
+@dataclass(frozen=True)
+class ForwardBackward(Scheme):
+    """Explicit steps on the interaction energies, then a JKO step of ``backward`` on the rest.
+
+    Parameters
+    ----------
+    backward : ICNN or Variational, default Variational()
+        The JKO scheme of the backward step (its options: pool size, iterations, networks).
+    n_reference : int, default 10000
+        Particles of ``P_k`` in the forward step's Monte-Carlo convolution (Fan et al. 2022: 10^4).
+    """
+
+    backward: ICNN | Variational = dataclasses.field(default_factory=Variational)
+    n_reference: int = 10000
+
+    name: ClassVar[str] = "forward_backward"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backward, str):
+            kinds = {"icnn": ICNN, "variational": Variational}
+            if self.backward not in kinds:
+                raise ValueError(f"backward must be one of {tuple(kinds)}, got {self.backward!r}")
+            object.__setattr__(self, "backward", kinds[self.backward]())
+        if not isinstance(self.backward, (ICNN, Variational)):
+            raise TypeError(
+                f"backward must be an ICNN or Variational scheme, got {type(self.backward).__name__}"
+            )
+        object.__setattr__(self, "n_reference", check_positive_int("n_reference", self.n_reference))
+
+    @property
+    def n_monitor(self) -> int:
+        """The backward scheme's ``n_monitor``."""
+        return self.backward.n_monitor
+
+    def scaled(self, lr_scale: float) -> ForwardBackward:  # noqa: D102
+        return self if lr_scale == 1.0 else dataclasses.replace(self, backward=self.backward.scaled(lr_scale))
+
+    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> ForwardBackwardState:  # noqa: D102
+        return init(self, base, generator, **kwargs)
+
+    def step(
+        self,
+        state: ForwardBackwardState,
+        functional: Any,
+        step_size: float,
+        generator: torch.Generator,
+        **kwargs: Any,
+    ):  # noqa: D102
+        return step(state, functional, step_size, generator, scheme=self, **kwargs)
+
+
+@dataclass(frozen=True)
+class ForwardBackwardState:
+    """The forward-backward scheme between steps.
+
+    Attributes
+    ----------
+    step : int
+        Steps done.
+    backward : ICNNState or VariationalState
+        The backward scheme's state: its pool is the pool of ``P_k``, its maps the backward maps
+        (the warm starts of the next backward step).
+    maps : tuple of ComposedStep
+        One map per step: the forward step, then the backward map.
+    """
+
+    step: int
+    backward: Any
+    maps: tuple[nn.Module, ...] = ()
+
+    @property
+    def particles(self) -> Tensor:
+        """The pool of ``P_k``."""
+        return self.backward.particles
+
+
+def _split(functional: Functional) -> tuple[tuple[InteractionEnergy, ...], Functional | None]:
+    interactions = functional.interactions()
+    rest = [t for t in functional.terms() if t not in interactions]
+    return interactions, (FreeEnergy(rest) if rest else None)
+
+
+def init(
+    scheme: ForwardBackward,
+    base: Distribution,
+    generator: torch.Generator,
+    *,
+    device: torch.device | str = "cpu",
+    functional: Functional | None = None,
+) -> ForwardBackwardState:
+    """The backward scheme's initial state (its densities are not tracked: the forward step has none)."""
+    kwargs: dict[str, Any] = {"device": device, "functional": None}
+    if isinstance(scheme.backward, ICNN):
+        kwargs["track_density"] = False
+        if functional is not None:
+            rest = _split(functional)[1]
+            if rest is not None and needs_particle_density(rest):
+                raise ValueError(
+                    "the forward-backward scheme gives no densities, which the ICNN backward step needs "
+                    "for internal energies other than the entropy: use backward=Variational()"
+                )
+    return ForwardBackwardState(step=0, backward=scheme.backward.init(base, generator, **kwargs))
+
+
+def step(
+    state: ForwardBackwardState,
+    functional: Functional | Callable[[Tensor], Tensor],
+    step_size: float,
+    generator: torch.Generator,
+    *,
+    scheme: ForwardBackward,
+    lr_scale: float = 1.0,
+    monitor: Functional | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> tuple[ForwardBackwardState, Info]:
+    """The forward step on the interaction energies, then the backward scheme's step on the rest."""
+    functional = as_functional(functional)
+    start = time.perf_counter()
+    interactions, rest = _split(functional)
+    k, pool = state.step, state.particles
+    where = f"step {k}"
+    fwd = forward_step(pool, interactions, step_size, scheme.n_reference, generator)
+    half = push_transport(fwd, pool)
+    check_finite(half, where, "the forward step")
+    backward_state = dataclasses.replace(state.backward, particles=half)
+    backward_map = None
+    if rest is not None:
+        backward_state, info = scheme.backward.step(
+            backward_state, rest, step_size, generator, lr_scale=lr_scale, callback=callback
+        )
+        backward_map = backward_state.maps[-1]
+        # the forward step's density is not tracked, so no free energy after the step
+        info = dataclasses.replace(info, energy=None, energy_se=None)
+    else:
+        # interaction energies only: the step is explicit, and its loss is the energy after it,
+        # a U-statistic over the first n_monitor particles (no density needed)
+        m = max(2, min(scheme.n_monitor, half.shape[0]))
+        with torch.no_grad():
+            energy = float(functional.estimate(half[:m]))
+        info = Info(loss=energy, energy=energy, iterations=1)
+    check_finite(backward_state.particles, where)
+    check_explosion(pool, backward_state.particles, where)
+    info = dataclasses.replace(info, wall_time=time.perf_counter() - start)
+    new_state = ForwardBackwardState(
+        step=k + 1, backward=backward_state, maps=(*state.maps, ComposedStep(fwd, backward_map))
+    )
+    return new_state, info

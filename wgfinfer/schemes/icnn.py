@@ -1,4 +1,4 @@
-"""The ICNN JKO scheme (JKO-ICNN, seed 002 Algorithm 1; seed 003).
+"""The ICNN JKO scheme (JKO-ICNN, Mokrov 2022 Algorithm 1; Mokrov et al. 2021).
 
 One JKO step for the Fokker-Planck free energy ``F(rho) = E_rho[Phi] - beta^{-1} H(rho)`` with
 ``Phi = -log_density`` solves, over convex potentials ``psi``,
@@ -10,54 +10,83 @@ One JKO step for the Fokker-Planck free energy ``F(rho) = E_rho[Phi] - beta^{-1}
       - \\beta^{-1} E_{\\rho_k}[\\log\\det \\nabla^2\\psi(X)],
 
 whose value is ``F(grad psi # rho_k) + W2^2 / (2h)`` up to the constant ``-beta^{-1} H(rho_k)``
-(seed 002, Theorem 1).  The expectation is taken over mini-batches of a cached particle pool of
+(Mokrov 2022, Theorem 1).  The expectation is taken over mini-batches of a cached particle pool of
 ``rho_k``: the pool is pushed through each new map once, never re-pushed from ``rho_0``.
 
-Build-time options (network, optimiser, iterations) live in :class:`ICNNSchemeConfig`; the step
-size and the target are per-step inputs of :func:`icnn_jko_step`.
+Build-time options (network, optimiser, iterations, pool size) live in the frozen options object
+:class:`ICNN`; the state between steps is an :class:`ICNNState` (the pool, its tracked
+log-densities, the maps so far); :func:`init` and :func:`step` are the scheme's protocol
+(:mod:`wgfinfer.schemes.base`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
-from wgfinfer.errors import NonPositiveHessianError, TrainingDivergedError
+from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer.errors import DensityNotAvailableError, NonPositiveHessianError, TrainingDivergedError
+from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import Entropy, Functional, as_functional
 from wgfinfer.nn.icnn import DenseICNN
-from wgfinfer.schemes.common import check_gradients, check_points, cosine_schedule, transport_distance
+from wgfinfer.schemes.base import (
+    Info,
+    Scheme,
+    check_explosion,
+    check_fraction,
+    check_gradients,
+    check_points,
+    check_widths,
+    cosine_schedule,
+    monitor_energy,
+    push_transport,
+    push_with_log_q,
+    set_field,
+    transport_distance,
+)
 
 
 @dataclass(frozen=True)
-class ICNNSchemeConfig:
-    """Options fixed when the scheme is built.
+class ICNN(Scheme):
+    """The ICNN JKO scheme (Mokrov et al. 2021): each step is the gradient of an input-convex network.
 
-    Attributes
+    Every option has its default here and only here; ``scheme="icnn"`` means ``ICNN()``.
+
+    Parameters
     ----------
-    hidden : tuple of int
+    hidden : tuple of int, default (64, 64)
         ICNN hidden widths.
-    rank : int
+    rank : int, default 1
         Rank of each hidden unit's convex quadratic input term.
-    strong_convexity : float
-        ``s``: every Hessian is at least ``s I``.
-    iters_per_step : int
+    strong_convexity : float, default 1e-3
+        ``s``: every Hessian is at least ``s I`` (keeps the maps invertible).
+    iters_per_step : int, default 200
         Adam iterations per JKO step.
-    batch_size : int
+    batch_size : int, default 256
         Particles per iteration.
-    lr : float
+    lr : float, default 5e-3
         Adam learning rate at the start of every step.
-    lr_decay : float
+    lr_decay : float, default 0.1
         Within every step the learning rate follows a cosine from ``lr`` down to ``lr * lr_decay``
-        (1 keeps it constant).
-    affine_lr_scale : float
+        (1 keeps it constant); see ``docs/design.md`` for the measurement behind the default.
+    affine_lr_scale : float, default 1.0
         Learning rate of the affine part of the map (``L`` and ``c``) relative to ``lr``.
-    warm_start : bool
+    warm_start : bool, default True
         Start every step from the previous step's map (``True``) or from a fresh near-identity map.
+    n_particles : int, optional
+        Size of the particle pool of ``rho_k`` that batches are drawn from, pushed through each new
+        map once; default ``iters_per_step * batch_size`` (each particle used about once per step;
+        much smaller pools overfit the maps to the pool, see ``docs/design.md``).
+    n_monitor : int, default 4096
+        Pool particles whose exact log-density is tracked, for the free-energy monitor ``energy``.
     """
 
     hidden: tuple[int, ...] = (64, 64)
@@ -69,26 +98,222 @@ class ICNNSchemeConfig:
     lr_decay: float = 0.1
     affine_lr_scale: float = 1.0
     warm_start: bool = True
+    n_particles: int | None = None
+    n_monitor: int = 4096
+
+    name: ClassVar[str] = "icnn"
+
+    def __post_init__(self) -> None:
+        set_field(self, "hidden", check_widths("hidden", self.hidden))
+        set_field(self, "rank", check_positive_int("rank", self.rank, allow_zero=True))
+        set_field(self, "strong_convexity", check_fraction("strong_convexity", self.strong_convexity))
+        set_field(self, "iters_per_step", check_positive_int("iters_per_step", self.iters_per_step))
+        set_field(self, "batch_size", check_positive_int("batch_size", self.batch_size))
+        set_field(self, "lr", check_positive_float("lr", self.lr))
+        set_field(self, "lr_decay", check_fraction("lr_decay", self.lr_decay, inclusive_upper=True))
+        set_field(self, "affine_lr_scale", check_positive_float("affine_lr_scale", self.affine_lr_scale))
+        if not isinstance(self.warm_start, bool):
+            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
+        if self.n_particles is not None:
+            set_field(self, "n_particles", check_positive_int("n_particles", self.n_particles))
+        set_field(self, "n_monitor", check_positive_int("n_monitor", self.n_monitor, allow_zero=True))
+
+    @property
+    def pool_size(self) -> int:
+        """``n_particles``, or its default ``iters_per_step * batch_size``."""
+        return self.iters_per_step * self.batch_size if self.n_particles is None else self.n_particles
+
+    def scaled(self, lr_scale: float) -> ICNN:  # noqa: D102
+        return self if lr_scale == 1.0 else dataclasses.replace(self, lr=self.lr * lr_scale)
+
+    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> ICNNState:  # noqa: D102
+        return init(self, base, generator, **kwargs)
+
+    def step(
+        self, state: ICNNState, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any
+    ):  # noqa: D102
+        return step(state, functional, step_size, generator, scheme=self, **kwargs)
+
+
+@dataclass(frozen=True)
+class ICNNState:
+    """The ICNN scheme between steps (never modified: a step returns a new state).
+
+    Attributes
+    ----------
+    step : int
+        Steps done.
+    particles : Tensor
+        ``(n, d)`` particle pool of ``rho_k``.
+    log_q : Tensor or None
+        ``(m,)`` exact ``log rho_k`` of the first ``m`` pool particles (``None``: not tracked).
+    maps : tuple of DenseICNN
+        The maps of the steps done, first step first.
+    """
+
+    step: int
+    particles: Tensor
+    log_q: Tensor | None
+    maps: tuple[DenseICNN, ...] = ()
 
 
 @dataclass
-class StepInfo:
-    """What one JKO step did (means over the last 10% of its iterations)."""
+class _Fit:
+    """What fitting one map did (means over the last 10% of its iterations)."""
 
     loss: float
     w2: float
-    """``E||grad psi(X) - X||^2``: squared W2 distance moved in this step."""
     potential: float
-    """The particle terms' energy at the pushed batch (``E[Phi(grad psi(X))]`` for the KL)."""
     log_det: float
-    """``E[log det grad^2 psi(X)]``: entropy increase of the step."""
     iterations: int
-    wall_time: float
     losses: list[float] = field(default_factory=list, repr=False)
 
 
+def needs_particle_density(functional: Functional) -> bool:
+    """Whether the functional's internal energies need ``log rho_k`` at the particles (not only the
+    entropy, whose step does not depend on it)."""
+    return any(not isinstance(t, Entropy) for t in functional.internal_energies())
+
+
+def init(
+    scheme: ICNN,
+    base: Distribution,
+    generator: torch.Generator,
+    *,
+    device: torch.device | str = "cpu",
+    functional: Functional | None = None,
+    track_density: bool = True,
+) -> ICNNState:
+    """Draw the pool of ``rho_0 = base`` (and the log-densities of its monitored particles).
+
+    Parameters
+    ----------
+    scheme : ICNN
+    base : torch.distributions.Distribution
+        The initial law, event shape ``(d,)``.
+    generator : torch.Generator
+        Source of the draws.
+    device : str or torch.device
+    functional : Functional, optional
+        The free energy to be run; internal energies other than the entropy need the exact
+        log-density of every pool particle, which is then tracked for all of them.
+    track_density : bool, default True
+        Track ``log rho_k`` of the first ``n_monitor`` particles (when ``base`` has a density).
+
+    Raises
+    ------
+    ValueError
+        If ``base`` draws points of another shape, or ``functional`` needs densities that ``base``
+        does not have.
+    """
+    n = scheme.pool_size
+    dim = int(base.event_shape[0])
+    x0 = sample_distribution(base, n, generator, device)
+    if tuple(x0.shape) != (n, dim):
+        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
+    needs_all = functional is not None and needs_particle_density(functional)
+    tracked = n if needs_all else (min(scheme.n_monitor, n) if track_density else 0)
+    log_q = None
+    if tracked:
+        try:
+            log_q = base.log_prob(x0[:tracked])
+        except (DensityNotAvailableError, NotImplementedError) as exc:
+            if needs_all:
+                raise ValueError(
+                    "the ICNN scheme evaluates internal energies with the particles' exact densities: "
+                    "give init as a Distribution with log_prob (or use the variational scheme)"
+                ) from exc
+    return ICNNState(step=0, particles=x0, log_q=log_q)
+
+
+def step(
+    state: ICNNState,
+    functional: Functional | Callable[[Tensor], Tensor],
+    step_size: float,
+    generator: torch.Generator,
+    *,
+    scheme: ICNN,
+    lr_scale: float = 1.0,
+    monitor: Functional | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> tuple[ICNNState, Info]:
+    """One JKO step: fit the map, push the pool through it once, monitor the free energy.
+
+    Parameters
+    ----------
+    state : ICNNState
+    functional : Functional or callable
+        The free energy, or a log-density meaning ``KLDivergence(log_density)``.
+    step_size : float
+        JKO step ``h``.
+    generator : torch.Generator
+        Source of new weights and batch indices.
+    scheme : ICNN
+        The options.
+    lr_scale : float, default 1
+        Learning rates are multiplied by it (a retry after a divergence).
+    monitor : Functional, optional
+        Free energy estimated after the step on the tracked particles (``Info.energy``); the
+        sampler passes the full-data KL when it trains on mini-batches.
+    callback : callable, optional
+        ``callback(iteration, loss)`` after every iteration.
+
+    Returns
+    -------
+    ICNNState, Info
+
+    Raises
+    ------
+    TrainingDivergedError
+        If the fit diverges, or the new map sends the pool to non-finite or exploded points.
+    """
+    functional = as_functional(functional)
+    options = scheme.scaled(lr_scale)
+    k, pool = state.step, state.particles
+    start = time.perf_counter()
+    if state.maps and options.warm_start:
+        warm = state.maps[-1]
+    else:
+        warm = new_potential(pool.shape[1], options, generator, pool.dtype, pool.device)
+    full = state.log_q is not None and state.log_q.shape[0] == pool.shape[0]
+    psi, fit = fit_potential(
+        warm,
+        pool,
+        functional,
+        step_size,
+        options,
+        generator,
+        step_index=k,
+        callback=callback,
+        particle_log_density=state.log_q if full and needs_particle_density(functional) else None,
+    )
+    m = 0 if state.log_q is None else state.log_q.shape[0]
+    where = f"JKO step {k}"
+    try:
+        monitored, log_q = push_with_log_q(psi, pool[:m], state.log_q)
+        rest = push_transport(psi, pool[m:])
+    except NonPositiveHessianError as exc:
+        raise TrainingDivergedError(f"{where}: pushing the particle pool failed: {exc}") from exc
+    particles = torch.cat([monitored, rest])
+    if not bool(torch.isfinite(particles).all() and (log_q is None or torch.isfinite(log_q).all())):
+        raise TrainingDivergedError(f"{where}: the new map sends particles to non-finite values")
+    check_explosion(pool, particles, where)
+    energy, energy_se = monitor_energy(monitor, particles, log_q, options.n_monitor)
+    info = Info(
+        loss=fit.loss,
+        energy=energy,
+        energy_se=energy_se,
+        iterations=fit.iterations,
+        wall_time=time.perf_counter() - start,
+        w2=fit.w2,
+        potential=fit.potential,
+        log_det=fit.log_det,
+    )
+    return ICNNState(step=k + 1, particles=particles, log_q=log_q, maps=(*state.maps, psi)), info
+
+
 def new_potential(
-    dim: int, config: ICNNSchemeConfig, generator: torch.Generator, dtype: torch.dtype, device: torch.device
+    dim: int, config: ICNN, generator: torch.Generator, dtype: torch.dtype, device: torch.device
 ) -> DenseICNN:
     """A fresh ICNN whose gradient is close to the identity (used for the first step)."""
     return DenseICNN(
@@ -102,18 +327,18 @@ def new_potential(
     )
 
 
-def icnn_jko_step(
+def fit_potential(
     warm_start: DenseICNN,
     particles: Tensor,
     target: Functional | Callable[[Tensor], Tensor],
     step_size: float,
-    config: ICNNSchemeConfig,
+    config: ICNN,
     generator: torch.Generator,
     beta: float = 1.0,
     step_index: int = 0,
     callback: Callable[[int, float], None] | None = None,
     particle_log_density: Tensor | None = None,
-) -> tuple[DenseICNN, StepInfo]:
+) -> tuple[DenseICNN, _Fit]:
     """Fit the map of one JKO step.
 
     Parameters
@@ -128,7 +353,7 @@ def icnn_jko_step(
         are evaluated exactly at the pushed points from ``log rho_k(x) - log det grad^2 psi(x)``.
     step_size : float
         JKO step ``h``.
-    config : ICNNSchemeConfig
+    config : ICNN
         Build-time options.
     generator : torch.Generator
         CPU generator for the mini-batch indices.
@@ -146,7 +371,7 @@ def icnn_jko_step(
     -------
     psi : DenseICNN
         The trained potential of this step.
-    info : StepInfo
+    info : _Fit
 
     Raises
     ------
@@ -170,7 +395,6 @@ def icnn_jko_step(
     schedule = cosine_schedule(optimizer, config.lr_decay, config.iters_per_step)
     n_particles = particles.shape[0]
     batch = min(config.batch_size, n_particles)
-    start = time.perf_counter()
     losses: list[float] = []
     tail: list[tuple[float, float, float]] = []
     tail_from = config.iters_per_step - max(1, config.iters_per_step // 10)
@@ -206,20 +430,12 @@ def icnn_jko_step(
     for p in psi.parameters():
         p.requires_grad_(False)
     mean = [sum(v) / len(tail) for v in zip(*tail, strict=True)]
-    info = StepInfo(
+    info = _Fit(
         loss=sum(losses[tail_from:]) / len(tail),
         w2=mean[0],
         potential=mean[1],
         log_det=mean[2],
         iterations=config.iters_per_step,
-        wall_time=time.perf_counter() - start,
         losses=losses,
     )
     return psi, info
-
-
-def as_hidden(hidden: Sequence[int] | int) -> tuple[int, ...]:
-    """Normalise a ``hidden`` argument to a tuple of widths."""
-    if isinstance(hidden, int):
-        return (hidden,)
-    return tuple(int(h) for h in hidden)

@@ -1,8 +1,8 @@
-"""The parameterized Wasserstein gradient flow scheme (PWGF, seed 004 §3.3 and Algorithm 4.1).
+"""The parameterized Wasserstein gradient flow scheme (PWGF, Jin et al. 2024 §3.3 and Algorithm 4.1).
 
 The law is ``rho_theta = T_theta # lambda`` for a fixed reference ``lambda`` (the initial law, with
 ``T_theta`` starting at the identity).  The Wasserstein gradient flow of a free energy ``F`` is
-replaced by the parameter ODE (seed 004 eq. 3.18)
+replaced by the parameter ODE (Jin et al. 2024 eq. 3.18)
 
 .. math::
 
@@ -25,10 +25,12 @@ when ``F`` has internal energies).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,12 +38,13 @@ from scipy.sparse.linalg import LinearOperator, cg, minres
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from wgfinfer.errors import TrainingDivergedError
+from wgfinfer._validation import check_positive_int
+from wgfinfer.errors import DensityNotAvailableError, TrainingDivergedError
 from wgfinfer.flow import sample_distribution
-from wgfinfer.functionals import Functional, InternalEnergy, PotentialEnergy
+from wgfinfer.functionals import Functional, as_functional
 from wgfinfer.nn.coupling import AffineCouplingFlow
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
-from wgfinfer.schemes.common import check_explosion
+from wgfinfer.schemes.base import Info, Scheme, check_explosion, monitor_energy, pointwise_energy
 
 PWGF_MAPS = ("planar", "affine", "resnet", "coupling")
 DEFAULT_LAYERS = {"planar": 40, "coupling": 4}
@@ -65,16 +68,18 @@ def _real(value: object, name: str) -> float:
 
 
 @dataclass(frozen=True)
-class PWGFConfig:
-    """Options of the PWGF scheme fixed when it is built.
+class PWGF(Scheme):
+    """The parameterized Wasserstein gradient flow (Jin, Liu, Wu, Ye and Zhou 2024).
 
-    Attributes
+    Every option has its default here and only here; ``scheme="pwgf"`` means ``PWGF()``.
+
+    Parameters
     ----------
     map : {"planar", "affine", "resnet", "coupling"}
-        Push-forward family: :class:`~wgfinfer.nn.pushforward.PlanarFlow` (seed 004 §5.1, exact
+        Push-forward family: :class:`~wgfinfer.nn.pushforward.PlanarFlow` (Jin et al. 2024 §5.1, exact
         densities everywhere), :class:`~wgfinfer.nn.pushforward.AffineMap` (Gaussian laws),
-        :class:`~wgfinfer.nn.pushforward.ResidualPushforward` (seed 004 §5.2–5.3; densities of pushed
-        draws only) or :class:`~wgfinfer.nn.coupling.AffineCouplingFlow` (not in seed 004; exact
+        :class:`~wgfinfer.nn.pushforward.ResidualPushforward` (Jin et al. 2024 §5.2–5.3; densities of pushed
+        draws only) or :class:`~wgfinfer.nn.coupling.AffineCouplingFlow` (not in Jin et al. 2024; exact
         densities everywhere, and far more expressive per parameter than planar layers when the
         target's spread in many directions depends on a few coordinates).
     n_layers : int, optional
@@ -87,9 +92,9 @@ class PWGFConfig:
         Draws of ``lambda`` per Euler step, shared by ``G_hat`` and ``grad F`` (at least 2, which the
         interaction energies' U-statistic needs).
     solver : {"minres", "cg"}
-        Krylov solver of ``G_hat eta = -grad F`` (seed 004 uses MINRES).
+        Krylov solver of ``G_hat eta = -grad F`` (Jin et al. 2024 uses MINRES).
     tol : float
-        Relative residual tolerance passed to the solver (seed 004: ``3e-4``), in ``(0, 1)``.
+        Relative residual tolerance passed to the solver (Jin et al. 2024: ``3e-4``), in ``(0, 1)``.
     max_iter : int
         Solver iterations per Euler step.
     damping : float
@@ -97,8 +102,11 @@ class PWGFConfig:
         scheme (minimum-norm solution); a positive value trades a bias for robustness when
         ``G_hat`` is badly conditioned.
     substeps : int
-        Forward-Euler steps per call of :func:`pwgf_step` (each of size ``step_size / substeps``,
-        each with fresh draws).
+        Forward-Euler steps per recorded step (each of size ``step_size / substeps``, each with
+        fresh draws).
+    n_monitor : int
+        Fixed draws of ``lambda`` pushed through each new map with their exact log-densities, for
+        the free-energy monitor ``energy`` and the divergence checks.
     """
 
     map: str = "planar"
@@ -110,6 +118,9 @@ class PWGFConfig:
     max_iter: int = 200
     damping: float = 0.0
     substeps: int = 1
+    n_monitor: int = 4096
+
+    name: ClassVar[str] = "pwgf"
 
     def __post_init__(self) -> None:
         if not isinstance(self.map, str) or self.map not in PWGF_MAPS:
@@ -134,6 +145,123 @@ class PWGFConfig:
             raise ValueError(f"tol must be in (0, 1), got {tol}")
         if _real(self.damping, "damping") < 0:
             raise ValueError(f"damping must be >= 0, got {self.damping}")
+        object.__setattr__(self, "n_monitor", check_positive_int("n_monitor", self.n_monitor))
+
+    def scaled(self, lr_scale: float) -> PWGF:
+        """A retry takes ``round(1 / lr_scale)`` times as many (smaller) Euler steps."""
+        if lr_scale == 1.0:
+            return self
+        return dataclasses.replace(self, substeps=self.substeps * round(1.0 / lr_scale))
+
+    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> PWGFState:  # noqa: D102
+        return init(self, base, generator, **kwargs)
+
+    def step(
+        self, state: PWGFState, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any
+    ):  # noqa: D102
+        return step(state, functional, step_size, generator, scheme=self, **kwargs)
+
+
+@dataclass(frozen=True)
+class PWGFState:
+    """The PWGF scheme between recorded steps (never modified: a step returns a new state).
+
+    Attributes
+    ----------
+    step : int
+        Recorded steps done.
+    base : torch.distributions.Distribution
+        The reference law ``lambda`` (the initial law); fresh draws of it at every Euler step.
+    particles : Tensor
+        ``(n_monitor, d)`` fixed draws of ``lambda`` for the monitor.
+    log_q : Tensor
+        Their ``log lambda``.
+    maps : tuple of nn.Module
+        One snapshot of ``T_theta`` per recorded step (``rho_k = maps[k-1] # lambda``).
+    """
+
+    step: int
+    base: Distribution
+    particles: Tensor
+    log_q: Tensor | None
+    maps: tuple[nn.Module, ...] = ()
+
+
+def init(
+    scheme: PWGF,
+    base: Distribution,
+    generator: torch.Generator,
+    *,
+    device: torch.device | str = "cpu",
+    functional: Functional | None = None,
+) -> PWGFState:
+    """Draw the monitor's ``n_monitor`` fixed points of ``base`` (with ``log lambda`` where it has a
+    density)."""
+    dim = int(base.event_shape[0])
+    x0 = sample_distribution(base, scheme.n_monitor, generator, device)
+    if tuple(x0.shape) != (scheme.n_monitor, dim):
+        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
+    try:
+        log_q = base.log_prob(x0)
+    except (NotImplementedError, DensityNotAvailableError) as exc:
+        if functional is not None and functional.internal_energies():
+            raise ValueError(f"the PWGF scheme needs an initial law with a density here: {exc}") from exc
+        log_q = None
+    return PWGFState(step=0, base=base, particles=x0, log_q=log_q)
+
+
+def step(
+    state: PWGFState,
+    functional: Functional | Callable[[Tensor], Tensor],
+    step_size: float,
+    generator: torch.Generator,
+    *,
+    scheme: PWGF,
+    lr_scale: float = 1.0,
+    monitor: Functional | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> tuple[PWGFState, Info]:
+    """One recorded step: ``substeps`` forward-Euler steps of the parameters (:func:`pwgf_step`), then
+    the monitor's fixed draws are pushed through the new map with their exact log-densities.
+
+    ``lr_scale < 1`` (a retry) takes ``round(1 / lr_scale)`` times as many Euler substeps.  Arguments
+    as in :func:`wgfinfer.schemes.icnn.step`; ``callback`` is unused.
+    """
+    functional = as_functional(functional)
+    options = scheme.scaled(lr_scale)
+    k = state.step
+    start = time.perf_counter()
+    x0 = state.particles
+    current = (
+        state.maps[-1]
+        if state.maps
+        else new_pushforward(x0.shape[1], options, generator, x0.dtype, x0.device)
+    )
+    new, fit = pwgf_step(current, state.base, functional, step_size, options, generator, step_index=k)
+    where = f"JKO step {k}"
+    with torch.no_grad():
+        if state.log_q is not None and hasattr(new, "map_and_log_det"):
+            pushed, log_det = new.map_and_log_det(x0)
+            log_q = state.log_q - log_det
+        else:
+            pushed, log_q = new(x0), None
+        if not bool(torch.isfinite(pushed).all() and (log_q is None or torch.isfinite(log_q).all())):
+            raise TrainingDivergedError(f"{where}: the new map sends particles to non-finite values")
+        before = state.maps[-1](x0) if state.maps else x0
+    check_explosion(before, pushed, where)
+    energy, energy_se = monitor_energy(monitor, pushed, log_q, options.n_monitor)
+    info = Info(
+        loss=fit.energy,
+        energy=energy,
+        energy_se=energy_se,
+        iterations=options.substeps,
+        wall_time=time.perf_counter() - start,
+        loss_se=fit.energy_se,
+        solver_iterations=fit.solver_iterations,
+        residual=fit.residual,
+        grad_norm=fit.grad_norm,
+    )
+    return dataclasses.replace(state, step=k + 1, maps=(*state.maps, new)), info
 
 
 @dataclass
@@ -157,7 +285,7 @@ class PWGFStepInfo:
 
 def new_pushforward(
     dim: int,
-    config: PWGFConfig,
+    config: PWGF,
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
@@ -168,7 +296,7 @@ def new_pushforward(
     ----------
     dim : int
         Dimension ``d``.
-    config : PWGFConfig
+    config : PWGF
     generator : torch.Generator
         Source of the random initial weights.
     dtype, device
@@ -180,8 +308,8 @@ def new_pushforward(
         A :class:`PlanarFlow`, :class:`AffineMap`, :class:`ResidualPushforward` or
         :class:`AffineCouplingFlow`.
     """
-    if not isinstance(config, PWGFConfig):
-        raise TypeError(f"config must be a PWGFConfig, got {type(config).__name__}")
+    if not isinstance(config, PWGF):
+        raise TypeError(f"config must be a PWGF, got {type(config).__name__}")
     if config.map == "planar":
         return PlanarFlow(dim, config.n_layers, generator=generator, dtype=dtype, device=device)
     if config.map == "affine":
@@ -212,7 +340,7 @@ def metric_vector_product(
     z: Tensor,
     damping: float = 0.0,
 ) -> Callable[[Tensor], Tensor]:
-    """The product ``v -> G_hat v`` of the pullback metric (seed 004 eq. 3.17), matrix-free.
+    """The product ``v -> G_hat v`` of the pullback metric (Jin et al. 2024 eq. 3.17), matrix-free.
 
     ``G_hat = (1/N) sum_i J_i^T J_i`` with ``J_i = d T_theta(z_i) / d theta``, ``N = len(z)``.  The
     map is evaluated once, with the graph of ``u -> J^T u`` (a reverse pass with ``create_graph``);
@@ -272,19 +400,6 @@ def metric_vector_product(
     return product
 
 
-def _pointwise_energy(functional: Functional, y: Tensor, log_rho: Tensor | None) -> Tensor | None:
-    """Per-point contributions whose mean is ``functional.estimate(y, log_rho)``, when it is a mean."""
-    values = y.new_zeros(y.shape[0])
-    for term in functional.terms():
-        if type(term) is PotentialEnergy:
-            values = values + term.coefficient * term.potential(y)
-        elif isinstance(term, InternalEnergy) and log_rho is not None:
-            values = values + term.integrand(log_rho)
-        else:
-            return None
-    return values
-
-
 def _energy_and_gradient(
     module: nn.Module, z: Tensor, log_lambda: Tensor | None, functional: Functional
 ) -> tuple[Tensor, float | None, Tensor]:
@@ -296,7 +411,7 @@ def _energy_and_gradient(
         else:
             y, log_det = module.map_and_log_det(z)
             log_rho = log_lambda - log_det
-        values = _pointwise_energy(functional, y, log_rho)
+        values = pointwise_energy(functional, y, log_rho)
         if values is None:
             energy, se = functional.estimate(y, log_rho), None
         else:
@@ -309,7 +424,7 @@ def _energy_and_gradient(
     return energy.detach(), se, flat
 
 
-def _solve(product: Callable[[Tensor], Tensor], rhs: Tensor, config: PWGFConfig) -> tuple[Tensor, int, float]:
+def _solve(product: Callable[[Tensor], Tensor], rhs: Tensor, config: PWGF) -> tuple[Tensor, int, float]:
     """Krylov solution of ``G_hat eta = rhs`` started from 0: ``(eta, iterations, relative residual)``."""
     rhs_norm = float(torch.linalg.vector_norm(rhs))
     if rhs_norm == 0.0:
@@ -341,7 +456,7 @@ def pwgf_step(
     base: Distribution,
     functional: Functional,
     step_size: float,
-    config: PWGFConfig,
+    config: PWGF,
     generator: torch.Generator,
     step_index: int = 0,
 ) -> tuple[nn.Module, PWGFStepInfo]:
@@ -357,7 +472,7 @@ def pwgf_step(
     a symmetric positive semi-definite ``G_hat`` that range is the orthogonal complement of its null
     space, so the solution MINRES or CG converges to is the minimum-norm (pseudo-inverse) one,
     ``-G_hat^+ grad F`` (eq. 3.18).  The system is consistent: ``grad F`` lies in ``range(G_hat)``
-    for the exact expectations (seed 004 eq. 3.21), and for the Monte-Carlo estimates too along
+    for the exact expectations (Jin et al. 2024 eq. 3.21), and for the Monte-Carlo estimates too along
     directions ``v`` that are null for every draw (``dT_theta(z)/dtheta v = 0`` for all ``z``, e.g.
     the hidden weights of a residual network whose output layer is zero): the change of ``T`` along
     ``v`` vanishes, hence so does the change of its ``z``-Jacobian and log-determinant.
@@ -372,7 +487,7 @@ def pwgf_step(
         The free energy ``F``.
     step_size : float
         Time step ``h > 0`` of the call.
-    config : PWGFConfig
+    config : PWGF
     generator : torch.Generator
         Source of the draws of ``base``.
     step_index : int, default 0
@@ -390,8 +505,8 @@ def pwgf_step(
         If ``F``, its gradient, ``eta`` or the new map's output on the draws is not finite.
     """
     start = time.perf_counter()
-    if not isinstance(config, PWGFConfig):
-        raise TypeError(f"config must be a PWGFConfig, got {type(config).__name__}")
+    if not isinstance(config, PWGF):
+        raise TypeError(f"config must be a PWGF, got {type(config).__name__}")
     if not isinstance(functional, Functional):
         raise TypeError(f"functional must be a wgfinfer Functional, got {type(functional).__name__}")
     if not isinstance(base, Distribution):

@@ -1,4 +1,4 @@
-"""The variational JKO scheme (seed 000 Algorithm 1 and Proposition 1; seed 001 Corollary 3.3).
+"""The variational JKO scheme (Fan et al. 2021 Algorithm 1 and Proposition 1; Fan et al. 2022 Corollary 3.3).
 
 One JKO step for ``F(rho) = beta^{-1} KL(rho || Q)``, ``Q prop. to exp(beta * log_density)``, solves
 a min-max problem over a transport map ``T`` and a positive dual function ``h``:
@@ -16,57 +16,87 @@ computes a log-determinant and its cost per iteration does not grow with the dim
 networks' input and output layers.
 
 Each outer iteration draws a batch of particles and of ``mu_k``, takes ``dual_steps`` Adam steps
-on ``h`` (seed default 3) and ``map_steps`` Adam steps on ``T`` (seed default 1).
+on ``h`` (default 3, as in Fan et al. 2022) and ``map_steps`` Adam steps on ``T`` (default 1).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
+from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.errors import TrainingDivergedError
-from wgfinfer.functionals import Functional, InternalEnergy, as_functional
+from wgfinfer.flow import sample_distribution
+from wgfinfer.functionals import Functional, InternalEnergy, KLDivergence, as_functional
 from wgfinfer.nn.icnn import DenseICNN
-from wgfinfer.nn.mlp import DualNetwork, ResidualMap
-from wgfinfer.schemes.common import check_gradients, check_points, cosine_schedule, transport_distance
+from wgfinfer.nn.mlp import DUAL_HEADS, DualNetwork, ResidualMap
+from wgfinfer.schemes.base import (
+    Info,
+    Scheme,
+    check_choice,
+    check_explosion,
+    check_finite,
+    check_fraction,
+    check_gradients,
+    check_points,
+    check_widths,
+    cosine_schedule,
+    push_transport,
+    set_field,
+    transport_distance,
+)
 
 MAPS = ("resnet", "icnn", "linear")
 REFERENCE_PARTICLES = 16384
 
 
 @dataclass(frozen=True)
-class VariationalSchemeConfig:
-    """Options fixed when the scheme is built.
+class Variational(Scheme):
+    """The variational JKO scheme (Fan, Zhang, Taghvaei and Chen 2022): a transport map and dual
+    functions trained on the variational formula of the free energy's internal energies.
 
-    Attributes
+    Every option has its default here and only here; ``scheme="variational"`` means
+    ``Variational()``.
+
+    Parameters
     ----------
-    map : {"resnet", "icnn", "linear"}
-        ``T(x) = x + MLP(x)``; the gradient of an input-convex network (invertible, so the flow
-        has densities); or an affine residual map (exact for Gaussian-to-Gaussian steps).
-    hidden : tuple of int
+    map : {"resnet", "icnn", "linear"}, default "resnet"
+        ``T(x) = x + MLP(x)``; the gradient of an input-convex network (invertible, so the flow has
+        densities); or an affine residual map (exact for Gaussian-to-Gaussian steps).
+    hidden : tuple of int, default (64, 64)
         Hidden widths of ``T`` (of the ICNN for ``map="icnn"``).
-    dual_hidden : tuple of int
-        Hidden widths of ``h``.
-    dual_head : {"softplus", "expm1", "exp"}
-        Positive output head of ``h`` (see :class:`wgfinfer.nn.DualNetwork`).
-    iters_per_step : int
+    dual_hidden : tuple of int, default (64, 64, 64)
+        Hidden widths of each dual network ``h``.
+    dual_head : {"softplus", "expm1", "exp"}, default "softplus"
+        Positive output head of ``h`` (see :class:`wgfinfer.nn.DualNetwork` and ``docs/methods.md``).
+    iters_per_step : int, default 200
         Outer iterations per JKO step.
-    dual_steps, map_steps : int
-        Adam steps on ``h`` and on ``T`` per outer iteration.
-    batch_size : int
-        Particles (and draws of ``mu_k``) per outer iteration.
-    lr, dual_lr : float
-        Adam learning rates of ``T`` and ``h`` at the start of every step.
-    lr_decay : float
+    dual_steps, map_steps : int, default 3 and 1
+        Adam steps on ``h`` and on ``T`` per outer iteration (the defaults of Fan et al. 2022).
+    batch_size : int, default 256
+        Particles (and reference draws) per outer iteration.
+    lr : float, default 5e-3
+        Adam learning rate of ``T`` at the start of every step.
+    dual_lr : float, optional
+        Adam learning rate of ``h`` (default: ``lr``).
+    lr_decay : float, default 0.1
         Cosine decay of both learning rates within a step, down to ``lr * lr_decay``.
-    rank, strong_convexity : int, float
+    rank, strong_convexity : int, float, default 1 and 1e-3
         ICNN options for ``map="icnn"``.
+    n_particles : int, optional
+        Size of the particle pool (default ``iters_per_step * batch_size``).
+    n_monitor : int, default 4096
+        Pool particles the variational estimate of the KL divergence is computed on after each
+        step (only for a :class:`~wgfinfer.functionals.KLDivergence` monitor).
     """
 
     map: str = "resnet"
@@ -78,10 +108,153 @@ class VariationalSchemeConfig:
     map_steps: int = 1
     batch_size: int = 256
     lr: float = 5e-3
-    dual_lr: float = 5e-3
+    dual_lr: float | None = None
     lr_decay: float = 0.1
     rank: int = 1
     strong_convexity: float = 1e-3
+    n_particles: int | None = None
+    n_monitor: int = 4096
+
+    name: ClassVar[str] = "variational"
+
+    def __post_init__(self) -> None:
+        check_choice("map", self.map, MAPS)
+        set_field(self, "hidden", check_widths("hidden", self.hidden))
+        set_field(self, "dual_hidden", check_widths("dual_hidden", self.dual_hidden))
+        check_choice("dual_head", self.dual_head, DUAL_HEADS)
+        for name in ("iters_per_step", "dual_steps", "map_steps", "batch_size"):
+            set_field(self, name, check_positive_int(name, getattr(self, name)))
+        set_field(self, "lr", check_positive_float("lr", self.lr))
+        if self.dual_lr is not None:
+            set_field(self, "dual_lr", check_positive_float("dual_lr", self.dual_lr))
+        set_field(self, "lr_decay", check_fraction("lr_decay", self.lr_decay, inclusive_upper=True))
+        set_field(self, "rank", check_positive_int("rank", self.rank, allow_zero=True))
+        set_field(self, "strong_convexity", check_fraction("strong_convexity", self.strong_convexity))
+        if self.n_particles is not None:
+            set_field(self, "n_particles", check_positive_int("n_particles", self.n_particles))
+        set_field(self, "n_monitor", check_positive_int("n_monitor", self.n_monitor, allow_zero=True))
+
+    @property
+    def pool_size(self) -> int:
+        """``n_particles``, or its default ``iters_per_step * batch_size``."""
+        return self.iters_per_step * self.batch_size if self.n_particles is None else self.n_particles
+
+    @property
+    def dual_learning_rate(self) -> float:
+        """``dual_lr``, or ``lr`` when it is not set."""
+        return self.lr if self.dual_lr is None else self.dual_lr
+
+    def scaled(self, lr_scale: float) -> Variational:  # noqa: D102
+        if lr_scale == 1.0:
+            return self
+        return dataclasses.replace(self, lr=self.lr * lr_scale, dual_lr=self.dual_learning_rate * lr_scale)
+
+    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> VariationalState:  # noqa: D102
+        return init(self, base, generator, **kwargs)
+
+    def step(
+        self,
+        state: VariationalState,
+        functional: Any,
+        step_size: float,
+        generator: torch.Generator,
+        **kwargs: Any,
+    ):  # noqa: D102
+        return step(state, functional, step_size, generator, scheme=self, **kwargs)
+
+
+@dataclass(frozen=True)
+class VariationalState:
+    """The variational scheme between steps (never modified: a step returns a new state).
+
+    Attributes
+    ----------
+    step : int
+        Steps done.
+    particles : Tensor
+        ``(n, d)`` particle pool of ``rho_k``.
+    maps : tuple of nn.Module
+        The transport maps of the steps done.
+    duals : tuple of DualNetwork
+        The dual functions, one per internal energy, carried across steps (empty before the first
+        step).
+    """
+
+    step: int
+    particles: Tensor
+    maps: tuple[nn.Module, ...] = ()
+    duals: tuple[DualNetwork, ...] = ()
+
+
+def init(
+    scheme: Variational,
+    base: Distribution,
+    generator: torch.Generator,
+    *,
+    device: torch.device | str = "cpu",
+    functional: Functional | None = None,
+) -> VariationalState:
+    """Draw the particle pool of ``rho_0 = base`` (no density is needed)."""
+    n = scheme.pool_size
+    dim = int(base.event_shape[0])
+    x0 = sample_distribution(base, n, generator, device)
+    if tuple(x0.shape) != (n, dim):
+        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
+    return VariationalState(step=0, particles=x0)
+
+
+def step(
+    state: VariationalState,
+    functional: Functional | Callable[[Tensor], Tensor],
+    step_size: float,
+    generator: torch.Generator,
+    *,
+    scheme: Variational,
+    lr_scale: float = 1.0,
+    monitor: Functional | None = None,
+    callback: Callable[[int, float], None] | None = None,
+) -> tuple[VariationalState, Info]:
+    """One variational JKO step: fit the map and the duals, push the pool through the map once.
+
+    With a :class:`~wgfinfer.functionals.KLDivergence` ``monitor``, ``Info.energy`` is the
+    variational estimate of ``beta^{-1}(KL - log Z)`` after the step (no log-density needed).
+    Arguments as in :func:`wgfinfer.schemes.icnn.step`.
+    """
+    functional = as_functional(functional)
+    options = scheme.scaled(lr_scale)
+    k, pool = state.step, state.particles
+    start = time.perf_counter()
+    args = (pool.shape[1], options, generator, pool.dtype, pool.device)
+    warm = state.maps[-1] if state.maps else new_map(*args)
+    duals = state.duals or tuple(new_dual(*args) for _ in functional.internal_energies())
+    transport, new_duals, fit = variational_fit(
+        warm, list(duals), pool, functional, step_size, options, generator, step_index=k, callback=callback
+    )
+    particles = push_transport(transport, pool)
+    where = f"JKO step {k}"
+    check_finite(particles, where)
+    check_explosion(pool, particles, where)
+    energy = energy_se = None
+    if isinstance(monitor, KLDivergence) and len(new_duals) == 1 and options.n_monitor:
+        monitored = particles[: options.n_monitor]
+        with torch.no_grad():
+            lp = monitor.log_density(monitored)
+        kl, kl_se = variational_kl(new_duals[0], fit.reference, monitored, lp, generator, monitor.beta)
+        energy, energy_se = kl / monitor.beta, kl_se / monitor.beta
+    info = Info(
+        loss=fit.loss,
+        energy=energy,
+        energy_se=energy_se,
+        iterations=fit.iterations,
+        wall_time=time.perf_counter() - start,
+        w2=fit.w2,
+        potential=fit.potential,
+        dual_objective=fit.dual_objective,
+    )
+    new_state = VariationalState(
+        step=k + 1, particles=particles, maps=(*state.maps, transport), duals=tuple(new_duals)
+    )
+    return new_state, info
 
 
 @dataclass(frozen=True)
@@ -129,7 +302,7 @@ class ReferenceGaussian:
 @dataclass(frozen=True)
 class UniformBox:
     """``Q``: the uniform law on an axis-aligned box, the reference of the generalized entropy's
-    dual formula (seed 000 §3.2.2); refitted every step so that it contains the support."""
+    dual formula (Fan et al. 2021 §3.2.2); refitted every step so that it contains the support."""
 
     lower: Tensor
     upper: Tensor
@@ -193,7 +366,7 @@ class VariationalStepInfo:
 
 def new_map(
     dim: int,
-    config: VariationalSchemeConfig,
+    config: Variational,
     generator: torch.Generator,
     dtype: torch.dtype,
     device: torch.device,
@@ -217,7 +390,7 @@ def new_map(
 
 def new_dual(
     dim: int,
-    config: VariationalSchemeConfig,
+    config: Variational,
     generator: torch.Generator,
     dtype: torch.dtype,
     device: torch.device,
@@ -228,13 +401,13 @@ def new_dual(
     )
 
 
-def variational_jko_step(
+def variational_fit(
     warm_map: nn.Module,
     dual: DualNetwork | Sequence[DualNetwork],
     particles: Tensor,
     target: Functional | Callable[[Tensor], Tensor],
     step_size: float,
-    config: VariationalSchemeConfig,
+    config: Variational,
     generator: torch.Generator,
     beta: float = 1.0,
     step_index: int = 0,
@@ -256,7 +429,7 @@ def variational_jko_step(
         ``KLDivergence(log_density, beta)``.
     step_size : float
         JKO step ``a``.
-    config : VariationalSchemeConfig
+    config : Variational
     generator : torch.Generator
         CPU generator for batch indices and reference draws.
     beta : float
@@ -303,7 +476,7 @@ def variational_jko_step(
     optimizers = [map_opt]
     dual_opt = None
     if dual_params:
-        dual_opt = torch.optim.Adam(dual_params, lr=config.dual_lr, foreach=True)
+        dual_opt = torch.optim.Adam(dual_params, lr=config.dual_learning_rate, foreach=True)
         optimizers.append(dual_opt)
     schedules = [cosine_schedule(o, config.lr_decay, config.iters_per_step) for o in optimizers]
     n_particles = particles.shape[0]
@@ -388,7 +561,7 @@ def variational_kl(
     generator: torch.Generator,
     beta: float = 1.0,
 ) -> tuple[float, float]:
-    """The variational estimate of ``KL(T # rho_k || Q) - log Z`` after a step (seed 001 Fig. 3b).
+    """The variational estimate of ``KL(T # rho_k || Q) - log Z`` after a step (Fan et al. 2022 Fig. 3b).
 
     ``1 + E[log h(Y) + log mu_k(Y) - beta * lp(Y)] - E_{mu_k}[h(Z)]`` over the pushed particles ``Y``
     (with their log target values ``lp``) and as many draws of ``mu_k``.  In expectation it is a

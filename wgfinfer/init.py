@@ -1,0 +1,104 @@
+"""Initial measures ``rho_0``: ``"normal"``, ``"laplace"``, ``"gaussian"`` or a torch distribution.
+
+``"laplace"`` and ``"gaussian"`` also give the affine whitening the flow runs in (see
+:mod:`wgfinfer.laplace`): the flow then starts at ``N(0, scale^2 I)`` in whitened coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal
+
+from wgfinfer._validation import check_positive_float
+from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
+
+KINDS = ("laplace", "gaussian", "normal")
+
+
+@dataclass(frozen=True)
+class Init:
+    """A named initial measure with a scale.
+
+    Parameters
+    ----------
+    kind : {"normal", "laplace", "gaussian"}
+        ``"normal"``: ``N(0, scale^2 I)``.  ``"laplace"``: the Laplace approximation at the mode,
+        ``N(mode, scale^2 H^{-1})``; the flow runs in the coordinates that whiten it.
+        ``"gaussian"``: the Laplace approximation refined by a full-rank Gaussian fit minimising
+        ``KL(q || p)`` (:func:`wgfinfer.laplace.fit_gaussian`), for posteriors whose mass sits far
+        from the joint mode, as in hierarchical models.
+    scale : float, default 1.0
+        Scale of the ``"normal"`` and ``"laplace"`` measures.  It should cover the target's mass: a
+        Fokker-Planck flow of finite time cannot find modes far outside ``rho_0``.
+    """
+
+    kind: str = "normal"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
+            raise ValueError(f"init must be one of {KINDS} or a torch Distribution, got {self.kind!r}")
+        object.__setattr__(self, "scale", check_positive_float("init scale", self.scale))
+
+
+def as_init(init: Init | Distribution | str | None, default: str) -> Init | Distribution:
+    """``init`` as an :class:`Init` or a distribution (``None`` means ``default``)."""
+    if init is None:
+        return Init(default)
+    if isinstance(init, str):
+        return Init(init)
+    if isinstance(init, (Init, Distribution)):
+        return init
+    raise TypeError(
+        f"init must be one of {KINDS}, a wgfinfer.Init or a torch Distribution, got {type(init).__name__}"
+    )
+
+
+def check_scale(init: Init, dtype: torch.dtype) -> None:
+    """The scale must be representable (its square too) in ``dtype``."""
+    finfo = torch.finfo(dtype)
+    if not finfo.tiny**0.5 < init.scale < finfo.max**0.5:
+        raise ValueError(
+            f"init_scale={init.scale} is not representable in {dtype}: its square must lie between "
+            f"{finfo.tiny:.3g} and {finfo.max:.3g}"
+        )
+
+
+def standard_normal(dim: int, scale: float, dtype: torch.dtype, device: torch.device) -> Distribution:
+    """``N(0, scale^2 I_dim)`` as ``Independent(Normal)``."""
+    loc = torch.zeros(dim, dtype=dtype, device=device)
+    return Independent(Normal(loc, torch.full((dim,), scale, dtype=dtype, device=device)), 1)
+
+
+def base_measure(
+    init: Init | Distribution, dim: int, dtype: torch.dtype, device: torch.device
+) -> Distribution:
+    """``rho_0`` in the flow's working coordinates: a given distribution as it is, else
+    ``N(0, scale^2 I)`` (whitened coordinates for ``"laplace"`` / ``"gaussian"``)."""
+    if isinstance(init, Distribution):
+        return init
+    return standard_normal(dim, init.scale, dtype, device)
+
+
+def whitening(
+    init: Init | Distribution,
+    log_density: Callable[[Tensor], Tensor],
+    training_log_density: Callable[[Tensor], Tensor],
+    start: Tensor,
+    generator: torch.Generator,
+) -> AffineWhitening | None:
+    """The whitening map of ``"laplace"`` / ``"gaussian"`` (``None`` for other initial measures).
+
+    ``log_density`` is the (tempered) target on the full data, ``training_log_density`` what the
+    Gaussian fit of ``"gaussian"`` evaluates (a mini-batch estimate with subsampling).
+    """
+    if not isinstance(init, Init) or init.kind == "normal":
+        return None
+    result = laplace_whitening(log_density, start)
+    if init.kind == "gaussian":
+        result = fit_gaussian(training_log_density, result, generator)
+    return result

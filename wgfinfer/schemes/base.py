@@ -1,0 +1,268 @@
+"""What every scheme shares: the per-step ``Info``, the options base class and the divergence checks.
+
+A scheme is a frozen options object (:class:`Scheme`) plus, in its module, a ``State`` dataclass and
+two functions (the split of blackjax's ``init`` / ``build_kernel``):
+
+- ``init(scheme, base, generator, *, device, functional=None) -> State``: the state before the first
+  step (the particle pool drawn from ``base``, no maps yet);
+- ``step(state, functional, step_size, generator, *, scheme, lr_scale=1.0, monitor=None)
+  -> (State, Info)``: one step of the flow of ``functional``; the old state is never modified, so a
+  caller rolls a step back by keeping it.
+
+:mod:`wgfinfer.run` runs these steps for the sampler, :func:`wgfinfer.simulate` and the filter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer.errors import TrainingDivergedError
+
+# points that move by more than this many times their spread (squared) have exploded
+EXPLOSION_FACTOR = 1e4
+
+
+@dataclass(frozen=True)
+class Info:
+    """What one step did; every scheme fills the same fields for the same quantities.
+
+    Attributes
+    ----------
+    loss : float
+        The step's objective: for the JKO schemes its mean over the last 10% of the iterations; for
+        PWGF the free energy before the step, on the draws of its first Euler step.
+    energy : float or None
+        The free energy after the step, estimated on the monitored particles with their exact
+        log-densities (variational scheme: its variational estimate, which needs no density);
+        ``None`` when the step was given no monitor or the particles have no density.
+    energy_se : float or None
+        Monte-Carlo standard error of ``energy`` where it is a plain mean.
+    iterations : int
+        Optimiser iterations (JKO schemes) or Euler substeps (PWGF) of the step.
+    wall_time : float
+        Seconds spent in the step.
+    w2, potential : float or None
+        JKO schemes: ``E||T(X) - X||^2`` (squared W2 distance moved) and the particle terms' energy at
+        the pushed batch, both averaged over the last 10% of the iterations.
+    log_det : float or None
+        ICNN scheme: ``E[log det grad^2 psi(X)]``, the step's entropy gain.
+    dual_objective : float or None
+        Variational scheme: the dual functions' objective.
+    loss_se, solver_iterations, residual, grad_norm : float, int or None
+        PWGF: standard error of ``loss``, Krylov iterations summed over the Euler substeps, relative
+        residual of the last solve, ``|grad_theta F|`` before the step.
+    """
+
+    loss: float
+    energy: float | None = None
+    energy_se: float | None = None
+    iterations: int = 0
+    wall_time: float = 0.0
+    w2: float | None = None
+    potential: float | None = None
+    log_det: float | None = None
+    dual_objective: float | None = None
+    loss_se: float | None = None
+    solver_iterations: int | None = None
+    residual: float | None = None
+    grad_norm: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The fields that were filled, as a plain dict (a history entry)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Base of the scheme options objects (:class:`~wgfinfer.ICNN`, :class:`~wgfinfer.Variational`,
+    :class:`~wgfinfer.PWGF`, :class:`~wgfinfer.ForwardBackward`)."""
+
+    name: ClassVar[str] = ""
+    state_type: ClassVar[type] = object
+
+    def options(self) -> dict[str, Any]:
+        """The options as plain values (nested schemes as dicts with their ``"scheme"`` name)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Scheme):
+                value = {"scheme": value.name, **value.options()}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def init(self, base: Any, generator: torch.Generator, **kwargs: Any) -> Any:
+        """The state before the first step (see the scheme module's ``init``)."""
+        raise NotImplementedError
+
+    def step(self, state: Any, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any):
+        """One step (see the scheme module's ``step``)."""
+        raise NotImplementedError
+
+    def scaled(self, lr_scale: float) -> Scheme:
+        """The options a retry uses after a divergence (smaller learning rates or Euler steps)."""
+        return self
+
+
+# --------------------------------------------------------------------------------- option checks
+def check_widths(name: str, value: Any) -> tuple[int, ...]:
+    """A non-empty tuple of positive widths (an int means one layer)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a sequence of positive ints, got {value!r}")
+    if isinstance(value, int):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of positive ints, got {type(value).__name__} {value!r}")
+    if len(value) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints, got {value!r}")
+    return tuple(check_positive_int(f"every width of {name}", w) for w in value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def set_field(obj: Any, name: str, value: Any) -> None:
+    """Normalise a field of a frozen options object in ``__post_init__``."""
+    object.__setattr__(obj, name, value)
+
+
+def check_fraction(name: str, value: Any, inclusive_upper: bool = False) -> float:
+    """A number in ``(0, 1)`` (or ``(0, 1]``)."""
+    return check_positive_float(name, value, upper=1.0, inclusive_upper=inclusive_upper)
+
+
+# ------------------------------------------------------------------------- divergence checks
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, decay: float, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rates following a cosine from their initial value to ``decay`` times it over ``total``
+    iterations, for every parameter group alike."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: decay + (1.0 - decay) * 0.5 * (1.0 + math.cos(math.pi * it / total))
+    )
+
+
+def check_points(y: Tensor, step_index: int, it: int) -> None:
+    """Raise :class:`TrainingDivergedError` if the transport map returned non-finite points."""
+    if not bool(torch.isfinite(y).all()):
+        raise TrainingDivergedError(
+            f"JKO step {step_index}, iteration {it}: the transport map returned non-finite points"
+        )
+
+
+def transport_distance(x: Tensor, y: Tensor, step_index: int, it: int) -> Tensor:
+    """``E||y - x||^2`` over the batch, or :class:`TrainingDivergedError` if it overflowed."""
+    w2 = (y - x).square().sum(-1).mean()
+    if not torch.isfinite(w2):
+        raise TrainingDivergedError(
+            f"JKO step {step_index}, iteration {it}: the transport distance overflowed "
+            "(the map sends particles to infinity)"
+        )
+    return w2
+
+
+def check_gradients(module: nn.Module, step_index: int, it: int, what: str) -> None:
+    """Raise :class:`TrainingDivergedError` if a parameter gradient of ``module`` is not finite."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    # one fused reduction and one synchronisation instead of one per parameter
+    if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
+        raise TrainingDivergedError(
+            f"JKO step {step_index}, iteration {it}: non-finite gradient of the {what}"
+        )
+
+
+def check_finite(x: Tensor, where: str, what: str = "the new map") -> None:
+    """Raise :class:`TrainingDivergedError` if a map sent particles to non-finite values."""
+    if not bool(torch.isfinite(x).all()):
+        raise TrainingDivergedError(f"{where}: {what} sends particles to non-finite values")
+
+
+def check_explosion(before: Tensor, after: Tensor, where: str) -> None:
+    """Raise :class:`TrainingDivergedError` if points moved by far more than their own spread.
+
+    ``E||after - before||^2 > EXPLOSION_FACTOR * (spread + 1)`` with ``spread = E||before - mean||^2``:
+    the step exploded.  Such points may still be finite while the target overflows at them, so the
+    check runs before the target is evaluated there.
+    """
+    spread = float((before - before.mean(0)).square().sum(-1).mean())
+    moved = float((after - before).square().sum(-1).mean())
+    if not moved <= EXPLOSION_FACTOR * (spread + 1.0):
+        raise TrainingDivergedError(
+            f"{where}: the transport distance exploded (E||T(x) - x||^2 = {moved:.3g} against a "
+            f"particle spread of {spread:.3g})"
+        )
+
+
+@torch.no_grad()
+def push_transport(module: nn.Module, x: Tensor, chunk_size: int = 8192) -> Tensor:
+    """``module.transport`` applied to ``x`` in chunks (no densities)."""
+    if x.shape[0] == 0:
+        return x
+    return torch.cat([module.transport(x[i : i + chunk_size]) for i in range(0, x.shape[0], chunk_size)])
+
+
+@torch.no_grad()
+def push_with_log_q(
+    module: nn.Module, x: Tensor, log_q: Tensor | None, chunk_size: int = 8192
+) -> tuple[Tensor, Tensor | None]:
+    """Push ``x`` through ``module`` carrying ``log_q`` along (``log q - log|det DT|``), in chunks;
+    without ``log_q`` only the points are pushed."""
+    if log_q is None:
+        return push_transport(module, x, chunk_size), None
+    if x.shape[0] == 0:
+        return x, log_q
+    xs, lqs = [], []
+    for i in range(0, x.shape[0], chunk_size):
+        y, log_det = module.map_and_log_det(x[i : i + chunk_size])
+        xs.append(y)
+        lqs.append(log_q[i : i + chunk_size] - log_det)
+    return torch.cat(xs), torch.cat(lqs)
+
+
+def pointwise_energy(functional: Any, y: Tensor, log_rho: Tensor | None) -> Tensor | None:
+    """Per-point values whose mean is ``functional.estimate(y, log_rho)``, when it is a plain mean
+    (potential and internal energies; ``None`` for interaction energies or a missing density)."""
+    from wgfinfer.functionals import InternalEnergy, PotentialEnergy
+
+    values = y.new_zeros(y.shape[0])
+    for term in functional.terms():
+        if type(term) is PotentialEnergy:
+            values = values + term.coefficient * term.potential(y)
+        elif isinstance(term, InternalEnergy) and log_rho is not None:
+            values = values + term.integrand(log_rho)
+        else:
+            return None
+    return values
+
+
+@torch.no_grad()
+def monitor_energy(
+    monitor: Any, particles: Tensor, log_q: Tensor | None, n_monitor: int
+) -> tuple[float | None, float | None]:
+    """The free energy ``monitor`` on the first ``n_monitor`` particles with their exact log-densities
+    ``log_q`` and its standard error (``None`` where it is not a plain mean); ``(None, None)`` without
+    a monitor, or where a needed density is missing."""
+    if monitor is None or n_monitor == 0:
+        return None, None
+    if log_q is None and monitor.internal_energies():
+        return None, None
+    m = min(n_monitor, particles.shape[0] if log_q is None else log_q.shape[0])
+    y, lq = particles[:m], None if log_q is None else log_q[:m]
+    values = pointwise_energy(monitor, y, lq)
+    if values is None:
+        return float(monitor.estimate(y, lq)), None
+    se = float(values.std() / math.sqrt(m)) if m > 1 else None
+    return float(values.mean()), se
