@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -101,12 +102,15 @@ class Scheme:
         return out
 
     def init(self, base: Any, generator: torch.Generator, **kwargs: Any) -> Any:
-        """The state before the first step (see the scheme module's ``init``)."""
-        raise NotImplementedError
+        """The state before the first step: the ``init`` function of the scheme's module."""
+        return sys.modules[type(self).__module__].init(self, base, generator, **kwargs)
 
-    def step(self, state: Any, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any):
-        """One step (see the scheme module's ``step``)."""
-        raise NotImplementedError
+    def step(
+        self, state: Any, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any
+    ) -> tuple[Any, Info]:
+        """One step: the ``step`` function of the scheme's module, with these options."""
+        module = sys.modules[type(self).__module__]
+        return module.step(state, functional, step_size, generator, scheme=self, **kwargs)
 
     def scaled(self, lr_scale: float) -> Scheme:
         """The options a retry uses after a divergence (smaller learning rates or Euler steps)."""

@@ -141,19 +141,6 @@ class ForwardBackward(Scheme):
     def scaled(self, lr_scale: float) -> ForwardBackward:  # noqa: D102
         return self if lr_scale == 1.0 else dataclasses.replace(self, backward=self.backward.scaled(lr_scale))
 
-    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> ForwardBackwardState:  # noqa: D102
-        return init(self, base, generator, **kwargs)
-
-    def step(
-        self,
-        state: ForwardBackwardState,
-        functional: Any,
-        step_size: float,
-        generator: torch.Generator,
-        **kwargs: Any,
-    ):  # noqa: D102
-        return step(state, functional, step_size, generator, scheme=self, **kwargs)
-
 
 @dataclass(frozen=True)
 class ForwardBackwardState:

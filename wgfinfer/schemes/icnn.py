@@ -26,7 +26,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -125,14 +125,6 @@ class ICNN(Scheme):
 
     def scaled(self, lr_scale: float) -> ICNN:  # noqa: D102
         return self if lr_scale == 1.0 else dataclasses.replace(self, lr=self.lr * lr_scale)
-
-    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> ICNNState:  # noqa: D102
-        return init(self, base, generator, **kwargs)
-
-    def step(
-        self, state: ICNNState, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any
-    ):  # noqa: D102
-        return step(state, functional, step_size, generator, scheme=self, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -152,14 +152,6 @@ class PWGF(Scheme):
         if lr_scale == 1.0:
             return self
         return dataclasses.replace(self, substeps=self.substeps * round(1.0 / lr_scale))
-
-    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> PWGFState:  # noqa: D102
-        return init(self, base, generator, **kwargs)
-
-    def step(
-        self, state: PWGFState, functional: Any, step_size: float, generator: torch.Generator, **kwargs: Any
-    ):  # noqa: D102
-        return step(state, functional, step_size, generator, scheme=self, **kwargs)
 
 
 @dataclass(frozen=True)

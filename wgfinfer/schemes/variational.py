@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -148,19 +148,6 @@ class Variational(Scheme):
         if lr_scale == 1.0:
             return self
         return dataclasses.replace(self, lr=self.lr * lr_scale, dual_lr=self.dual_learning_rate * lr_scale)
-
-    def init(self, base: Distribution, generator: torch.Generator, **kwargs: Any) -> VariationalState:  # noqa: D102
-        return init(self, base, generator, **kwargs)
-
-    def step(
-        self,
-        state: VariationalState,
-        functional: Any,
-        step_size: float,
-        generator: torch.Generator,
-        **kwargs: Any,
-    ):  # noqa: D102
-        return step(state, functional, step_size, generator, scheme=self, **kwargs)
 
 
 @dataclass(frozen=True)
