@@ -54,7 +54,7 @@ def describe_distribution(dist: Distribution) -> dict[str, Any]:
         return {
             "kind": "mvn",
             "loc": dist.loc.detach().clone(),
-            "scale_tril": dist._unbroadcasted_scale_tril.detach().clone(),
+            "scale_tril": dist.scale_tril.detach().clone(),
         }
     raise TypeError(
         f"rho_0 is a {distribution_name(dist)}, which cannot be written to a save file: the kinds that "
