@@ -56,3 +56,33 @@ def resolve_dim(dim: int | None, init: Distribution | None) -> int:
     if init_dim is not None and init_dim != dim:
         raise ValueError(f"dim={dim} is inconsistent with init's event shape ({init_dim},)")
     return dim
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The seeds ``torch.Generator.manual_seed`` accepts."""
+DTYPES = (torch.float32, torch.float64)
+"""The dtypes the schemes train in (half precision has no Cholesky or solves on the CPU)."""
+
+
+def check_seed(seed: object) -> int:
+    """Return ``seed`` if it is an int that ``torch.Generator.manual_seed`` accepts."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise ValueError(f"seed must be an int in [-2**63, 2**64 - 1], got {seed}")
+    return int(seed)
+
+
+def check_dtype(dtype: object) -> torch.dtype:
+    """Return ``dtype`` if it is ``torch.float32`` or ``torch.float64``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"dtype must be a floating torch.dtype (torch.float32 or torch.float64), got {dtype!r}"
+        )
+    if dtype not in DTYPES:
+        raise ValueError(
+            f"dtype must be torch.float32 or torch.float64, got {dtype} (the schemes' Cholesky "
+            "factorisations and linear solves need single or double precision)"
+        )
+    return dtype

@@ -17,7 +17,13 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from wgfinfer import io as wgf_io
-from wgfinfer._validation import check_positive_float, check_positive_int, resolve_dim
+from wgfinfer._validation import (
+    check_dtype,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+    resolve_dim,
+)
 from wgfinfer._version import __version__
 from wgfinfer.flow import Flow
 from wgfinfer.functionals import KLDivergence
@@ -140,10 +146,8 @@ class WGFSampler:
             )
         if model is not None and not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        check_dtype(dtype)
+        check_seed(seed)
         self.scheme = as_scheme(scheme, SAMPLER_SCHEMES)
         self.subsample_size = subsample_size
         self.device = torch.device(device)

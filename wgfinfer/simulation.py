@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer._validation import check_positive_float, check_positive_int, check_seed
 from wgfinfer.errors import DensityNotAvailableError, TrainingDivergedError
 from wgfinfer.flow import Flow
 from wgfinfer.functionals import Functional
@@ -111,8 +111,7 @@ def simulate(
     functional.check_scheme(options.name)
     step_size = check_positive_float("step_size", step_size)
     n_steps = check_positive_int("n_steps", n_steps)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_seed(seed)
     device = torch.device(device)
     base = _initial_law(init, dim)
     generator = torch.Generator().manual_seed(int(seed))

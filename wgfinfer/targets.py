@@ -106,7 +106,14 @@ class LogDensityTarget:
             If the output has the wrong shape, or it or its gradient is not finite.
         """
         x = probe.detach().clone().requires_grad_(True)
-        out = self.log_density(x)
+        try:
+            out = self.log_density(x)
+        except RuntimeError as exc:  # e.g. "mat1 and mat2 shapes cannot be multiplied" from x @ x
+            raise TypeError(
+                f"log_density failed on a batch of shape {tuple(x.shape)}: it is called on an (n, d) "
+                "batch of points and must return an (n,) tensor (write it for a batch, e.g. "
+                f"-0.5 * (x * x).sum(-1) instead of -0.5 * x @ x); the error was: {exc}"
+            ) from exc
         if out.dtype != x.dtype:
             raise TypeError(f"log_density returned dtype {out.dtype} for inputs of dtype {x.dtype}")
         if not out.requires_grad:

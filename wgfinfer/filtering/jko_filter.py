@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from wgfinfer._validation import check_positive_float, check_positive_int
+from wgfinfer._validation import check_dtype, check_positive_float, check_positive_int, check_seed
 from wgfinfer.filtering.mcmc import (
     PROPOSALS,
     FlowTrajectories,
@@ -92,8 +92,8 @@ class JKOFilter:
             raise TypeError(f"diffusion must be a LangevinDiffusion, got {type(diffusion).__name__}")
         if proposal not in PROPOSALS:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        check_seed(seed)
+        check_dtype(dtype)
         self.diffusion = diffusion
         self.scheme: ICNN = DEFAULT_SCHEME if scheme is None else as_scheme(scheme, ("icnn",))  # type: ignore[assignment]
         self.step_size = check_positive_float("step_size", step_size)

@@ -236,6 +236,11 @@ def build_module(
         module.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise SaveFileError(f"{str(path)!r} is damaged: cannot rebuild {where} ({kind}): {exc}") from exc
+    for name, value in module.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise SaveFileError(
+                f"{str(path)!r} is damaged: {where} ({kind}) has non-finite values in {name!r}"
+            )
     for p in module.parameters():
         p.requires_grad_(False)
     return module
@@ -270,4 +275,6 @@ def build_whitening(
             f"{str(path)!r} is damaged: whitening of shapes {tuple(loc.shape)}, {tuple(tril.shape)} "
             f"for dim {dim}"
         )
+    if not bool(torch.isfinite(loc).all() and torch.isfinite(tril).all()):
+        raise SaveFileError(f"{str(path)!r} is damaged: the whitening has non-finite values")
     return AffineWhitening(loc.to(dtype=dtype, device=device), tril.to(dtype=dtype, device=device))

@@ -117,6 +117,8 @@ def read_save_file(path: PathLike, expected_format: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no wgfinfer save file at {str(path)!r}: the file does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a directory, not a wgfinfer save file")
+    if not path.is_file():  # a FIFO, socket or device would block or stream forever in open()/read()
+        raise SaveFileError(f"{str(path)!r} is not a regular file (a FIFO, socket or device?): not opened")
     with open(path, "rb") as f:  # errors of the file system itself (permissions) propagate as they are
         try:
             content = torch.load(f, map_location="cpu", weights_only=True)

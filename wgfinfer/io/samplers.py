@@ -282,6 +282,8 @@ def run_state_from_content(
                 for i, m in enumerate(value)
             )
         elif isinstance(value, Tensor):
+            if not bool(torch.isfinite(value).all()):
+                raise SaveFileError(f"{str(path)!r} is damaged: the state's {f.name!r} has non-finite values")
             value = value.to(dtype=dtype, device=device)
         elif f.name == "step":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
