@@ -38,6 +38,39 @@ def sample_distribution(
         return dist.sample((n,))
 
 
+@torch.no_grad()
+def push_points(
+    maps: list[nn.Module] | tuple[nn.Module, ...],
+    x0: Tensor,
+    log_q0: Tensor | None = None,
+    chunk_size: int = 8192,
+    whitening: AffineWhitening | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Push ``x0`` through ``maps`` (then ``whitening``) in chunks of ``chunk_size`` points.
+
+    Without ``log_q0`` only the points move (``transport``); with it their log-density is carried
+    along, ``log q - sum log|det DT|`` (every map needs ``map_and_log_det``).
+    """
+    if x0.shape[0] == 0:
+        return x0.clone(), (log_q0.clone() if log_q0 is not None else None)
+    xs, lqs = [], []
+    lq_all = log_q0 if log_q0 is not None else torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+    for start in range(0, x0.shape[0], chunk_size):
+        x, lq = x0[start : start + chunk_size], lq_all[start : start + chunk_size]
+        for psi in maps:
+            if log_q0 is None:
+                x = psi.transport(x)
+            else:
+                x, log_det = psi.map_and_log_det(x)
+                lq = lq - log_det
+        if whitening is not None:
+            x = whitening.forward(x)
+            lq = lq - whitening.log_abs_det
+        xs.append(x)
+        lqs.append(lq)
+    return torch.cat(xs), (torch.cat(lqs) if log_q0 is not None else None)
+
+
 class Flow:
     """Initial measure ``rho_0`` and the transport maps of the steps.
 
@@ -156,23 +189,7 @@ class Flow:
         maps = self.maps_until(step)
         if log_q0 is not None and not all(self.map_has_density(m) for m in maps):
             self.require_density()
-        if x0.shape[0] == 0:
-            return x0.clone(), (log_q0.clone() if log_q0 is not None else None)
-        xs, lqs = [], []
-        dummy = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        for x, lq in self._chunks(x0, log_q0 if log_q0 is not None else dummy):
-            for psi in maps:
-                if log_q0 is None:
-                    x = psi.transport(x)
-                else:
-                    x, log_det = psi.map_and_log_det(x)
-                    lq = lq - log_det
-            if self.whitening is not None:
-                x = self.whitening.forward(x)
-                lq = lq - self.whitening.log_abs_det
-            xs.append(x)
-            lqs.append(lq)
-        return torch.cat(xs), (torch.cat(lqs) if log_q0 is not None else None)
+        return push_points(maps, x0, log_q0, self.chunk_size, self.whitening)
 
     def sample(
         self,

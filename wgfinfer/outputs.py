@@ -19,11 +19,6 @@ from wgfinfer.importance import independence_metropolis, psis_resample
 from wgfinfer.targets import LogDensityTarget
 
 
-def site_samples(target: LogDensityTarget, z: Tensor) -> dict[str, Tensor]:
-    """Draws as ``{name: (n, *shape)}``: constrained Pyro sites, or ``{"x": z}`` for a log-density."""
-    return target.samples(z)
-
-
 def weighted_draws(
     flow: Flow, target: LogDensityTarget, beta: float, num_samples: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -88,9 +83,7 @@ def inference_data(
         with torch.no_grad():
             lp = beta * target.log_density(z)
         density_stats = {}
-    posterior = {
-        name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in site_samples(target, z).items()
-    }
+    posterior = {name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in target.samples(z).items()}
     sample_stats = {"lp": _np(lp).reshape(chains), **density_stats, "diverging": np.zeros(chains, dtype=bool)}
     pointwise = observed = dims = None
     if target.is_model:

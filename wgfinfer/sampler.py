@@ -30,7 +30,7 @@ from wgfinfer.functionals import KLDivergence
 from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
 from wgfinfer.init import Init, as_init, base_measure, check_scale, whitening
 from wgfinfer.laplace import AffineWhitening
-from wgfinfer.outputs import corrected_draws, inference_data, site_samples, weighted_draws
+from wgfinfer.outputs import corrected_draws, inference_data, weighted_draws
 from wgfinfer.run import RunState, run_steps
 from wgfinfer.schemes import Scheme, as_scheme
 from wgfinfer.targets import LogDensityTarget
@@ -578,7 +578,7 @@ class WGFSampler:
             z, self.last_correction = corrected_draws(
                 self.flow, self.target, self.beta, num_samples, generator, correct
             )
-        samples = site_samples(self.target, z)
+        samples = self.target.samples(z)
         if group_by_chain:
             samples = {k: v.unsqueeze(0) for k, v in samples.items()}
         return samples

@@ -122,7 +122,7 @@ def simulate(
 
     def on_step(new: RunState) -> None:
         flow.maps = list(new.scheme_state.maps)
-        flow.history = [dict(e) for e in new.history]  # type: ignore[attr-defined]
+        flow.history.append(dict(new.history[-1]))  # type: ignore[attr-defined]
 
     try:
         run_steps(

@@ -122,8 +122,6 @@ def sampler_content(sampler: WGFSampler, save_init: bool = True, checkpoint: boo
         raise RuntimeError(
             "the sampler has no target yet (a Pyro-model sampler gets it in run()): nothing to save"
         )
-    if sampler.scheme.name not in STATE_TYPES:
-        raise TypeError(f"a sampler with the {sampler.scheme.name!r} scheme cannot be saved")
     hint = (
         "Call save(path, save_init=False) to save without rho_0 and pass the same distribution again "
         "as WGFSampler.load(path, ..., init=...)."

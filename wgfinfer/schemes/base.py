@@ -23,9 +23,11 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.errors import TrainingDivergedError
+from wgfinfer.flow import sample_distribution
 
 # points that move by more than this many times their spread (squared) have exploded
 EXPLOSION_FACTOR = 1e4
@@ -188,10 +190,20 @@ def check_gradients(module: nn.Module, step_index: int, it: int, what: str) -> N
         )
 
 
-def check_finite(x: Tensor, where: str, what: str = "the new map") -> None:
-    """Raise :class:`TrainingDivergedError` if a map sent particles to non-finite values."""
-    if not bool(torch.isfinite(x).all()):
+def check_finite(x: Tensor, where: str, what: str = "the new map", log_q: Tensor | None = None) -> None:
+    """Raise :class:`TrainingDivergedError` if a map sent particles (or their tracked log-densities
+    ``log_q``) to non-finite values."""
+    if not bool(torch.isfinite(x).all() and (log_q is None or torch.isfinite(log_q).all())):
         raise TrainingDivergedError(f"{where}: {what} sends particles to non-finite values")
+
+
+def draw_pool(base: Distribution, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    """``n`` draws of the initial law ``base`` (event shape ``(d,)``), checked to be ``(n, d)``."""
+    dim = int(base.event_shape[0])
+    x0 = sample_distribution(base, n, generator, device)
+    if tuple(x0.shape) != (n, dim):
+        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
+    return x0
 
 
 def check_explosion(before: Tensor, after: Tensor, where: str) -> None:
@@ -208,32 +220,6 @@ def check_explosion(before: Tensor, after: Tensor, where: str) -> None:
             f"{where}: the transport distance exploded (E||T(x) - x||^2 = {moved:.3g} against a "
             f"particle spread of {spread:.3g})"
         )
-
-
-@torch.no_grad()
-def push_transport(module: nn.Module, x: Tensor, chunk_size: int = 8192) -> Tensor:
-    """``module.transport`` applied to ``x`` in chunks (no densities)."""
-    if x.shape[0] == 0:
-        return x
-    return torch.cat([module.transport(x[i : i + chunk_size]) for i in range(0, x.shape[0], chunk_size)])
-
-
-@torch.no_grad()
-def push_with_log_q(
-    module: nn.Module, x: Tensor, log_q: Tensor | None, chunk_size: int = 8192
-) -> tuple[Tensor, Tensor | None]:
-    """Push ``x`` through ``module`` carrying ``log_q`` along (``log q - log|det DT|``), in chunks;
-    without ``log_q`` only the points are pushed."""
-    if log_q is None:
-        return push_transport(module, x, chunk_size), None
-    if x.shape[0] == 0:
-        return x, log_q
-    xs, lqs = [], []
-    for i in range(0, x.shape[0], chunk_size):
-        y, log_det = module.map_and_log_det(x[i : i + chunk_size])
-        xs.append(y)
-        lqs.append(log_q[i : i + chunk_size] - log_det)
-    return torch.cat(xs), torch.cat(lqs)
 
 
 def pointwise_energy(functional: Any, y: Tensor, log_rho: Tensor | None) -> Tensor | None:

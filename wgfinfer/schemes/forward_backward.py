@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from wgfinfer._validation import check_positive_int
+from wgfinfer.flow import push_points
 from wgfinfer.functionals import FreeEnergy, Functional, InteractionEnergy, as_functional
-from wgfinfer.schemes.base import Info, Scheme, check_explosion, check_finite, push_transport
+from wgfinfer.schemes.base import Info, Scheme, check_explosion, check_finite
 from wgfinfer.schemes.icnn import ICNN, needs_particle_density
 from wgfinfer.schemes.variational import Variational
 
@@ -213,7 +214,7 @@ def step(
     k, pool = state.step, state.particles
     where = f"step {k}"
     fwd = forward_step(pool, interactions, step_size, scheme.n_reference, generator)
-    half = push_transport(fwd, pool)
+    half, _ = push_points([fwd], pool)
     check_finite(half, where, "the forward step")
     backward_state = dataclasses.replace(state.backward, particles=half)
     backward_map = None

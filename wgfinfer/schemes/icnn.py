@@ -34,21 +34,21 @@ from torch.distributions import Distribution
 
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.errors import DensityNotAvailableError, NonPositiveHessianError, TrainingDivergedError
-from wgfinfer.flow import sample_distribution
+from wgfinfer.flow import push_points
 from wgfinfer.functionals import Entropy, Functional, as_functional
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.schemes.base import (
     Info,
     Scheme,
     check_explosion,
+    check_finite,
     check_fraction,
     check_gradients,
     check_points,
     check_widths,
     cosine_schedule,
+    draw_pool,
     monitor_energy,
-    push_transport,
-    push_with_log_q,
     set_field,
     transport_distance,
 )
@@ -199,10 +199,7 @@ def init(
         does not have.
     """
     n = scheme.pool_size
-    dim = int(base.event_shape[0])
-    x0 = sample_distribution(base, n, generator, device)
-    if tuple(x0.shape) != (n, dim):
-        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
+    x0 = draw_pool(base, n, generator, device)
     needs_all = functional is not None and needs_particle_density(functional)
     tracked = n if needs_all else (min(scheme.n_monitor, n) if track_density else 0)
     log_q = None
@@ -282,13 +279,12 @@ def step(
     m = 0 if state.log_q is None else state.log_q.shape[0]
     where = f"JKO step {k}"
     try:
-        monitored, log_q = push_with_log_q(psi, pool[:m], state.log_q)
-        rest = push_transport(psi, pool[m:])
+        monitored, log_q = push_points([psi], pool[:m], state.log_q)
+        rest, _ = push_points([psi], pool[m:])
     except NonPositiveHessianError as exc:
         raise TrainingDivergedError(f"{where}: pushing the particle pool failed: {exc}") from exc
     particles = torch.cat([monitored, rest])
-    if not bool(torch.isfinite(particles).all() and (log_q is None or torch.isfinite(log_q).all())):
-        raise TrainingDivergedError(f"{where}: the new map sends particles to non-finite values")
+    check_finite(particles, where, log_q=log_q)
     check_explosion(pool, particles, where)
     energy, energy_se = monitor_energy(monitor, particles, log_q, options.n_monitor)
     info = Info(

@@ -44,7 +44,15 @@ from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import Functional, as_functional
 from wgfinfer.nn.coupling import AffineCouplingFlow
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
-from wgfinfer.schemes.base import Info, Scheme, check_explosion, monitor_energy, pointwise_energy
+from wgfinfer.schemes.base import (
+    Info,
+    Scheme,
+    check_explosion,
+    check_finite,
+    draw_pool,
+    monitor_energy,
+    pointwise_energy,
+)
 
 PWGF_MAPS = ("planar", "affine", "resnet", "coupling")
 DEFAULT_LAYERS = {"planar": 40, "coupling": 4}
@@ -189,10 +197,7 @@ def init(
 ) -> PWGFState:
     """Draw the monitor's ``n_monitor`` fixed points of ``base`` (with ``log lambda`` where it has a
     density)."""
-    dim = int(base.event_shape[0])
-    x0 = sample_distribution(base, scheme.n_monitor, generator, device)
-    if tuple(x0.shape) != (scheme.n_monitor, dim):
-        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
+    x0 = draw_pool(base, scheme.n_monitor, generator, device)
     try:
         log_q = base.log_prob(x0)
     except (NotImplementedError, DensityNotAvailableError) as exc:
@@ -237,8 +242,7 @@ def step(
             log_q = state.log_q - log_det
         else:
             pushed, log_q = new(x0), None
-        if not bool(torch.isfinite(pushed).all() and (log_q is None or torch.isfinite(log_q).all())):
-            raise TrainingDivergedError(f"{where}: the new map sends particles to non-finite values")
+        check_finite(pushed, where, log_q=log_q)
         before = state.maps[-1](x0) if state.maps else x0
     check_explosion(before, pushed, where)
     energy, energy_se = monitor_energy(monitor, pushed, log_q, options.n_monitor)

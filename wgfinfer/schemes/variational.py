@@ -35,7 +35,7 @@ from torch.distributions import Distribution
 
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.errors import TrainingDivergedError
-from wgfinfer.flow import sample_distribution
+from wgfinfer.flow import push_points
 from wgfinfer.functionals import Functional, InternalEnergy, KLDivergence, as_functional
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.nn.mlp import DUAL_HEADS, DualNetwork, ResidualMap
@@ -50,7 +50,7 @@ from wgfinfer.schemes.base import (
     check_points,
     check_widths,
     cosine_schedule,
-    push_transport,
+    draw_pool,
     set_field,
     transport_distance,
 )
@@ -182,12 +182,7 @@ def init(
     functional: Functional | None = None,
 ) -> VariationalState:
     """Draw the particle pool of ``rho_0 = base`` (no density is needed)."""
-    n = scheme.pool_size
-    dim = int(base.event_shape[0])
-    x0 = sample_distribution(base, n, generator, device)
-    if tuple(x0.shape) != (n, dim):
-        raise ValueError(f"init must draw points of shape (n, {dim}), got {tuple(x0.shape[1:])}")
-    return VariationalState(step=0, particles=x0)
+    return VariationalState(step=0, particles=draw_pool(base, scheme.pool_size, generator, device))
 
 
 def step(
@@ -217,7 +212,7 @@ def step(
     transport, new_duals, fit = variational_fit(
         warm, list(duals), pool, functional, step_size, options, generator, step_index=k, callback=callback
     )
-    particles = push_transport(transport, pool)
+    particles, _ = push_points([transport], pool)
     where = f"JKO step {k}"
     check_finite(particles, where)
     check_explosion(pool, particles, where)
