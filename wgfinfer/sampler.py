@@ -437,7 +437,7 @@ class WGFSampler:
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:
-        if self.flow is None or not self.flow.maps:
+        if self.run_state is None or not self.run_state.scheme_state.maps:
             raise RuntimeError("the sampler has no trained JKO step yet: call run() first")
 
     def _generator_for(self, seed: int | None) -> torch.Generator:
@@ -741,7 +741,7 @@ class WGFSampler:
         dim = options["dim"]
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise wgf_io.SaveFileError(f"{str(path)!r} is damaged: dim {dim!r}")
-        init_arg, _ = wgf_io.init_for_load(content["rho_0"], options["init"], init, path, dtype, device, dim)
+        init_arg = wgf_io.init_for_load(content["rho_0"], options["init"], init, path, dtype, device, dim)
         scheme = wgf_io.scheme_from_entry(content["scheme"], path)
         try:
             sampler = cls(

@@ -200,9 +200,10 @@ def init_for_load(
     dtype: torch.dtype,
     device: torch.device,
     dim: int,
-) -> tuple[Any, Distribution | None]:
-    """The ``init`` argument that rebuilds the saved ``rho_0`` (checking a user-given ``init``), and the
-    saved ``rho_0`` itself (``None`` for one saved without it)."""
+) -> Any:
+    """The ``init`` argument that rebuilds the saved ``rho_0`` (checking a user-given ``init``); the
+    loaded sampler's ``rho_0`` is then the file's own tensors
+    (:func:`~wgfinfer.io.checkpoints.restore_from_content`)."""
     from wgfinfer.init import Init
 
     kind = rho_0.get("kind")
@@ -222,7 +223,7 @@ def init_for_load(
                 f"init is a {distribution_name(init)}, but {str(path)!r} was trained from a "
                 f"{rho_0.get('type')}"
             )
-        return init, None
+        return init
     saved = build_distribution(rho_0, path, dtype, device)
     if tuple(saved.event_shape) != (dim,):
         raise SaveFileError(f"{str(path)!r} is damaged: rho_0 has event shape {tuple(saved.event_shape)}")
@@ -238,12 +239,12 @@ def init_for_load(
             )
     if isinstance(init_entry, Mapping):
         try:
-            return Init(init_entry.get("kind"), init_entry.get("scale")), saved
+            return Init(init_entry.get("kind"), init_entry.get("scale"))
         except (TypeError, ValueError) as exc:
             raise SaveFileError(f"{str(path)!r} is damaged: init {dict(init_entry)}: {exc}") from exc
     if init_entry != "distribution":
         raise SaveFileError(f"{str(path)!r} is damaged: init {init_entry!r}")
-    return saved, saved
+    return saved
 
 
 def run_state_from_content(
