@@ -3,6 +3,7 @@
 from wgfinfer import functionals
 from wgfinfer._version import __version__
 from wgfinfer.errors import (
+    CheckpointInUseError,
     DensityNotAvailableError,
     NonFiniteLogDensityError,
     NonPositiveHessianError,
@@ -17,6 +18,7 @@ from wgfinfer.schemes import ICNN, PWGF, ForwardBackward, Variational
 from wgfinfer.simulation import simulate
 
 __all__ = [
+    "CheckpointInUseError",
     "DensityNotAvailableError",
     "Flow",
     "ForwardBackward",

@@ -40,3 +40,8 @@ class SaveFileError(WGFError, ValueError):
     """A save file or checkpoint cannot be read: not a torch file, truncated or corrupted, not written
     by wgfinfer, of another format or format version, or with damaged entries.  The message names the
     file."""
+
+
+class CheckpointInUseError(WGFError, RuntimeError):
+    """Another run holds the checkpoint directory's lock: two runs writing one directory would resume
+    and overwrite each other's steps.  The message names the directory and the process holding it."""

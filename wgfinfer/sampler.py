@@ -8,7 +8,9 @@ It holds the run options, a target, a scheme (:mod:`wgfinfer.schemes`) and one e
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -296,17 +298,18 @@ class WGFSampler:
         generator states included: the sampler holds every completed step, can be sampled, saved,
         and a later ``run()`` continues exactly as if it had not been interrupted.
         """
-        checkpoint = wgf_io.checkpoint_path(checkpoint_dir, resume)
+        checkpoints = wgf_io.checkpoint_directory(checkpoint_dir, resume)
         if self.model is not None:
             self._prepare_model(model_args, model_kwargs)
         elif model_args or model_kwargs:
             raise TypeError("run() takes model arguments only when the sampler was given a Pyro model")
         assert self.target is not None
-        if checkpoint is not None:
-            wgf_io.prepare_checkpoint(self, checkpoint, resume)
-        if self.run_state is None:
-            self._start()
-        self._train(checkpoint)
+        with checkpoints if checkpoints is not None else contextlib.nullcontext():
+            if checkpoints is not None:
+                checkpoints.prepare(self, resume)
+            if self.run_state is None:
+                self._start()
+            self._train(checkpoints)
         return self
 
     def _start(self) -> None:
@@ -360,9 +363,17 @@ class WGFSampler:
         assert self.target is not None
         return self.target.training_log_density(self._to_target_space(z))
 
-    def _train(self, checkpoint: os.PathLike | None) -> None:
+    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None) -> None:
         assert self.run_state is not None
         done = self.run_state.step
+        if done > self.n_steps:
+            warnings.warn(
+                f"the sampler already holds {done} completed steps, more than n_steps={self.n_steps}: "
+                f"nothing is trained and its flow keeps all {done} steps (completed steps are never "
+                f"undone; for a {self.n_steps}-step flow, train a new sampler)",
+                UserWarning,
+                stacklevel=3,
+            )
         if done >= self.n_steps:
             return
         beta = self.beta
@@ -380,8 +391,8 @@ class WGFSampler:
 
         def on_step(state: RunState) -> None:
             self.run_state = state
-            if checkpoint is not None:
-                wgf_io.write_checkpoint(self, checkpoint)
+            if checkpoints is not None:
+                checkpoints.write(self)
 
         run_steps(
             self.scheme,
@@ -683,6 +694,7 @@ class WGFSampler:
         model_args: Sequence[Any] = (),
         model_kwargs: dict[str, Any] | None = None,
         init: Distribution | None = None,
+        check_target: bool = True,
     ) -> WGFSampler:
         """Rebuild a sampler written by :meth:`save` (or a checkpoint of :meth:`run`).
 
@@ -703,6 +715,11 @@ class WGFSampler:
         model_kwargs : dict, optional
         init : torch.distributions.Distribution, optional
             Needed only for files written with ``save_init=False``: the same ``rho_0`` again.
+        check_target : bool, default True
+            The file holds the target's log-density at a few points (its fingerprint); a target
+            that gives other values there raises ``ValueError``.  With ``False`` it is loaded with a
+            warning that names the difference (to use a saved flow with a changed target on
+            purpose, e.g. as a start).
 
         Returns
         -------
@@ -716,7 +733,8 @@ class WGFSampler:
             If the file is not a readable wgfinfer sampler file of this format version (the message
             names the file).
         ValueError
-            If the target does not match the file (kind, dimension, Pyro site shapes) or ``init``
+            If the target does not match the file (kind, dimension, Pyro site names and shapes, or,
+            unless ``check_target=False``, its log-density at the stored points) or ``init``
             differs from the saved ``rho_0``.
         """
         content = wgf_io.read_sampler(path)
@@ -764,9 +782,11 @@ class WGFSampler:
             raise wgf_io.SaveFileError(
                 f"{str(path)!r} holds options this wgfinfer does not accept: {exc}"
             ) from exc
+        if not isinstance(check_target, bool):
+            raise TypeError(f"check_target must be a bool, got {type(check_target).__name__}")
         if model is not None:
             sampler._prepare_model(tuple(model_args), dict(model_kwargs or {}))
-            wgf_io.check_target(sampler, target, dim, path, "the file")
+        wgf_io.check_target(sampler, target, dim, path, "the file", strict=check_target)
         wgf_io.restore_from_content(sampler, content, path)
         return sampler
 

@@ -29,11 +29,10 @@ A filter result's save file is written and read by :mod:`wgfinfer.filtering.file
 
 from wgfinfer.errors import SaveFileError
 from wgfinfer.io.checkpoints import (
+    CheckpointDirectory,
     check_compatible,
-    checkpoint_path,
-    prepare_checkpoint,
+    checkpoint_directory,
     restore_from_content,
-    write_checkpoint,
 )
 from wgfinfer.io.components import (
     SAVABLE_DISTRIBUTIONS,
@@ -79,9 +78,10 @@ __all__ = [
     "SaveFileError",
     "build_distribution",
     "build_module",
+    "CheckpointDirectory",
     "check_compatible",
     "check_target",
-    "checkpoint_path",
+    "checkpoint_directory",
     "content_checksum",
     "describe_distribution",
     "describe_kind",
@@ -91,7 +91,6 @@ __all__ = [
     "parse_device",
     "parse_dtype",
     "plain",
-    "prepare_checkpoint",
     "read_sampler",
     "read_save_file",
     "restore_from_content",
@@ -99,6 +98,5 @@ __all__ = [
     "sampler_content",
     "save_sampler",
     "scheme_from_entry",
-    "write_checkpoint",
     "write_save_file",
 ]

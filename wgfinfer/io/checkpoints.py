@@ -1,20 +1,24 @@
 """Checkpoints of a running sampler.
 
-``run(checkpoint_dir=...)`` writes the sampler's full state (a sampler save file with the run state
-and generator states) to ``checkpoint_dir / "checkpoint.pt"`` after every step
-(:func:`write_checkpoint`); :func:`prepare_checkpoint` resumes from it, after
-:func:`check_compatible` has compared its options with the sampler's, or warns before overwriting it.
-Rolling a step back needs no snapshot: the run loop keeps the previous state (:mod:`wgfinfer.run`).
+``run(checkpoint_dir=...)`` holds the directory's lock for the whole run (:class:`CheckpointDirectory`)
+and writes the sampler's full state (a sampler save file with the run state and generator states) to
+``checkpoint_dir / "checkpoint.pt"`` after every step, keeping the one before as
+``checkpoint.previous.pt``; with ``resume=True`` it continues from the last readable one, after
+:func:`check_compatible` has compared its options and target with the sampler's.  Rolling a step back
+needs no snapshot: the run loop keeps the previous state (:mod:`wgfinfer.run`).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wgfinfer.errors import CheckpointInUseError, SaveFileError
 from wgfinfer.io.components import (
     build_distribution,
     build_whitening,
@@ -22,7 +26,16 @@ from wgfinfer.io.components import (
     rho_0_text,
     same_description,
 )
-from wgfinfer.io.files import CHECKPOINT_NAME, PathLike, get_entry, plain, write_save_file
+from wgfinfer.io.files import (
+    CHECKPOINT_NAME,
+    LOCK_NAME,
+    PREVIOUS_CHECKPOINT_NAME,
+    PathLike,
+    get_entry,
+    plain,
+    temporaries,
+    write_save_file,
+)
 from wgfinfer.io.samplers import (
     OPTION_KEYS,
     RESUME_FREE,
@@ -38,8 +51,131 @@ if TYPE_CHECKING:
     from wgfinfer.sampler import WGFSampler
 
 
-def checkpoint_path(checkpoint_dir: PathLike | None, resume: bool) -> Path | None:
-    """``checkpoint_dir / "checkpoint.pt"`` (the directory is created), or ``None``."""
+class CheckpointDirectory:
+    """A checkpoint directory, held by one run: its lock, its last two checkpoints, resuming.
+
+    Used as a context manager around a run: entering takes the directory's lock (a second run, in
+    this process or another, gets :class:`~wgfinfer.CheckpointInUseError` instead of silently
+    resuming and overwriting the first one's steps) and removes the temporary files of killed
+    writers; leaving releases the lock.  The lock is an advisory ``flock`` on ``.lock`` in the
+    directory (``msvcrt.locking`` on Windows), which the operating system drops when the process
+    dies, so a killed run never leaves the directory locked.
+
+    After every step :meth:`write` stores the sampler at ``checkpoint.pt`` and moves the one it
+    replaces to ``checkpoint.previous.pt``, so a damaged last checkpoint costs one step: resuming
+    (:meth:`prepare`) falls back to the previous one with a warning.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        An existing directory.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.latest = directory / CHECKPOINT_NAME
+        self.previous = directory / PREVIOUS_CHECKPOINT_NAME
+        self._lock_file: Any = None
+        self._own_lineage = False  # do the files here hold earlier steps of this run?
+
+    # ------------------------------------------------------------------ lock
+    def __enter__(self) -> CheckpointDirectory:
+        path = self.directory / LOCK_NAME
+        handle = open(path, "a+")  # noqa: SIM115 - held until __exit__
+        if not _try_lock(handle):
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise CheckpointInUseError(
+                f"checkpoint_dir {str(self.directory)!r} is in use by another run ({holder}); two runs "
+                "writing one directory would resume and overwrite each other's steps: wait for it to "
+                "finish or give this run its own checkpoint_dir"
+            )
+        handle.seek(0)
+        handle.truncate()
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n")
+        handle.flush()
+        self._lock_file = handle
+        for name in (self.latest, self.previous):  # the lock is ours: every temporary file is stale
+            for tmp in temporaries(name):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        handle, self._lock_file = self._lock_file, None
+        if handle is not None:
+            _unlock(handle)
+            handle.close()
+
+    # ------------------------------------------------------------------ resume / write
+    def prepare(self, sampler: WGFSampler, resume: bool) -> None:
+        """Before the run: resume from the last readable checkpoint, or warn about overwriting.
+
+        With ``resume=True`` the last checkpoint (or, if it is damaged, the previous one, with a
+        warning) is checked against ``sampler`` (:func:`check_compatible`) and its state replaces
+        the sampler's; without a checkpoint the run starts fresh.
+        """
+        if resume:
+            found = self._read_last()
+            if found is not None:
+                content, path = found
+                check_compatible(sampler, content, path)
+                restore_from_content(sampler, content, path)
+                self._own_lineage = True
+        elif sampler.run_state is None and (self.latest.exists() or self.previous.exists()):
+            warnings.warn(
+                f"{str(self.directory)!r} already holds a checkpoint; this run starts fresh and "
+                "overwrites it after its first step (pass resume=True to continue it)",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _read_last(self) -> tuple[dict[str, Any], Path] | None:
+        damaged: list[SaveFileError] = []
+        for path in (self.latest, self.previous):
+            if not path.exists():
+                continue
+            try:
+                content = read_sampler(path)
+            except SaveFileError as exc:
+                damaged.append(exc)
+                continue
+            if damaged:
+                warnings.warn(
+                    f"the last checkpoint is damaged ({damaged[0]}); resuming from the one before it, "
+                    f"{str(path)!r}: one more step is redone",
+                    UserWarning,
+                    stacklevel=5,
+                )
+            return content, path
+        if damaged:
+            raise SaveFileError(
+                "no readable checkpoint to resume from: " + "; ".join(str(e) for e in damaged)
+            ) from damaged[0]
+        return None
+
+    def write(self, sampler: WGFSampler) -> None:
+        """Write the sampler's full state (run state and generators included) atomically, keeping the
+        checkpoint it replaces as the previous one when both belong to this run."""
+        content = sampler_content(sampler, checkpoint=True)
+        if self._own_lineage:
+            write_save_file(content, self.latest, keep_previous=self.previous)
+            return
+        # the files here were written by another run: none of them is this run's previous step
+        write_save_file(content, self.latest)
+        try:
+            self.previous.unlink()
+        except FileNotFoundError:
+            pass
+        self._own_lineage = True
+
+
+def checkpoint_directory(checkpoint_dir: PathLike | None, resume: bool) -> CheckpointDirectory | None:
+    """The run's :class:`CheckpointDirectory` (the directory is created), or ``None``."""
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be a bool, got {type(resume).__name__}")
     if checkpoint_dir is None:
@@ -52,38 +188,37 @@ def checkpoint_path(checkpoint_dir: PathLike | None, resume: bool) -> Path | Non
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"checkpoint_dir {str(directory)!r} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / CHECKPOINT_NAME
+    return CheckpointDirectory(directory)
 
 
-def write_checkpoint(sampler: WGFSampler, path: Path) -> None:
-    """Write the sampler's full state (run state and generators included) to ``path`` atomically."""
-    write_save_file(sampler_content(sampler, checkpoint=True), path)
+def _try_lock(handle: Any) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
-def prepare_checkpoint(sampler: WGFSampler, path: Path, resume: bool) -> None:
-    """Before a run with ``checkpoint_dir``: resume from ``path`` or warn about overwriting it.
+def _unlock(handle: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
 
-    With ``resume=True`` and a checkpoint at ``path``, the checkpoint's options and dimension are
-    checked against ``sampler`` and its state replaces the sampler's; stale temporary files of
-    killed writers are removed.  Without a checkpoint the run starts fresh.
-    """
-    if resume:
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            try:
-                stale.unlink()
-            except OSError:
-                pass
-        if path.exists():
-            content = read_sampler(path)
-            check_compatible(sampler, content, path)
-            restore_from_content(sampler, content, path)
-    elif path.exists() and sampler.run_state is None:
-        warnings.warn(
-            f"{str(path)!r} already holds a checkpoint; this run starts fresh and overwrites it after "
-            "its first step (pass resume=True to continue it)",
-            UserWarning,
-            stacklevel=3,
-        )
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def restore_from_content(sampler: WGFSampler, content: Mapping[str, Any], path: PathLike) -> None:

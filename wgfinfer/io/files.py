@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import socket
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,23 @@ FILTER_RESULT_FORMAT = "wgfinfer-filter-result"
 FORMAT_VERSION = 2
 """2: scheme options objects and an explicit run state; 1: the flat sampler options of wgfinfer 0.1."""
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.pt"
+"""The checkpoint of the step before the last: what a resume falls back to if the last is damaged."""
+LOCK_NAME = ".lock"
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 PathLike = str | os.PathLike
 
 
 # ---------------------------------------------------------------------------------------- file level
-def write_save_file(content: dict[str, Any], path: PathLike) -> Path:
+def write_save_file(content: dict[str, Any], path: PathLike, keep_previous: PathLike | None = None) -> Path:
     """Write ``content`` with :func:`torch.save`, atomically.
 
     The data go to a temporary file in the destination's directory, which is flushed, ``fsync``-ed and
     renamed over ``path`` with :func:`os.replace`; the directory entry is then synced where the
     platform allows it.  A crash at any moment leaves either the previous file or the new one.
+    Temporary files that killed writers on this host left beside ``path`` are removed first
+    (:func:`remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -47,6 +54,9 @@ def write_save_file(content: dict[str, Any], path: PathLike) -> Path:
         Plain data (tensors, numbers, strings, lists, dicts, ``None``).
     path : str or os.PathLike
         Destination; its directory must exist.
+    keep_previous : str or os.PathLike, optional
+        Rename an existing file at ``path`` to this name (replacing what is there) just before the new
+        file takes its place, so that the last two versions are kept.
 
     Returns
     -------
@@ -58,12 +68,16 @@ def write_save_file(content: dict[str, Any], path: PathLike) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"cannot save to {str(path)!r}: directory {str(directory)!r} does not exist")
     content = {**content, "checksum": content_checksum(content)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temporaries(path)
+    prefix = f"{_temporary_prefix(path)}{_HOST}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(content, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, os.fspath(keep_previous))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -73,6 +87,67 @@ def write_save_file(content: dict[str, Any], path: PathLike) -> Path:
         raise
     _sync_directory(directory)
     return path
+
+
+_HOST = socket.gethostname().replace(os.sep, "_") or "host"
+
+
+def _temporary_prefix(path: Path) -> str:
+    """Temporary files of ``path`` are named ``.NAME.HOST.PID.RANDOM.tmp``."""
+    return f".{path.name}."
+
+
+def temporaries(path: PathLike) -> list[Path]:
+    """The temporary files of writers of ``path`` (finished or not) in its directory."""
+    path = Path(os.fspath(path))
+    directory = path.parent if str(path.parent) else Path(".")
+    prefix = _temporary_prefix(path)
+    return sorted(p for p in directory.glob(f"{glob_escape(prefix)}*.tmp") if p.name.startswith(prefix))
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove the temporary files that writers of ``path`` killed on this host left behind.
+
+    A temporary file's name holds the host and process id of its writer; it is removed when that
+    process no longer exists on this host.  Files of live processes, of other hosts (a shared file
+    system) and of unknown names are left alone.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    removed = []
+    prefix = _temporary_prefix(Path(os.fspath(path)))
+    for tmp in temporaries(path):
+        parts = tmp.name[len(prefix) : -len(".tmp")].rsplit(".", 2)
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+            continue
+        if _process_alive(int(parts[1])):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but belongs to someone else, or cannot be asked
+        return True
+    return True
 
 
 def _sync_directory(directory: Path) -> None:
@@ -120,6 +195,7 @@ def read_save_file(path: PathLike, expected_format: str) -> dict[str, Any]:
     if not path.is_file():  # a FIFO, socket or device would block or stream forever in open()/read()
         raise SaveFileError(f"{str(path)!r} is not a regular file (a FIFO, socket or device?): not opened")
     with open(path, "rb") as f:  # errors of the file system itself (permissions) propagate as they are
+        _check_container(f, path)
         try:
             content = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle, zip, EOF and read errors of a damaged or foreign file
@@ -148,6 +224,7 @@ def read_save_file(path: PathLike, expected_format: str) -> dict[str, Any]:
             f"{str(path)!r} has format version {version!r}; this wgfinfer ({_version()}) reads version "
             f"{FORMAT_VERSION} only (written by wgfinfer {content.get('wgfinfer_version', 'unknown')})"
         )
+    _check_tensor_sizes(content, path)
     stored = content.pop("checksum", None)
     if stored != content_checksum(content):
         raise SaveFileError(
@@ -156,6 +233,57 @@ def read_save_file(path: PathLike, expected_format: str) -> dict[str, Any]:
             else f"{str(path)!r} is damaged or incomplete: it has no checksum"
         )
     return content
+
+
+def _check_container(f: Any, path: Path) -> None:
+    """Bound what loading can allocate by the file's size, before :func:`torch.load` reads it.
+
+    :func:`torch.save` writes a zip archive of uncompressed records.  A file whose records are
+    compressed, or add up to more than the file holds, could make the loader allocate far more memory
+    than the file's size (a few kilobytes deflating to gigabytes); it is rejected unread.
+    """
+    size = os.fstat(f.fileno()).st_size
+    try:
+        with zipfile.ZipFile(f) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise SaveFileError(
+            f"{str(path)!r} is not a readable wgfinfer save file (not a torch zip archive, truncated or "
+            f"corrupted): {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        f.seek(0)
+    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise SaveFileError(
+            f"{str(path)!r} is damaged or foreign: record {compressed[0]!r} is compressed (torch.save "
+            "writes uncompressed records); not loaded"
+        )
+    declared = sum(r.file_size for r in records)
+    if declared > size:
+        raise SaveFileError(
+            f"{str(path)!r} is damaged: its records declare {declared} bytes, more than the file's {size}"
+        )
+
+
+def _check_tensor_sizes(content: Any, path: Path) -> None:
+    """Every tensor must own the bytes it spans: a file written by :func:`write_save_file` holds only
+    dense tensors, and the checksum copies each one, so an expanded tensor (stride 0, a few bytes of
+    storage seen as gigabytes) is rejected before anything is allocated for it."""
+    if isinstance(content, Tensor):
+        need = content.numel() * content.element_size()
+        have = content.untyped_storage().nbytes()
+        if need > have:
+            raise SaveFileError(
+                f"{str(path)!r} is damaged: a tensor of shape {tuple(content.shape)} spans {need} bytes "
+                f"but its storage holds {have} (an expanded or overlapping view); not loaded"
+            )
+    elif isinstance(content, Mapping):
+        for value in content.values():
+            _check_tensor_sizes(value, path)
+    elif isinstance(content, (list, tuple)):
+        for value in content:
+            _check_tensor_sizes(value, path)
 
 
 def content_checksum(content: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ attributes; :func:`read_sampler` checks a file and :func:`scheme_from_entry`,
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from wgfinfer.errors import SaveFileError
+from wgfinfer.flow import sample_distribution
 from wgfinfer.io.components import (
     build_distribution,
     build_module,
@@ -69,16 +71,88 @@ _MODULE_FIELDS = ("maps", "duals")
 
 
 # ------------------------------------------------------------------------------------ writing
+PROBE_POINTS = 4
+"""Points at which a save file records the target's log-density (its fingerprint)."""
+PROBE_TOLERANCE = 1000
+"""A stored log-density value ``y`` matches a recomputed one within ``PROBE_TOLERANCE * eps * (1 + |y|)``
+(``eps`` of the sampler's dtype): summation order and thread counts change the last bits, a
+different target or data set changes far more."""
+
+
 def target_entry(sampler: WGFSampler) -> dict[str, Any]:
-    """``{"kind": "log_density"}`` or the Pyro model's name and latent site shapes."""
-    if sampler.model is None:
-        return {"kind": "log_density"}
-    shapes = getattr(sampler.target, "site_shapes", {})
-    return {
-        "kind": "pyro_model",
-        "model_name": getattr(sampler.model, "__qualname__", type(sampler.model).__name__),
-        "site_shapes": {name: list(shape) for name, shape in shapes.items()},
-    }
+    """The target's description and fingerprint.
+
+    ``{"kind": "log_density"}`` or the Pyro model's name and latent sites (names in order, shapes),
+    plus ``probe_points`` (a few points of the particle pool, or of ``rho_0`` before the first step,
+    in the target's coordinates) and ``probe_log_density``, the full-data log-density there.
+    """
+    entry: dict[str, Any] = {"kind": "log_density"}
+    if sampler.model is not None:
+        shapes = getattr(sampler.target, "site_shapes", {})
+        entry = {
+            "kind": "pyro_model",
+            "model_name": getattr(sampler.model, "__qualname__", type(sampler.model).__name__),
+            "site_names": list(shapes),
+            "site_shapes": {name: list(shape) for name, shape in shapes.items()},
+        }
+    points = probe_points(sampler)
+    assert sampler.target is not None
+    with torch.no_grad():
+        values = sampler.target.log_density(points)
+    entry["probe_points"] = points.detach().cpu().clone()
+    entry["probe_log_density"] = values.detach().cpu().clone()
+    return entry
+
+
+def probe_points(sampler: WGFSampler) -> Tensor:
+    """The first :data:`PROBE_POINTS` pool particles (draws of ``rho_0`` before the first step, from
+    a fixed seed), in the target's coordinates."""
+    run = sampler.run_state
+    if run is not None:
+        z = run.scheme_state.particles[:PROBE_POINTS].detach()
+    else:
+        flow = sampler.flow
+        assert flow is not None
+        z = sample_distribution(flow.base, PROBE_POINTS, torch.Generator().manual_seed(0), sampler.device)
+    white = sampler.whitening
+    return z if white is None else white.forward(z).detach()
+
+
+def target_difference(sampler: WGFSampler, target: Mapping[str, Any], path: PathLike) -> str | None:
+    """How the sampler's log-density differs from the fingerprint in a file's ``target`` entry, or
+    ``None`` if it matches (or the entry has no fingerprint)."""
+    points, stored = target.get("probe_points"), target.get("probe_log_density")
+    if points is None and stored is None:
+        return None
+    dim = sampler.dim
+    if (
+        not isinstance(points, Tensor)
+        or not isinstance(stored, Tensor)
+        or points.ndim != 2
+        or points.shape[1] != dim
+        or stored.shape != (points.shape[0],)
+        or not bool(torch.isfinite(points).all())
+    ):
+        raise SaveFileError(f"{str(path)!r} is damaged: its target fingerprint (probe points) is malformed")
+    assert sampler.target is not None
+    dtype = sampler.dtype
+    x = points.to(dtype=dtype, device=sampler.device)
+    with torch.no_grad():
+        try:
+            now = sampler.target.log_density(x).detach().cpu().to(torch.float64)
+        except (ValueError, TypeError) as exc:
+            return f"at the stored points the target fails: {exc}"
+    saved = stored.to(torch.float64)
+    tolerance = PROBE_TOLERANCE * torch.finfo(dtype).eps * (1 + saved.abs())
+    gap = (now - saved).abs()
+    off = ~(gap <= tolerance)
+    if not bool(off.any()):
+        return None
+    i = int(torch.where(off, gap.nan_to_num(float("inf")), torch.zeros_like(gap)).argmax())
+    return (
+        f"its log-density differs at {int(off.sum())} of {points.shape[0]} stored points (at point {i} "
+        f"the file holds {float(saved[i]):.8g}, this target gives {float(now[i]):.8g})"
+    )
 
 
 def scheme_entry(scheme: Scheme) -> dict[str, Any]:
@@ -335,8 +409,20 @@ def generator_states(content: Mapping[str, Any], path: PathLike, count: int) -> 
     return list(states)
 
 
-def check_target(sampler: WGFSampler, target: Mapping[str, Any], dim: Any, path: PathLike, what: str) -> None:
-    """The sampler's target must have the saved kind, dimension and (Pyro) latent site shapes."""
+def check_target(
+    sampler: WGFSampler,
+    target: Mapping[str, Any],
+    dim: Any,
+    path: PathLike,
+    what: str,
+    strict: bool = True,
+) -> None:
+    """The sampler's target must be the one ``target`` (a file's entry) describes.
+
+    Its kind, dimension and (Pyro) latent site names, order and shapes must match; so must its
+    log-density at the stored probe points (:func:`target_difference`).  A different log-density
+    raises ``ValueError``, or with ``strict=False`` warns.
+    """
     kind = "log_density" if sampler.model is None else "pyro_model"
     if target.get("kind") != kind:
         raise ValueError(
@@ -349,5 +435,29 @@ def check_target(sampler: WGFSampler, target: Mapping[str, Any], dim: Any, path:
             raise ValueError(
                 f"the model's latent sites {now} do not match those of {what} {str(path)!r}: {saved}"
             )
+        order = target.get("site_names")
+        if order is not None and list(order) != list(now):
+            raise ValueError(
+                f"the model's latent sites come in the order {list(now)}, those of {what} "
+                f"{str(path)!r} in the order {list(order)}: the flow's coordinates would be mixed up"
+            )
     if sampler.dim != dim:
         raise ValueError(f"{what} {str(path)!r} has dim {dim}, the sampler's target has dim {sampler.dim}")
+    difference = target_difference(sampler, target, path)
+    if difference is None:
+        return
+    message = (
+        f"the target is not the one {what} {str(path)!r} was written for: {difference}; pass the same "
+        + ("log_density" if kind == "log_density" else "model and data")
+        + " again"
+    )
+    if strict:
+        raise ValueError(
+            message
+            + (
+                " (or WGFSampler.load(..., check_target=False) to use the saved flow with this target)"
+                if what == "the file"
+                else ""
+            )
+        )
+    warnings.warn(message + "; loaded anyway (check_target=False)", UserWarning, stacklevel=3)
