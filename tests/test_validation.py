@@ -156,3 +156,19 @@ def test_summary_checks_its_probability() -> None:
     for bad in (0.0, 1.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="prob"):
             s.summary(num_samples=10, prob=bad)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: wgfinfer.ICNN(hidden="64"),
+        lambda: wgfinfer.Variational(hidden="64"),
+        lambda: wgfinfer.Variational(dual_hidden="64"),
+        lambda: wgfinfer.PWGF(hidden="64"),
+        lambda: wgfinfer.ICNN(hidden=b"64"),
+    ],
+)
+def test_a_string_is_not_a_sequence_of_widths(build):
+    # "64" would otherwise be read as the widths (6, 4)
+    with pytest.raises(TypeError, match=r"hidden must be a sequence of .*ints, got str|got bytes"):
+        build()
