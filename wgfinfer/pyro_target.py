@@ -4,13 +4,24 @@ The latent sites, their supports and the bijections to ``R^k`` come from Pyro's 
 :func:`pyro.infer.mcmc.util.initialize_model` (the same machinery ``HMC``/``NUTS`` use). The
 flattened unconstrained vector ``z`` of all latent sites is the flow's ``R^d``.
 
-Batching: the model is run once for all ``n`` particles, inside an extra outer
-:class:`pyro.plate` over particles and conditioned on the particles' constrained values; the log
-joint per particle is the sum of every site's scaled log-probability over the non-particle dims, plus
-the log-Jacobian of each site's transform.  Models written for vectorisation (``pyro.plate`` for data,
-no hard-coded shapes) work this way.  On construction the batched result is compared with Pyro's
-per-particle ``potential_fn`` on a few particles; if the model cannot be batched (an error or a
-mismatch), the target falls back to a per-particle loop with a warning.
+Batching, in the first of three ways that works (:attr:`PyroTarget.batching`):
+
+``"plate"``
+    The model is run once for all ``n`` particles, inside an extra outer :class:`pyro.plate` over
+    particles and conditioned on the particles' constrained values; the log joint per particle is the
+    sum of every site's scaled log-probability over the non-particle dims, plus the log-Jacobian of
+    each site's transform.  Models written for vectorisation (``pyro.plate`` for data, no hard-coded
+    shapes) work this way.
+``"vmap"``
+    Models written for one particle, as Pyro's tutorials write them (``X @ beta``, ``a[group]``,
+    scalar sites outside plates), are evaluated as the single-particle log joint vectorised over
+    particles with :func:`torch.func.vmap` (Pyro's validation is off inside, as its data-dependent
+    checks cannot run under ``vmap``; the target's own finiteness checks still apply to the result).
+``"loop"``
+    The last resort, one model run per particle, with a warning that says why the other two failed.
+
+On construction each candidate is compared with Pyro's per-particle ``potential_fn`` on a few
+particles; an error or a mismatch moves on to the next.
 
 Discrete latent sites are rejected with a ``ValueError``, enumerable ones included: a transport map
 cannot move discrete mass, and marginalising them per particle (as Pyro's HMC potential does) would
@@ -19,9 +30,10 @@ need the slow per-particle path; marginalise them in the model instead.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
@@ -53,8 +65,12 @@ class PyroTarget(LogDensityTarget):
         Latent sites, in the order of their blocks in ``z``.
     site_shapes : dict of str to torch.Size
         Constrained value shape of each latent site.
+    batching : str
+        How the log joint is evaluated for many particles: ``"plate"`` (one model run inside a
+        particle plate), ``"vmap"`` (the single-particle log joint under :func:`torch.func.vmap`) or
+        ``"loop"`` (one model run per particle).
     batched : bool
-        Whether the log joint is evaluated for all particles in one model run.
+        Whether the log joint is evaluated for all particles at once (``batching != "loop"``).
     """
 
     def __init__(
@@ -120,7 +136,7 @@ class PyroTarget(LogDensityTarget):
         frames = [-f.dim for s in sample_sites for f in s["cond_indep_stack"] if f.vectorized]
         self._particle_dim = -(max(dims + frames + [0]) + 1)
         super().__init__(self._log_joint, sum(self._sizes))
-        self.batched = self._check_batching()
+        self.batching = self._choose_batching()
         self.initial_point = torch.cat([init_params[name].reshape(-1) for name in self.site_names]).to(
             dtype=dtype, device=self.device
         )
@@ -144,6 +160,11 @@ class PyroTarget(LogDensityTarget):
         }
 
     is_model = True
+
+    @property
+    def batched(self) -> bool:
+        """Whether the log joint is evaluated for all particles at once (``"plate"`` or ``"vmap"``)."""
+        return self.batching != "loop"
 
     def samples(self, z: Tensor) -> dict[str, Tensor]:
         """Draws as constrained site values ``{site: (n, *site_shape)}``."""
@@ -182,6 +203,15 @@ class PyroTarget(LogDensityTarget):
         """
         n = z.shape[0]
         obs_shapes = {name: self._trace.nodes[name]["fn"].batch_shape for name in self.observed_sites}
+        if self.batching == "vmap":
+
+            def one(u: Tensor) -> dict[str, Tensor]:
+                trace = self._single_trace(self._single_values(u)[0])
+                logs = _site_log_probs(trace, obs_shapes)
+                return {name: lp.expand(obs_shapes[name]) for name, lp in logs.items()}
+
+            with _vmap_safe():
+                return torch.func.vmap(one)(z.to(self._model_dtype))
         if self.batched:
             values = self._padded_values(z.to(self._model_dtype))[0]
             trace = self._run_conditioned(values, n)
@@ -279,6 +309,40 @@ class PyroTarget(LogDensityTarget):
         # bound the (particles x observations) intermediates of large data sets
         return torch.cat([self._batched_log_joint(chunk) for chunk in torch.split(z, self._chunk)])
 
+    def _single_values(self, u_flat: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Constrained site values of one particle's ``(d,)`` unconstrained vector, and the
+        log-Jacobian."""
+        values, log_jacobian = {}, u_flat.new_zeros(())
+        for name, block in zip(self.site_names, torch.split(u_flat, self._sizes), strict=True):
+            u = block.reshape(self._unconstrained_shapes[name])
+            transform = self.transforms[name]
+            c = transform.inv(u)
+            log_jacobian = log_jacobian - transform.log_abs_det_jacobian(c, u).sum()
+            values[name] = c
+        return values, log_jacobian
+
+    def _single_trace(self, values: dict[str, Tensor], indices: dict[str, Tensor] | None = None) -> Any:
+        data = {**values, **(indices or {})}
+        with poutine.block():
+            return poutine.trace(poutine.condition(self.model, data=data)).get_trace(
+                *self.model_args, **self.model_kwargs
+            )
+
+    def _single_log_joint(self, u_flat: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
+        """The log joint (log-Jacobian included) of one particle, written for :func:`torch.func.vmap`."""
+        values, total = self._single_values(u_flat)
+        trace = self._single_trace(values, indices)
+        trace.compute_log_prob()
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample":
+                total = total + site["log_prob_sum"]
+        return total
+
+    def _vmapped_log_joint(self, z: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
+        with _vmap_safe():
+            out = torch.func.vmap(lambda u: self._single_log_joint(u, indices))(z.to(self._model_dtype))
+        return out.to(z.dtype)
+
     def _looped_log_joint(self, z: Tensor) -> Tensor:
         params = self.unflatten(z.to(self._model_dtype))
         out = [-self._potential_fn({name: v[i] for name, v in params.items()}) for i in range(z.shape[0])]
@@ -308,6 +372,11 @@ class PyroTarget(LogDensityTarget):
             )
 
     def _batched_log_joint(self, z: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
+        if getattr(self, "batching", "plate") == "vmap":
+            return self._vmapped_log_joint(z, indices)
+        return self._plate_log_joint(z, indices)
+
+    def _plate_log_joint(self, z: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
         n = z.shape[0]
         values, log_jacobian = self._padded_values(z.to(self._model_dtype))
         trace = self._run_conditioned(values, n, indices)
@@ -319,28 +388,46 @@ class PyroTarget(LogDensityTarget):
             total = total + _particle_first(site["log_prob"], self._particle_dim, n).reshape(n, -1).sum(-1)
         return total.to(z.dtype)
 
-    def _check_batching(self) -> bool:
-        """Compare the batched log joint with Pyro's potential on a few particles."""
+    def _choose_batching(self) -> str:
+        """The first of ``"plate"``, ``"vmap"`` that agrees with Pyro's potential on a few particles,
+        else ``"loop"`` with a warning naming both failures."""
         gen = torch.Generator().manual_seed(0)
         z = 0.5 * torch.randn(3, self.dim, generator=gen, dtype=torch.float64).to(self._model_dtype)
-        try:
-            with torch.no_grad():
-                batched = self._batched_log_joint(z)
-        except Exception as exc:  # noqa: BLE001 - any failure means the model is not batchable
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            looped = self._looped_log_joint(z)
+        looped = self._looped_log_joint(z).detach()
+        reasons = []
+        for name, candidate in (("plate", self._plate_log_joint), ("vmap", self._vmapped_log_joint)):
+            try:
+                with torch.no_grad():
+                    batched = candidate(z)
+            except Exception as exc:  # noqa: BLE001 - any failure means this way does not work
+                reasons.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
+                continue
             if batched.shape == looped.shape and torch.allclose(batched, looped, rtol=1e-4, atol=1e-3):
-                return True
-            reason = f"batched log joint {batched.tolist()} differs from Pyro's {looped.tolist()}"
+                return name
+            reasons.append(f"{name}: log joint {batched.tolist()} differs from Pyro's {looped.tolist()}")
         warnings.warn(
-            "the model could not be evaluated for all particles in one run (" + reason + "); "
-            "falling back to a slow per-particle loop. Write the model with pyro.plate for data "
-            "dimensions and without hard-coded batch shapes to enable batching.",
+            "the model could not be evaluated for all particles at once, neither in a particle plate "
+            "nor under torch.func.vmap (" + "; ".join(reasons) + "); falling back to a slow "
+            "per-particle loop. Avoid Python control flow on sampled values, .item() and in-place "
+            "changes of sampled values in the model, or write it with pyro.plate for data dimensions "
+            "and without hard-coded batch shapes.",
             UserWarning,
             stacklevel=3,
         )
-        return False
+        return "loop"
+
+
+@contextlib.contextmanager
+def _vmap_safe() -> Iterator[None]:
+    """Pyro's and torch's argument validation off: their data-dependent checks (``if not
+    valid.all()``) cannot run under :func:`torch.func.vmap`."""
+    with pyro.validation_enabled(False):
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _particle_first(lp: Tensor, particle_dim: int, n: int) -> Tensor:
