@@ -87,13 +87,35 @@ def _check_times(times: Tensor) -> Tensor:
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     if times.numel() == 0:
         raise ValueError("observations need at least one observation time")
-    if not bool(torch.isfinite(times).all()) or bool((times <= 0).any()):
+    bad = ~torch.isfinite(times) | (times <= 0)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"observation times must be finite and > 0 (the process starts at 0), got {times.tolist()}"
+            f"observation time {k} is {float(times[k])}: observation times must be finite and > 0 (the "
+            f"process starts at 0), got {times.tolist()}"
         )
     if bool((times[1:] <= times[:-1]).any()):
         raise ValueError(f"observation times must be strictly increasing, got {times.tolist()}")
     return times
+
+
+def _check_values(times: Tensor, values: Tensor) -> None:
+    """Every observation finite (floating or complex values; integer values always are)."""
+    if values.shape[0] != times.numel():
+        raise ValueError(
+            f"values must hold one observation per time: {times.numel()} times, {values.shape[0]} values"
+        )
+    if not (values.is_floating_point() or values.is_complex()):
+        return
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(-1)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        others = int(bad.sum()) - 1
+        raise ValueError(
+            f"observation {k} (time {float(times[k])}) is not finite: {values[k].tolist()}"
+            + (f" ({others} more observations are not finite either)" if others else "")
+            + "; drop it or replace it before filtering"
+        )
 
 
 class Observations:
@@ -104,9 +126,15 @@ class Observations:
     times : sequence of float
         Strictly increasing observation times, all > 0.
     values : Tensor
-        ``(K, ...)``: one observation per time (any shape the likelihood understands).
+        ``(K, ...)``: one observation per time (any shape the likelihood understands), finite.
     log_likelihood : callable
         ``log_likelihood(y_k, x)`` with ``x`` of shape ``(n, d)`` returns ``(n,)`` log-likelihoods.
+
+    Raises
+    ------
+    ValueError
+        If a time is not finite and positive, the times are not increasing, or an observation is NaN
+        or infinite (the message names the first such index, its time and value).
     """
 
     def __init__(
@@ -117,11 +145,7 @@ class Observations:
     ) -> None:
         self.times = _check_times(times)
         values = torch.as_tensor(values)
-        if values.shape[0] != self.times.numel():
-            raise ValueError(
-                f"values must hold one observation per time: {self.times.numel()} times, "
-                f"{values.shape[0]} values"
-            )
+        _check_values(self.times, values)
         if not callable(log_likelihood):
             raise TypeError(f"log_likelihood must be callable, got {type(log_likelihood).__name__}")
         self.values = values
@@ -200,18 +224,23 @@ class GaussianObservations(Observations):
 def check_t_final(observations: Observations, t_final: float) -> float:
     """``t_final`` as a float, checked against the observations every filter is run on.
 
+    The observations' times and values are checked again (finite, times positive and increasing):
+    they are tensors, which may have been changed in place since the observations were built.
+
     Raises
     ------
     TypeError
         If ``observations`` is not an :class:`Observations`.
     ValueError
-        If ``t_final`` is not a finite positive number or an observation comes after it.
+        If ``t_final`` is not a finite positive number, an observation comes after it, or an
+        observation time or value is not finite (naming the first such index).
     """
     if not isinstance(observations, Observations):
         raise TypeError(
             "observations must be an Observations (e.g. GaussianObservations), got "
             f"{type(observations).__name__}"
         )
+    _check_values(_check_times(observations.times), torch.as_tensor(observations.values))
     t_final = check_positive_float("t_final", t_final)
     last = float(observations.times[-1])
     if last > t_final:
