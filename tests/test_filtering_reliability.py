@@ -80,3 +80,42 @@ def test_observations_changed_after_construction_are_checked_by_every_filter() -
             run(values)
         with pytest.raises(ValueError, match="observation time 2 is nan"):
             run(times)
+
+
+# ---------------------------------------------------------------- the potential where particles go
+def _nan_beyond(cut: float):
+    """The OU potential, NaN for x > cut: its gradient there is 0 (torch.where), finite."""
+
+    def potential(x: torch.Tensor) -> torch.Tensor:
+        value = 0.5 * A * x.square().sum(-1)
+        return torch.where(x[:, 0] > cut, torch.full_like(value, math.nan), value)
+
+    return potential
+
+
+def test_a_potential_that_is_nan_where_particles_go_stops_the_particle_filter() -> None:
+    """Particles start inside (N(1, 0.3^2), cut at 2.5) and diffuse past it; only the gradient was
+    used, which is 0 there, so they used to drift on unnoticed."""
+    diffusion = _ou(_nan_beyond(2.5))
+    obs = GaussianObservations(TIMES, torch.tensor([0.3, 0.8, 0.2]), NOISE)
+    with pytest.raises(ValueError, match=r"potential is NaN or infinite at \d+ of 2000 particles") as info:
+        BootstrapParticleFilter(diffusion, n_particles=2000, seed=0).run(obs, 2.0)
+    t = float(str(info.value).split("at time ")[1].split(" ")[0])
+    assert 0.0 < t < 2.0
+
+
+def test_a_potential_with_a_nan_gradient_stops_the_particle_filter_at_once() -> None:
+    # finite values; the gradient is NaN below 2.5, through the branch torch.where does not take
+    # (its sqrt is NaN there, and 0 * NaN is NaN): the classic torch.where trap
+    def potential(x: torch.Tensor) -> torch.Tensor:
+        kink = torch.where(x > 2.5, (x - 2.5).sqrt(), torch.zeros_like(x))
+        return (0.5 * A * x.square() + kink).sum(-1)
+
+    obs = GaussianObservations(TIMES, torch.tensor([0.3, 0.8, 0.2]), NOISE)
+    with pytest.raises(ValueError, match=r"gradient is NaN or infinite at 100 of 100 particles at time 0 "):
+        BootstrapParticleFilter(_ou(potential), n_particles=100, seed=0).run(obs, 2.0)
+
+
+def test_the_grid_filter_checks_the_potential_too() -> None:
+    with pytest.raises(ValueError, match=r"potential is NaN or infinite at \d+ of 1999 grid interfaces"):
+        GridFilter1D(_ou(_nan_beyond(2.5)))

@@ -66,20 +66,100 @@ class LangevinDiffusion:
 
     def drift(self, x: Tensor) -> Tensor:
         """``-grad Phi(x)`` by autograd, shape ``(n, d)``."""
+        return self._value_and_drift(x)[1]
+
+    def _value_and_drift(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.potential(x).sum(), x)
-        return -grad
+            value = self.potential(x)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+        return value.detach(), -grad
 
-    def simulate(self, x0: Tensor, duration: float, dt: float, generator: torch.Generator) -> Tensor:
-        """Euler-Maruyama from ``x0`` (``(n, d)``) over ``duration`` with steps of at most ``dt``."""
+    def checked_drift(self, x: Tensor, where: str, points: str = "particles") -> Tensor:
+        """``-grad Phi(x)``, after checking that ``Phi`` and its gradient are finite at every point.
+
+        A filter only moves points along the gradient, so a potential that is NaN on a region where
+        its gradient is finite (a ``torch.where`` branch) would go unnoticed without this check.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(n, d)`` points.
+        where : str
+            Where the points are, for the message (``"at time 0.25"``; may be empty).
+        points : str
+            What the points are, for the message.
+
+        Returns
+        -------
+        Tensor
+            ``(n, d)``.
+
+        Raises
+        ------
+        ValueError
+            If ``Phi`` or its gradient is NaN or infinite at some points: how many, where, and the
+            first such point.
+        """
+        value, drift = self._value_and_drift(x)
+        bad_value = ~torch.isfinite(value)
+        bad_grad = ~torch.isfinite(drift).all(-1)
+        if bool((bad_value | bad_grad).any()):
+            if bool(bad_value.any()):
+                bad, what = bad_value, "potential"
+            else:
+                bad, what = bad_grad, "potential's gradient"
+            first = x[bad.nonzero()[0, 0]].tolist()
+            raise ValueError(
+                f"the {what} is NaN or infinite at {int(bad.sum())} of {x.shape[0]} {points}"
+                f"{' ' + where if where else ''} "
+                f"(the first at x = {first}): the diffusion is undefined there; the potential must be "
+                "finite and differentiable wherever the process can go (all of R^d)"
+            )
+        return drift
+
+    def simulate(
+        self,
+        x0: Tensor,
+        duration: float,
+        dt: float,
+        generator: torch.Generator,
+        start_time: float = 0.0,
+    ) -> Tensor:
+        """Euler-Maruyama from ``x0`` over ``duration`` with steps of at most ``dt``.
+
+        Parameters
+        ----------
+        x0 : Tensor
+            ``(n, d)`` starting points.
+        duration : float
+            Time span.
+        dt : float
+            Largest step.
+        generator : torch.Generator
+            Source of the Gaussian increments (drawn on the CPU).
+        start_time : float
+            Time of ``x0``, for the messages of the checks.
+
+        Returns
+        -------
+        Tensor
+            ``(n, d)`` end points.
+
+        Raises
+        ------
+        ValueError
+            If the potential or its gradient is NaN or infinite at a point before a step (see
+            :meth:`checked_drift`); the message names the time.
+        """
         n_steps = max(1, math.ceil(duration / dt - 1e-9))
         step = duration / n_steps
         scale = math.sqrt(2.0 * step / self.beta)
         x = x0
-        for _ in range(n_steps):
+        for i in range(n_steps):
+            drift = self.checked_drift(x, f"at time {start_time + i * step:.6g}")
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            x = x + step * self.drift(x) + scale * noise
+            x = x + step * drift + scale * noise
         return x.detach()
 
 
@@ -213,7 +293,7 @@ class GaussianObservations(Observations):
         x = sample_distribution(diffusion.initial, 1, generator, "cpu").double()
         states, t = [], 0.0
         for t_k in times_t.tolist():
-            x = diffusion.simulate(x, t_k - t, dt, generator)
+            x = diffusion.simulate(x, t_k - t, dt, generator, start_time=t)
             states.append(x[0])
             t = t_k
         states_t = torch.stack(states)

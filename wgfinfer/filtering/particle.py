@@ -171,6 +171,13 @@ class BootstrapParticleFilter:
         Returns
         -------
         ParticleFilterResult
+
+        Raises
+        ------
+        ValueError
+            If an observation time or value is not finite, if the potential or its gradient is NaN or
+            infinite at a particle (naming the time and how many particles), or if every weight is
+            zero at an observation.
         """
         t_final = check_t_final(observations, t_final)
         start = time.perf_counter()
@@ -182,7 +189,7 @@ class BootstrapParticleFilter:
         t = 0.0
         for k, t_k in enumerate(observations.times.tolist()):
             if t_k > t:
-                x = self.diffusion.simulate(x, t_k - t, self.dt, generator)
+                x = self.diffusion.simulate(x, t_k - t, self.dt, generator, start_time=t)
             log_w = observations.log_likelihood(k, x).double()
             total = torch.logsumexp(log_w, dim=0)
             if not bool(torch.isfinite(total)):
@@ -197,7 +204,7 @@ class BootstrapParticleFilter:
             samples.append(x)
             t = t_k
         if t_final > t:
-            x = self.diffusion.simulate(x, t_final - t, self.dt, generator)
+            x = self.diffusion.simulate(x, t_final - t, self.dt, generator, start_time=t)
         times.append(t_final)
         samples.append(x)
         return ParticleFilterResult(times, samples, increments, ess, time.perf_counter() - start)
