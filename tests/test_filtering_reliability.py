@@ -24,6 +24,7 @@ from wgfinfer.filtering import (
     LangevinDiffusion,
     Observations,
 )
+from wgfinfer.filtering.grid import BOUNDARY_FRACTION, BOUNDARY_MASS
 from wgfinfer.filtering.particle import ESS_WARNING_FRACTION, ESS_WARNING_MIN
 from wgfinfer.problems.filtering import sine_well_problem
 
@@ -186,3 +187,43 @@ def test_no_ess_warning_on_the_problems_the_particle_filter_is_for(one_thread) -
         )
         BootstrapParticleFilter(_ou(), n_particles=500).run(ou_obs, 2.0)
     assert min(result.effective_sample_sizes) > 0.3 * 10_000
+
+
+# ----------------------------------------------------------------------- grid filter: the boundary
+def test_mass_at_the_grid_ends_is_told_about() -> None:
+    """y = 40 on the [-5, 5] grid: the filtering law piles up in the last cell (the ends reflect);
+    the filter used to return it without a word."""
+    obs = GaussianObservations(TIMES, torch.tensor([0.3, 40.0, 0.2]), NOISE)
+    with pytest.warns(UserWarning, match=r"time 1\.0 .* upper end .* wider grid") as seen:
+        result = GridFilter1D(_ou(), n_points=500).run(obs, 2.0)
+    assert len(seen) == 1
+    assert result.density(1.0)[-5:].sum() * (result.grid[1] - result.grid[0]) > 0.99
+
+
+@pytest.mark.parametrize("factor, warns", [(2.0, True), (0.5, False)])
+def test_the_boundary_threshold_is_the_documented_one(factor: float, warns: bool) -> None:
+    """An initial law with ``factor * BOUNDARY_MASS`` beyond the start of the outer cells."""
+    grid = GridFilter1D(_ou(), n_points=2000)
+    n_cells = max(1, math.ceil(BOUNDARY_FRACTION * 2000))
+    start = float(grid.grid[-n_cells]) - 0.5 * grid.dx  # left edge of the outer cells
+    sd = 0.02
+    mean = start - sd * float(Normal(0.0, 1.0).icdf(torch.tensor(1 - factor * BOUNDARY_MASS)))
+    flat = Observations([1e-9], torch.zeros(1), lambda y, x: torch.zeros(x.shape[0], dtype=x.dtype))
+    diffusion = _ou(initial=_normal(mean, sd))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        GridFilter1D(diffusion, n_points=2000).run(flat, 1e-9)
+    assert len(seen) == int(warns), [str(w.message) for w in seen]
+    if warns:
+        assert "the law of X_0 at time 0" in str(seen[0].message)
+
+
+def test_no_boundary_warning_on_the_problems_the_grid_filter_is_for() -> None:
+    """The seed's sine-well problem (largest mass in the outer 1% of cells: 1.2e-5 for seed 0, 1.1e-3
+    over seeds 0-4) and the OU test problem."""
+    problem = sine_well_problem(seed=0)
+    ou_obs, _ = GaussianObservations.of_path(_ou(), TIMES, NOISE, torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GridFilter1D(problem.diffusion).run(problem.observations, problem.t_final)
+        GridFilter1D(_ou(), n_points=500).run(ou_obs, 2.0)
