@@ -16,6 +16,8 @@ import torch
 from torch.distributions import Normal
 
 import wgfinfer
+import wgfinfer.schemes.icnn as icnn_scheme
+from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.filtering import (
     BootstrapParticleFilter,
     GaussianObservations,
@@ -227,3 +229,43 @@ def test_no_boundary_warning_on_the_problems_the_grid_filter_is_for() -> None:
         warnings.simplefilter("error")
         GridFilter1D(problem.diffusion).run(problem.observations, problem.t_final)
         GridFilter1D(_ou(), n_points=500).run(ou_obs, 2.0)
+
+
+# ------------------------------------------------------------------------- JKO filter: the retries
+def test_a_diverged_filter_step_is_retried_and_recorded(monkeypatch) -> None:
+    real = icnn_scheme.fit_potential
+    calls: list[int] = []
+
+    def fails_once_at_step_one(*args, **kwargs):
+        calls.append(kwargs["step_index"])
+        if kwargs["step_index"] == 1 and calls.count(1) == 1:
+            raise TrainingDivergedError("JKO step 1, iteration 3: non-finite loss (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(icnn_scheme, "fit_potential", fails_once_at_step_one)
+    obs = GaussianObservations([0.5], torch.tensor([0.8]), NOISE)
+    result = _tiny_jko_filter().run(obs, 1.0)
+    assert calls == [0, 1, 1]
+    assert [h["step"] for h in result.history] == [1, 2]
+    assert [h["segment"] for h in result.history] == [0, 1]
+    assert result.history[0]["retries"] == []
+    assert result.history[1]["retries"] == [
+        {"lr_scale": 1.0, "error": "JKO step 1, iteration 3: non-finite loss (injected)"}
+    ]
+
+
+def test_exhausted_filter_retries_name_the_step_and_its_interval(monkeypatch) -> None:
+    real = icnn_scheme.fit_potential
+
+    def always_fails_at_step_one(*args, **kwargs):
+        if kwargs["step_index"] == 1:
+            raise TrainingDivergedError("JKO step 1, iteration 0: non-finite loss (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(icnn_scheme, "fit_potential", always_fails_at_step_one)
+    obs = GaussianObservations([0.5], torch.tensor([0.8]), NOISE)
+    with pytest.raises(TrainingDivergedError, match="JKO step 1 diverged 3 times") as info:
+        _tiny_jko_filter(max_retries=2).run(obs, 1.0)
+    assert [a["lr_scale"] for a in info.value.attempts] == [1.0, 0.25, 0.0625]
+    message = str(info.value)
+    assert "from t = 0.5 to t = 1" in message and "lr" in message
