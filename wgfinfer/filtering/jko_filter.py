@@ -133,9 +133,12 @@ class JKOFilter:
         Raises
         ------
         TypeError, ValueError
-            For observations of the wrong type or shape, or observed after ``t_final``.
+            For observations of the wrong type or shape, with a time or value that is not finite
+            (checked before any training, naming the index), or observed after ``t_final``.
         TrainingDivergedError
-            If a JKO step diverges.
+            If a JKO step still diverges after ``max_retries`` retries with smaller learning rates
+            (each retry is recorded in the step's ``history`` entry under ``retries``); the message
+            names the step and its interval between observations.
         """
         t_final = self._check(observations, t_final)
         start = time.perf_counter()
@@ -165,9 +168,14 @@ class JKOFilter:
             def record(entry: dict[str, Any], info: Any, segment: int = segment) -> dict[str, Any]:
                 return {"segment": segment, **entry}
 
+            keeps = (
+                f"It is a step of the interval from t = {t0:g} to t = {t1:g}; the filter keeps no "
+                "result: run it again with a smaller learning rate (JKOFilter(diffusion, "
+                "scheme=wgfinfer.ICNN(lr=...))) or a smaller step_size."
+            )
             run = run_steps(
                 self.scheme, run, functional, (t1 - t0) / n_steps, n_steps, generator,
-                max_retries=self.max_retries, start_time=t0, record=record,
+                max_retries=self.max_retries, start_time=t0, record=record, keeps=keeps,
             )  # fmt: skip
             paths.maps[:] = list(run.scheme_state.maps)
             maps_at.append(len(paths.maps))

@@ -66,20 +66,100 @@ class LangevinDiffusion:
 
     def drift(self, x: Tensor) -> Tensor:
         """``-grad Phi(x)`` by autograd, shape ``(n, d)``."""
+        return self._value_and_drift(x)[1]
+
+    def _value_and_drift(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.potential(x).sum(), x)
-        return -grad
+            value = self.potential(x)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+        return value.detach(), -grad
 
-    def simulate(self, x0: Tensor, duration: float, dt: float, generator: torch.Generator) -> Tensor:
-        """Euler-Maruyama from ``x0`` (``(n, d)``) over ``duration`` with steps of at most ``dt``."""
+    def checked_drift(self, x: Tensor, where: str, points: str = "particles") -> Tensor:
+        """``-grad Phi(x)``, after checking that ``Phi`` and its gradient are finite at every point.
+
+        A filter only moves points along the gradient, so a potential that is NaN on a region where
+        its gradient is finite (a ``torch.where`` branch) would go unnoticed without this check.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(n, d)`` points.
+        where : str
+            Where the points are, for the message (``"at time 0.25"``; may be empty).
+        points : str
+            What the points are, for the message.
+
+        Returns
+        -------
+        Tensor
+            ``(n, d)``.
+
+        Raises
+        ------
+        ValueError
+            If ``Phi`` or its gradient is NaN or infinite at some points: how many, where, and the
+            first such point.
+        """
+        value, drift = self._value_and_drift(x)
+        bad_value = ~torch.isfinite(value)
+        bad_grad = ~torch.isfinite(drift).all(-1)
+        if bool((bad_value | bad_grad).any()):
+            if bool(bad_value.any()):
+                bad, what = bad_value, "potential"
+            else:
+                bad, what = bad_grad, "potential's gradient"
+            first = x[bad.nonzero()[0, 0]].tolist()
+            raise ValueError(
+                f"the {what} is NaN or infinite at {int(bad.sum())} of {x.shape[0]} {points}"
+                f"{' ' + where if where else ''} "
+                f"(the first at x = {first}): the diffusion is undefined there; the potential must be "
+                "finite and differentiable wherever the process can go (all of R^d)"
+            )
+        return drift
+
+    def simulate(
+        self,
+        x0: Tensor,
+        duration: float,
+        dt: float,
+        generator: torch.Generator,
+        start_time: float = 0.0,
+    ) -> Tensor:
+        """Euler-Maruyama from ``x0`` over ``duration`` with steps of at most ``dt``.
+
+        Parameters
+        ----------
+        x0 : Tensor
+            ``(n, d)`` starting points.
+        duration : float
+            Time span.
+        dt : float
+            Largest step.
+        generator : torch.Generator
+            Source of the Gaussian increments (drawn on the CPU).
+        start_time : float
+            Time of ``x0``, for the messages of the checks.
+
+        Returns
+        -------
+        Tensor
+            ``(n, d)`` end points.
+
+        Raises
+        ------
+        ValueError
+            If the potential or its gradient is NaN or infinite at a point before a step (see
+            :meth:`checked_drift`); the message names the time.
+        """
         n_steps = max(1, math.ceil(duration / dt - 1e-9))
         step = duration / n_steps
         scale = math.sqrt(2.0 * step / self.beta)
         x = x0
-        for _ in range(n_steps):
+        for i in range(n_steps):
+            drift = self.checked_drift(x, f"at time {start_time + i * step:.6g}")
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            x = x + step * self.drift(x) + scale * noise
+            x = x + step * drift + scale * noise
         return x.detach()
 
 
@@ -87,13 +167,35 @@ def _check_times(times: Tensor) -> Tensor:
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     if times.numel() == 0:
         raise ValueError("observations need at least one observation time")
-    if not bool(torch.isfinite(times).all()) or bool((times <= 0).any()):
+    bad = ~torch.isfinite(times) | (times <= 0)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"observation times must be finite and > 0 (the process starts at 0), got {times.tolist()}"
+            f"observation time {k} is {float(times[k])}: observation times must be finite and > 0 (the "
+            f"process starts at 0), got {times.tolist()}"
         )
     if bool((times[1:] <= times[:-1]).any()):
         raise ValueError(f"observation times must be strictly increasing, got {times.tolist()}")
     return times
+
+
+def _check_values(times: Tensor, values: Tensor) -> None:
+    """Every observation finite (floating or complex values; integer values always are)."""
+    if values.shape[0] != times.numel():
+        raise ValueError(
+            f"values must hold one observation per time: {times.numel()} times, {values.shape[0]} values"
+        )
+    if not (values.is_floating_point() or values.is_complex()):
+        return
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(-1)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        others = int(bad.sum()) - 1
+        raise ValueError(
+            f"observation {k} (time {float(times[k])}) is not finite: {values[k].tolist()}"
+            + (f" ({others} more observations are not finite either)" if others else "")
+            + "; drop it or replace it before filtering"
+        )
 
 
 class Observations:
@@ -104,9 +206,15 @@ class Observations:
     times : sequence of float
         Strictly increasing observation times, all > 0.
     values : Tensor
-        ``(K, ...)``: one observation per time (any shape the likelihood understands).
+        ``(K, ...)``: one observation per time (any shape the likelihood understands), finite.
     log_likelihood : callable
         ``log_likelihood(y_k, x)`` with ``x`` of shape ``(n, d)`` returns ``(n,)`` log-likelihoods.
+
+    Raises
+    ------
+    ValueError
+        If a time is not finite and positive, the times are not increasing, or an observation is NaN
+        or infinite (the message names the first such index, its time and value).
     """
 
     def __init__(
@@ -117,11 +225,7 @@ class Observations:
     ) -> None:
         self.times = _check_times(times)
         values = torch.as_tensor(values)
-        if values.shape[0] != self.times.numel():
-            raise ValueError(
-                f"values must hold one observation per time: {self.times.numel()} times, "
-                f"{values.shape[0]} values"
-            )
+        _check_values(self.times, values)
         if not callable(log_likelihood):
             raise TypeError(f"log_likelihood must be callable, got {type(log_likelihood).__name__}")
         self.values = values
@@ -189,7 +293,7 @@ class GaussianObservations(Observations):
         x = sample_distribution(diffusion.initial, 1, generator, "cpu").double()
         states, t = [], 0.0
         for t_k in times_t.tolist():
-            x = diffusion.simulate(x, t_k - t, dt, generator)
+            x = diffusion.simulate(x, t_k - t, dt, generator, start_time=t)
             states.append(x[0])
             t = t_k
         states_t = torch.stack(states)
@@ -200,18 +304,23 @@ class GaussianObservations(Observations):
 def check_t_final(observations: Observations, t_final: float) -> float:
     """``t_final`` as a float, checked against the observations every filter is run on.
 
+    The observations' times and values are checked again (finite, times positive and increasing):
+    they are tensors, which may have been changed in place since the observations were built.
+
     Raises
     ------
     TypeError
         If ``observations`` is not an :class:`Observations`.
     ValueError
-        If ``t_final`` is not a finite positive number or an observation comes after it.
+        If ``t_final`` is not a finite positive number, an observation comes after it, or an
+        observation time or value is not finite (naming the first such index).
     """
     if not isinstance(observations, Observations):
         raise TypeError(
             "observations must be an Observations (e.g. GaussianObservations), got "
             f"{type(observations).__name__}"
         )
+    _check_values(_check_times(observations.times), torch.as_tensor(observations.values))
     t_final = check_positive_float("t_final", t_final)
     last = float(observations.times[-1])
     if last > t_final:

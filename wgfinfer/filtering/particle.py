@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -21,6 +22,20 @@ from torch import Tensor
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.filtering.models import LangevinDiffusion, Observations, check_t_final, time_index
 from wgfinfer.flow import sample_distribution
+
+ESS_WARNING_FRACTION = 0.01
+"""A run warns when the effective sample size after weighting falls below this fraction of the
+particles (or below :data:`ESS_WARNING_MIN`).  ``ESS / n`` tends to ``1 / (1 + chi^2)`` of the
+update (filtering law against prediction), whatever ``n``, so below 1% the observation itself is
+the problem: in 1-D with Gaussian prediction and noise, it lies 3.7 standard deviations of ``Y``
+out (equal variances), or its noise variance is below 5e-5 of the prediction's.  The weighted law
+then rests on a hundredth of the particles, and more particles are the remedy.  The seed's
+sine-well problem stays above 18% of the particles for seeds 0-4 (10^4 particles) and above 2.4%
+for seeds 0-39 (2000 particles).  In ``d`` dimensions the fractions of the coordinates multiply,
+and the warning says that the bootstrap filter degenerates there."""
+ESS_WARNING_MIN = 2.0
+"""The floor of the warning threshold, for small runs: an ESS below 2 means that one particle
+carries more than half of the weight."""
 
 
 def systematic_resample(log_weights: Tensor, generator: torch.Generator) -> Tensor:
@@ -63,7 +78,8 @@ class ParticleFilterResult:
     log_evidence_increments : list of float
         ``log mean_i exp(logw_k^i)`` at each observation.
     effective_sample_sizes : list of float
-        ``(sum w)^2 / sum w^2`` of the weights at each observation, before resampling.
+        ``(sum w)^2 / sum w^2`` of the weights at each observation, before resampling (a run warns
+        when one falls below ``max(ESS_WARNING_FRACTION * n, ESS_WARNING_MIN)``).
     wall_time : float
         Seconds spent in :meth:`BootstrapParticleFilter.run`.
     """
@@ -171,6 +187,20 @@ class BootstrapParticleFilter:
         Returns
         -------
         ParticleFilterResult
+
+        Raises
+        ------
+        ValueError
+            If an observation time or value is not finite, if the potential or its gradient is NaN or
+            infinite at a particle (naming the time and how many particles), or if every weight is
+            zero at an observation.
+
+        Warns
+        -----
+        UserWarning
+            Once per run, if the effective sample size after weighting falls below
+            ``max(ESS_WARNING_FRACTION * n_particles, ESS_WARNING_MIN)`` (1% of the particles, at
+            least 2) at some observations: the first is named with its ESS.
         """
         t_final = check_t_final(observations, t_final)
         start = time.perf_counter()
@@ -179,10 +209,12 @@ class BootstrapParticleFilter:
         x = sample_distribution(self.diffusion.initial, n, generator, self.device)
         x = x.to(dtype=self.dtype, device=self.device)
         times, samples, increments, ess = [], [], [], []
+        collapsed: list[int] = []
+        threshold = max(ESS_WARNING_FRACTION * n, ESS_WARNING_MIN)
         t = 0.0
         for k, t_k in enumerate(observations.times.tolist()):
             if t_k > t:
-                x = self.diffusion.simulate(x, t_k - t, self.dt, generator)
+                x = self.diffusion.simulate(x, t_k - t, self.dt, generator, start_time=t)
             log_w = observations.log_likelihood(k, x).double()
             total = torch.logsumexp(log_w, dim=0)
             if not bool(torch.isfinite(total)):
@@ -192,12 +224,33 @@ class BootstrapParticleFilter:
                 )
             increments.append(float(total) - math.log(n))
             ess.append(float(torch.exp(2 * total - torch.logsumexp(2 * log_w, dim=0))))
+            if ess[-1] < threshold:
+                collapsed.append(k)
             x = x[systematic_resample(log_w, generator)]
             times.append(t_k)
             samples.append(x)
             t = t_k
         if t_final > t:
-            x = self.diffusion.simulate(x, t_final - t, self.dt, generator)
+            x = self.diffusion.simulate(x, t_final - t, self.dt, generator, start_time=t)
         times.append(t_final)
         samples.append(x)
+        if collapsed:
+            _warn_collapse(collapsed, times, ess, n, threshold)
         return ParticleFilterResult(times, samples, increments, ess, time.perf_counter() - start)
+
+
+def _warn_collapse(
+    collapsed: list[int], times: list[float], ess: list[float], n: int, threshold: float
+) -> None:
+    k = collapsed[0]
+    others = ", ".join(str(i) for i in collapsed[1:6]) + (", ..." if len(collapsed) > 6 else "")
+    warnings.warn(
+        f"the particle filter's weights collapsed at observation {k} (time {times[k]}): effective sample "
+        f"size {ess[k]:.1f} of {n} particles, below {threshold:g}"
+        + (f" (also at observation{'s' if len(collapsed) > 2 else ''} {others})" if others else "")
+        + ": the filtering law there rests on very few particles. Use more particles (the ESS grows in "
+        "proportion), and check the observation and the noise model (an outlier or a much too small "
+        "noise does this); result.effective_sample_sizes has every observation's ESS",
+        UserWarning,
+        stacklevel=3,
+    )
