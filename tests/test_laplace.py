@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import pytest
 import torch
 
 import wgfinfer
-from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
+from wgfinfer.init import Init, StartFallbackWarning, whitening
+from wgfinfer.laplace import AffineWhitening, LaplaceStartError, fit_gaussian, laplace_whitening
 
 
 def correlated_gaussian() -> torch.distributions.MultivariateNormal:
@@ -55,6 +57,72 @@ def test_unbounded_and_non_convex_targets_are_reported() -> None:
     with pytest.warns(RuntimeWarning, match="not positive definite"):
         whitening = laplace_whitening(double_well, torch.zeros(2, dtype=torch.float64))
     assert bool(torch.isfinite(whitening.scale_tril).all())
+
+
+def test_strict_laplace_refuses_a_saddle_and_an_unconverged_search() -> None:
+    def double_well(x: torch.Tensor) -> torch.Tensor:  # the origin is a stationary saddle
+        return -(x[:, 0] ** 2) + x[:, 1] ** 2 - x[:, 1] ** 4
+
+    with pytest.raises(LaplaceStartError, match="not positive definite"):
+        laplace_whitening(double_well, torch.zeros(2, dtype=torch.float64), strict=True)
+    # a slowly rising ridge: L-BFGS stops after its iterations with much left to gain
+    with pytest.raises(LaplaceStartError, match="did not converge|not positive definite|diverged"):
+        laplace_whitening(
+            lambda x: 0.01 * x[:, 0] - x[:, 1] ** 2, torch.zeros(2, dtype=torch.float64), strict=True
+        )
+    # a proper Gaussian passes, and its Laplace approximation is exact
+    target = correlated_gaussian()
+    white = laplace_whitening(target.log_prob, torch.zeros(3, dtype=torch.float64), strict=True)
+    torch.testing.assert_close(white.loc, target.loc)
+
+
+Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=torch.float64)
+SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=torch.float64)
+
+
+def centred_eight_schools(z: torch.Tensor) -> torch.Tensor:
+    """log p(mu, log tau, theta | y) of centred eight schools (mu ~ N(0, 5), tau ~ half-Cauchy(5)),
+    log-Jacobian of tau = exp(log tau) included."""
+    mu, log_tau, theta = z[:, 0], z[:, 1], z[:, 2:]
+    tau = log_tau.exp()
+    return (
+        dist.Normal(0.0, 5.0).log_prob(mu)
+        + dist.HalfCauchy(5.0).log_prob(tau)
+        + log_tau
+        + dist.Normal(mu.unsqueeze(-1), tau.unsqueeze(-1)).log_prob(theta).sum(-1)
+        + dist.Normal(theta, SIGMA).log_prob(Y).sum(-1)
+    )
+
+
+def test_a_funnel_without_a_mode_falls_back_to_a_gaussian_fit_with_a_warning() -> None:
+    # the density grows without bound as tau -> 0 (no Laplace approximation); this used to floor the
+    # Hessian's eigenvalues at 1e24 and start the flow on a point
+    scheme = wgfinfer.ICNN(iters_per_step=2, batch_size=16, hidden=(4,), n_particles=64, n_monitor=32)
+    sampler = wgfinfer.WGFSampler(
+        centred_eight_schools,
+        dim=10,
+        init="laplace",
+        scheme=scheme,
+        n_steps=1,
+        dtype=torch.float64,
+        progress_bar=False,
+    )
+    with pytest.warns(StartFallbackWarning, match=r"(?s)init='laplace'.*full-rank Gaussian fit"):
+        sampler.run()
+    white = sampler.whitening
+    assert white is not None and bool(torch.isfinite(white.scale_tril).all())
+    # the fit covers the posterior's scale of mu (sd about 3.3), not a point
+    assert 1.0 < float(white.scale_tril[0].norm()) < 10.0
+
+
+def test_when_the_gaussian_fit_diverges_too_the_start_is_the_standard_normal() -> None:
+    def exploding(x: torch.Tensor) -> torch.Tensor:  # rises until it is NaN: no mode, no Gaussian fit
+        return torch.where(x[:, 0] < 0.5, x[:, 0], torch.nan)
+
+    start = torch.zeros(2, dtype=torch.float64)
+    with pytest.warns(StartFallbackWarning, match="diverged too.*init='normal'"):
+        result = whitening(Init("laplace"), exploding, exploding, start, torch.Generator().manual_seed(0))
+    assert result is None
 
 
 def test_init_option_is_checked() -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float
-from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
+from wgfinfer.laplace import AffineWhitening, LaplaceStartError, fit_gaussian, laplace_whitening
 
 KINDS = ("laplace", "gaussian", "normal")
 
@@ -95,10 +96,59 @@ def whitening(
 
     ``log_density`` is the (tempered) target on the full data, ``training_log_density`` what the
     Gaussian fit of ``"gaussian"`` evaluates (a mini-batch estimate with subsampling).
+
+    Where the Laplace approximation does not exist (:class:`~wgfinfer.laplace.LaplaceStartError`:
+    no mode, as in a funnel or along a flat or unbounded direction; a Hessian that is not positive
+    definite), the start falls back by itself, with a warning that says why: to a full-rank Gaussian
+    fit (:func:`~wgfinfer.laplace.fit_gaussian`) from ``N(start, I)``, and if that diverges too, to no
+    whitening (``init="normal"``).
     """
     if not isinstance(init, Init) or init.kind == "normal":
         return None
-    result = laplace_whitening(log_density, start)
+    try:
+        result = laplace_whitening(log_density, start, strict=True)
+    except LaplaceStartError as exc:
+        return _fallback(exc, training_log_density, start, generator)
     if init.kind == "gaussian":
         result = fit_gaussian(training_log_density, result, generator)
     return result
+
+
+def _fallback(
+    reason: LaplaceStartError,
+    training_log_density: Callable[[Tensor], Tensor],
+    start: Tensor,
+    generator: torch.Generator,
+) -> AffineWhitening | None:
+    why = _first_line(reason)
+    unit = AffineWhitening(
+        start.detach().clone(), torch.eye(start.shape[0], dtype=start.dtype, device=start.device)
+    )
+    try:
+        fitted = fit_gaussian(training_log_density, unit, generator)
+    except ValueError as exc:
+        warnings.warn(
+            f"{why}; the Gaussian fit that replaces it diverged too ({_first_line(exc)}): the flow "
+            "starts from init='normal' instead (N(0, I) on the unconstrained space). Check that the "
+            "posterior is proper, or pass an init distribution that covers it.",
+            StartFallbackWarning,
+            stacklevel=5,
+        )
+        return None
+    warnings.warn(
+        f"{why}; the flow starts from a full-rank Gaussian fit (init='gaussian' from N(start, I)) "
+        "instead. Funnel-shaped posteriors (hierarchical scales) are often sampled better in a "
+        "non-centred parameterisation.",
+        StartFallbackWarning,
+        stacklevel=5,
+    )
+    return fitted
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class StartFallbackWarning(UserWarning):
+    """The requested start (``init="laplace"``) does not exist for this target; another was used."""

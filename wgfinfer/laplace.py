@@ -108,8 +108,10 @@ def find_mode(
 
     try:
         optimizer.step(closure)
-    except ValueError as exc:
-        raise ValueError(f"init='laplace': the search for the mode failed: {exc}") from exc
+    except (ValueError, RuntimeError, IndexError) as exc:  # IndexError: L-BFGS's line search on NaN
+        raise ValueError(
+            f"init='laplace': the search for the mode failed: {type(exc).__name__}: {exc}"
+        ) from exc
     x = x.detach()
     if not bool(torch.isfinite(x).all()):
         raise ValueError(
@@ -125,8 +127,23 @@ def hessian_of_negative_log_density(log_density: Callable[[Tensor], Tensor], x: 
     return 0.5 * (hessian + hessian.T)
 
 
+NEWTON_DECREMENT_TOLERANCE = 0.01
+"""A mode search has converged when a Newton step from its end would raise the log-density by less
+than this (nats): ``g^T H^{-1} g / 2``, which, unlike a gradient norm, does not depend on the scale of
+the parameters."""
+
+
+class LaplaceStartError(ValueError):
+    """The Laplace approximation does not exist where it was sought: the mode search diverged or did
+    not converge (an unbounded density, as in a funnel), or the Hessian there is not finite or not
+    positive definite.  The sampler then falls back to another start (:func:`wgfinfer.init.whitening`)."""
+
+
 def laplace_whitening(
-    log_density: Callable[[Tensor], Tensor], x0: Tensor, eigenvalue_floor: float = 1e-8
+    log_density: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    eigenvalue_floor: float = 1e-8,
+    strict: bool = False,
 ) -> AffineWhitening:
     """The whitening map of the Laplace approximation ``N(mode, H^{-1})`` of a log-density.
 
@@ -138,24 +155,53 @@ def laplace_whitening(
         ``(d,)`` start of the mode search.
     eigenvalue_floor : float
         Relative floor on the Hessian's eigenvalues where it is not positive definite at the mode
-        (a warning is raised then).
+        (a warning is raised then, unless ``strict``).
+    strict : bool, default False
+        Raise :class:`LaplaceStartError` instead of flooring a Hessian that is not positive
+        definite, and also when the search ended where a Newton step would still gain more than
+        :data:`NEWTON_DECREMENT_TOLERANCE` nats (no mode was found).
 
     Returns
     -------
     AffineWhitening
         ``loc`` = mode, ``scale_tril`` = Cholesky factor of ``H^{-1}``.  Computed in float64.
+
+    Raises
+    ------
+    LaplaceStartError
+        If the mode search diverges, the Hessian is not finite, or (``strict``) the search did not
+        converge or the Hessian is not positive definite.
     """
     dtype, device = x0.dtype, x0.device
 
     def f64(v: Tensor) -> Tensor:
         return log_density(v.to(dtype)).to(torch.float64)
 
-    mode = find_mode(f64, x0.detach().to(torch.float64))
+    try:
+        mode = find_mode(f64, x0.detach().to(torch.float64))
+    except ValueError as exc:
+        raise LaplaceStartError(str(exc)) from exc
     hessian = hessian_of_negative_log_density(f64, mode)
     if not bool(torch.isfinite(hessian).all()):
-        raise ValueError("init='laplace': the Hessian of the log-density at its mode is not finite")
+        raise LaplaceStartError("init='laplace': the Hessian of the log-density at its mode is not finite")
     eigenvalues, vectors = torch.linalg.eigh(hessian)
     floor = eigenvalue_floor * max(float(eigenvalues.abs().max()), 1.0)
+    if strict and float(eigenvalues.min()) < floor:
+        raise LaplaceStartError(
+            "init='laplace': the Hessian of -log p where the mode search ended is not positive "
+            f"definite (smallest eigenvalue {float(eigenvalues.min()):.3g}, largest "
+            f"{float(eigenvalues.max()):.3g}): no isolated mode there"
+        )
+    if strict:
+        x = mode.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(f64(x.unsqueeze(0)).sum(), x)
+        decrement = 0.5 * float(gradient @ ((vectors / eigenvalues) @ (vectors.T @ gradient)))
+        if not decrement < NEWTON_DECREMENT_TOLERANCE:
+            raise LaplaceStartError(
+                "init='laplace': the mode search did not converge (a Newton step from where it ended "
+                f"would still gain {decrement:.3g} nats; the log-density may grow without bound, as "
+                "in a funnel)"
+            )
     if float(eigenvalues.min()) < floor:
         warnings.warn(
             "init='laplace': the Hessian of -log p at the mode is not positive definite (smallest "
