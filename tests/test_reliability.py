@@ -6,7 +6,9 @@
   construction;
 - a log-density written for one point gets an error saying it is called on an ``(n, d)`` batch;
 - a Pyro-model sampler depends on its ``seed`` only, whatever the global RNG state, and leaves
-  torch's, Python's and NumPy's global RNGs untouched.
+  torch's, Python's and NumPy's global RNGs untouched;
+- ``to_inference_data`` warns before building a large ``log_likelihood`` group and computes it in
+  chunks of draws.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ import pytest
 import torch
 
 import wgfinfer
+import wgfinfer.outputs
 from wgfinfer import SaveFileError
 from wgfinfer.io import content_checksum
 
@@ -264,3 +268,46 @@ def test_a_pyro_sampler_depends_on_its_seed_only_in_fresh_processes():
         digests.add(digest)
     assert len(digests) == 1, "the draws and history depend on the global seed"
     assert reports == {"untouched"}
+
+
+# ---------------------------------------------------------------------------- memory of log_likelihood
+@pytest.fixture(scope="module")
+def pyro_sampler() -> wgfinfer.WGFSampler:
+    return tiny_pyro_sampler().run(*regression_data())
+
+
+def test_a_large_log_likelihood_group_is_warned_about(pyro_sampler, monkeypatch):
+    # 2 chains x 8 draws x 10 observations x 8 bytes = 1280 bytes, plus one chunk of the same size
+    assert wgfinfer.outputs.log_likelihood_size(pyro_sampler.target, 16) == (1280, 1280)
+    monkeypatch.setattr(wgfinfer.outputs, "LOG_LIKELIHOOD_WARN_BYTES", 2000)
+    with pytest.warns(
+        UserWarning, match=r"about 0.00 GiB .*16 draws x 10 observations.*log_likelihood=False"
+    ):
+        pyro_sampler.to_inference_data(num_samples=8, num_chains=2, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pyro_sampler.to_inference_data(num_samples=8, num_chains=2, seed=0, log_likelihood=False)
+        pyro_sampler.to_inference_data(num_samples=4, num_chains=1, seed=0)  # 640 bytes
+        monkeypatch.undo()
+        pyro_sampler.to_inference_data(num_samples=1000, num_chains=4, seed=0)  # the 1 GiB default
+    assert not [w for w in caught if "log_likelihood group" in str(w.message)]
+
+
+def test_the_warning_points_at_the_callers_line(pyro_sampler, monkeypatch):
+    monkeypatch.setattr(wgfinfer.outputs, "LOG_LIKELIHOOD_WARN_BYTES", 0)
+    with pytest.warns(UserWarning, match="log_likelihood group") as record:
+        pyro_sampler.to_inference_data(num_samples=2, seed=0)
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("chunk_draws", [1, 3, 7])
+def test_the_chunked_log_likelihood_equals_one_model_run(pyro_sampler, monkeypatch, chunk_draws):
+    whole = pyro_sampler.to_inference_data(num_samples=8, num_chains=2, seed=5)  # 16 draws, one chunk
+    monkeypatch.setattr(wgfinfer.outputs, "LOG_LIKELIHOOD_CHUNK_VALUES", 10 * chunk_draws)
+    chunked = pyro_sampler.to_inference_data(num_samples=8, num_chains=2, seed=5)
+    assert chunked.log_likelihood["y"].dims == ("chain", "draw", "data")
+    np.testing.assert_array_equal(chunked.log_likelihood["y"].values, whole.log_likelihood["y"].values)
+    # and both equal the target's own pointwise log-likelihood of the same draws, in one run
+    z, _ = pyro_sampler.sample(16, seed=5, return_log_prob=True)  # the draws to_inference_data makes
+    direct = pyro_sampler.target.pointwise_log_likelihood(z).get("y").double().numpy().reshape(2, 8, 10)
+    np.testing.assert_array_equal(whole.log_likelihood["y"].values, direct)

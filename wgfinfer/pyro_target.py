@@ -192,14 +192,22 @@ class PyroTarget(LogDensityTarget):
             names[i] = plates.get(i - batch_ndim, names[i])
         return names
 
+    @property
+    def log_likelihood_shapes(self) -> dict[str, torch.Size]:
+        """Shape of each observed site's pointwise log-likelihood at one particle: its batch shape
+        (one entry per observation inside plates)."""
+        return {name: self._trace.nodes[name]["fn"].batch_shape for name in self.observed_sites}
+
     @torch.no_grad()
     def pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
         """Log-likelihood of every observed value at each particle: ``{site: (n, *obs_shape)}``.
 
-        The shape is the site's batch shape (one entry per observation inside plates).
+        The shape is the site's batch shape (one entry per observation inside plates), in the model's
+        dtype; all ``n`` particles go through one model run (callers bound ``n``, see
+        :func:`wgfinfer.outputs.log_likelihood_group`).
         """
         n = z.shape[0]
-        obs_shapes = {name: self._trace.nodes[name]["fn"].batch_shape for name in self.observed_sites}
+        obs_shapes = self.log_likelihood_shapes
         if self.batched:
             values = self._padded_values(z.to(self._model_dtype))[0]
             trace = self._run_conditioned(values, n)
