@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.errors import DensityNotAvailableError
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.nn.icnn import safe_log_det
@@ -27,14 +28,10 @@ def sample_distribution(
     """Draw ``n`` samples from a torch distribution, reproducibly and without touching global RNG.
 
     ``torch.distributions`` only use the global generator, so the draw happens inside
-    :func:`torch.random.fork_rng` seeded from ``generator``; the caller's global RNG state is
-    restored afterwards.
+    :func:`wgfinfer._rng.forked_global_rng` seeded from ``generator``; the caller's global RNG state
+    is restored afterwards.
     """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    device = torch.device(device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type):
-        torch.manual_seed(seed)
+    with forked_global_rng(seed_from(generator), device):
         return dist.sample((n,))
 
 

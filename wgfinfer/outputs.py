@@ -7,6 +7,8 @@ log-likelihoods and observed data.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,15 @@ from wgfinfer.convert import build_inference_data
 from wgfinfer.flow import Flow
 from wgfinfer.importance import independence_metropolis, psis_resample
 from wgfinfer.targets import LogDensityTarget
+
+LOG_LIKELIHOOD_WARN_BYTES = 2**30
+"""Estimated size (bytes) of the ``log_likelihood`` group above which :func:`inference_data` warns
+before computing it: 1 GiB."""
+
+LOG_LIKELIHOOD_CHUNK_VALUES = 2**21
+"""Pointwise log-likelihood values computed per model run (``draws x observations``), so that the
+working memory is one chunk (16 MiB of float64 values, plus the model's own temporaries for it) on
+top of the finished group, whatever the number of draws."""
 
 
 def weighted_draws(
@@ -61,6 +72,97 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+def _n_observations(target: LogDensityTarget) -> int:
+    return sum(math.prod(shape) for shape in target.log_likelihood_shapes.values())  # type: ignore[attr-defined]
+
+
+def _chunk_draws(n_observations: int) -> int:
+    return max(1, LOG_LIKELIHOOD_CHUNK_VALUES // max(1, n_observations))
+
+
+def log_likelihood_size(target: LogDensityTarget, num_draws: int) -> tuple[int, int]:
+    """Bytes of the float64 ``log_likelihood`` group for ``num_draws`` draws, and of one chunk.
+
+    Parameters
+    ----------
+    target : LogDensityTarget
+        A Pyro target (``target.is_model``).
+    num_draws : int
+        Draws of all chains together.
+
+    Returns
+    -------
+    group_bytes : int
+        ``num_draws x observations x 8``: what the group holds once built.
+    chunk_bytes : int
+        The values of one chunk of draws (see :data:`LOG_LIKELIHOOD_CHUNK_VALUES`), the working
+        memory on top of the group besides the model's own temporaries.
+    """
+    n_obs = _n_observations(target)
+    itemsize = np.dtype(np.float64).itemsize
+    return num_draws * n_obs * itemsize, min(num_draws, _chunk_draws(n_obs)) * n_obs * itemsize
+
+
+def warn_if_log_likelihood_is_large(target: LogDensityTarget, num_draws: int) -> None:
+    """Warn (``UserWarning``) if the ``log_likelihood`` group of ``num_draws`` draws and its working
+    chunk are estimated above :data:`LOG_LIKELIHOOD_WARN_BYTES`, saying the size and how to avoid it.
+
+    Parameters
+    ----------
+    target : LogDensityTarget
+        A Pyro target (``target.is_model``).
+    num_draws : int
+        Draws of all chains together.
+    """
+    group, chunk = log_likelihood_size(target, num_draws)
+    if group + chunk <= LOG_LIKELIHOOD_WARN_BYTES:
+        return
+    n_obs = _n_observations(target)
+    warnings.warn(
+        f"the log_likelihood group will take about {(group + chunk) / 2**30:.2f} GiB of memory "
+        f"({num_draws} draws x {n_obs} observations x 8 bytes, computed in chunks of "
+        f"{min(num_draws, _chunk_draws(n_obs))} draws); pass log_likelihood=False to skip it, or "
+        "fewer num_samples / num_chains (wgfinfer.outputs.LOG_LIKELIHOOD_WARN_BYTES sets the "
+        "threshold)",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def log_likelihood_group(
+    target: LogDensityTarget, z: Tensor, chains: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """Pointwise log-likelihoods of a Pyro target at draws ``z``: ``{site: (chain, draw, *obs_shape)}``.
+
+    The values are computed for :data:`LOG_LIKELIHOOD_CHUNK_VALUES` values' worth of draws at a time
+    and written into the float64 arrays of the group, so that the peak memory is the group and one
+    chunk; the result equals one model run over all the draws.
+
+    Parameters
+    ----------
+    target : LogDensityTarget
+        A Pyro target (``target.is_model``).
+    z : Tensor
+        ``(chain * draw, d)`` unconstrained draws, chain by chain.
+    chains : tuple of int
+        ``(chain, draw)``.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        One float64 array per observed site, ``(chain, draw, *obs_shape)``.
+    """
+    shapes = target.log_likelihood_shapes  # type: ignore[attr-defined]
+    n = z.shape[0]
+    group = {name: np.empty((n, *shape), dtype=np.float64) for name, shape in shapes.items()}
+    step = _chunk_draws(_n_observations(target))
+    for start in range(0, n, step):
+        chunk = target.pointwise_log_likelihood(z[start : start + step])
+        for name, values in chunk.items():
+            group[name][start : start + step] = values.detach().cpu().numpy()  # exact cast to float64
+    return {name: values.reshape(chains + tuple(shapes[name])) for name, values in group.items()}
+
+
 def inference_data(
     flow: Flow,
     target: LogDensityTarget,
@@ -72,9 +174,12 @@ def inference_data(
     attrs: dict[str, Any] | None = None,
 ) -> Any:
     """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` (unless
-    switched off: it holds draws x observations values) and ``observed_data`` from
-    ``num_chains * num_samples`` fresh draws of the flow."""
+    switched off: it holds draws x observations values, computed in chunks of draws, with a warning
+    above :data:`LOG_LIKELIHOOD_WARN_BYTES`) and ``observed_data`` from ``num_chains * num_samples``
+    fresh draws of the flow."""
     chains = (num_chains, num_samples)
+    if target.is_model and log_likelihood:
+        warn_if_log_likelihood_is_large(target, num_samples * num_chains)
     if flow.has_density:
         z, log_q, lp = weighted_draws(flow, target, beta, num_samples * num_chains, generator)
         density_stats = {"log_q": _np(log_q).reshape(chains), "log_weight": _np(lp - log_q).reshape(chains)}
@@ -88,10 +193,7 @@ def inference_data(
     pointwise = observed = dims = None
     if target.is_model:
         if log_likelihood:
-            pointwise = {
-                name: _np(v).reshape(chains + tuple(v.shape[1:]))
-                for name, v in target.pointwise_log_likelihood(z).items()
-            }
+            pointwise = log_likelihood_group(target, z, chains)
         observed = {name: v.detach().cpu().numpy() for name, v in target.observed_sites.items()}
         dims = {name: target.site_dims(name) for name in list(posterior) + list(observed)}
     return build_inference_data(

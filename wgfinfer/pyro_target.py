@@ -23,6 +23,13 @@ Batching, in the first of three ways that works (:attr:`PyroTarget.batching`):
 On construction each candidate is compared with Pyro's per-particle ``potential_fn`` on a few
 particles; an error or a mismatch moves on to the next.
 
+Random numbers: Pyro's initialisation (:func:`~pyro.infer.mcmc.util.initialize_model` runs the model
+unconditioned, drawing from the prior, then draws initial values with ``init_to_uniform``) draws from
+torch's global RNG.  Every model run at construction happens inside
+:func:`wgfinfer._rng.forked_global_rng` seeded from ``seed``, so the target depends on ``seed`` alone
+and the caller's global RNG state is unchanged.  Later runs condition every latent site and draw
+nothing.
+
 Discrete latent sites are rejected with a ``ValueError``, enumerable ones included: a transport map
 cannot move discrete mass, and marginalising them per particle (as Pyro's HMC potential does) would
 need the slow per-particle path; marginalise them in the model instead.
@@ -42,9 +49,11 @@ import torch
 from pyro.infer.mcmc.util import initialize_model
 from torch import Tensor
 
+from wgfinfer._rng import forked_global_rng
 from wgfinfer.targets import LogDensityTarget
 
 _PARTICLE_PLATE = "_wgfinfer_particles"
+_INIT_STREAM = 0x50594E4954  # separates the seed of Pyro's initial draws from the mini-batch stream
 
 
 class PyroTarget(LogDensityTarget):
@@ -58,6 +67,11 @@ class PyroTarget(LogDensityTarget):
         Passed to the model, as in ``pyro.infer.MCMC.run(*args, **kwargs)``.
     dtype, device
         Where the flow lives; model outputs are cast to this dtype.
+    subsample_size : int or dict of str to int, optional
+        Mini-batch sizes of the data plates (see :class:`wgfinfer.WGFSampler`).
+    seed : int, default 0
+        Seed of the mini-batch generator and of Pyro's initial draws (made on torch's global RNG
+        inside a fork, so that the caller's global RNG state is left as it was).
 
     Attributes
     ----------
@@ -89,8 +103,10 @@ class PyroTarget(LogDensityTarget):
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
         self.dtype, self.device = dtype, torch.device(device)
+        # Pyro draws the prior and its initial values from torch's global RNG: fork it
+        self._init_seed = (int(seed) + _INIT_STREAM) % 2**64
         try:
-            with poutine.block():
+            with forked_global_rng(self._init_seed, self.device), poutine.block():
                 init_params, potential_fn, transforms, trace = initialize_model(
                     model, self.model_args, self.model_kwargs
                 )
@@ -136,7 +152,8 @@ class PyroTarget(LogDensityTarget):
         frames = [-f.dim for s in sample_sites for f in s["cond_indep_stack"] if f.vectorized]
         self._particle_dim = -(max(dims + frames + [0]) + 1)
         super().__init__(self._log_joint, sum(self._sizes))
-        self.batching = self._choose_batching()
+        with forked_global_rng(self._init_seed, self.device):
+            self.batching = self._choose_batching()
         self.initial_point = torch.cat([init_params[name].reshape(-1) for name in self.site_names]).to(
             dtype=dtype, device=self.device
         )
@@ -148,7 +165,8 @@ class PyroTarget(LogDensityTarget):
         self._subsample_generator = torch.Generator().manual_seed(seed)
         self.generators = (self._subsample_generator,)
         if self.subsample_sizes:
-            self._check_subsampling()
+            with forked_global_rng(self._init_seed, self.device):
+                self._check_subsampling()
 
     # ------------------------------------------------------------------ conversions
     def unflatten(self, z: Tensor) -> dict[str, Tensor]:
@@ -195,14 +213,22 @@ class PyroTarget(LogDensityTarget):
             names[i] = plates.get(i - batch_ndim, names[i])
         return names
 
+    @property
+    def log_likelihood_shapes(self) -> dict[str, torch.Size]:
+        """Shape of each observed site's pointwise log-likelihood at one particle: its batch shape
+        (one entry per observation inside plates)."""
+        return {name: self._trace.nodes[name]["fn"].batch_shape for name in self.observed_sites}
+
     @torch.no_grad()
     def pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
         """Log-likelihood of every observed value at each particle: ``{site: (n, *obs_shape)}``.
 
-        The shape is the site's batch shape (one entry per observation inside plates).
+        The shape is the site's batch shape (one entry per observation inside plates), in the model's
+        dtype; all ``n`` particles go through one model run (callers bound ``n``, see
+        :func:`wgfinfer.outputs.log_likelihood_group`).
         """
         n = z.shape[0]
-        obs_shapes = {name: self._trace.nodes[name]["fn"].batch_shape for name in self.observed_sites}
+        obs_shapes = self.log_likelihood_shapes
         if self.batching == "vmap":
 
             def one(u: Tensor) -> dict[str, Tensor]:
