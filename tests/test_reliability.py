@@ -1,4 +1,6 @@
-"""Reliability, second round (issue 18): what is fixed so far.
+"""Reliability, second round (issue 18); the other cases are in tests/test_checkpoints.py (target
+fingerprints, checkpoint locks, two checkpoints, bounded loads), tests/test_filtering_reliability.py
+(filtering), tests/test_validation.py (string widths) and tests/test_io.py (rollback mid-step).
 
 - only regular files are opened as save or checkpoint files (a FIFO would block ``open`` forever);
 - every loaded network, state tensor and whitening is checked finite;
