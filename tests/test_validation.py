@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -172,3 +173,14 @@ def test_a_string_is_not_a_sequence_of_widths(build):
     # "64" would otherwise be read as the widths (6, 4)
     with pytest.raises(TypeError, match=r"hidden must be a sequence of .*ints, got str|got bytes"):
         build()
+
+
+def test_a_target_with_zero_gradient_everywhere_is_told_about():
+    def plateau(x):  # differentiable, finite, and flat: the flow would not move
+        return torch.clamp(x.sum(-1), max=-50.0) * 0 + torch.zeros_like(x[:, 0])
+
+    with pytest.warns(wgfinfer.FlatTargetWarning, match="exactly zero at all 64 probe points"):
+        quick(plateau).run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wgfinfer.WGFWarning)
+        quick(good).run()  # a real gradient: silent

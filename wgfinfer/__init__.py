@@ -5,11 +5,13 @@ from wgfinfer._version import __version__
 from wgfinfer.errors import (
     CheckpointInUseError,
     DensityNotAvailableError,
+    FlatTargetWarning,
     NonFiniteLogDensityError,
     NonPositiveHessianError,
     SaveFileError,
     TrainingDivergedError,
     WGFError,
+    WGFWarning,
 )
 from wgfinfer.flow import Flow
 from wgfinfer.init import Init
@@ -20,6 +22,7 @@ from wgfinfer.simulation import simulate
 __all__ = [
     "CheckpointInUseError",
     "DensityNotAvailableError",
+    "FlatTargetWarning",
     "Flow",
     "ForwardBackward",
     "ICNN",
@@ -31,6 +34,7 @@ __all__ = [
     "TrainingDivergedError",
     "Variational",
     "WGFError",
+    "WGFWarning",
     "WGFSampler",
     "__version__",
     "functionals",

@@ -45,3 +45,13 @@ class SaveFileError(WGFError, ValueError):
 class CheckpointInUseError(WGFError, RuntimeError):
     """Another run holds the checkpoint directory's lock: two runs writing one directory would resume
     and overwrite each other's steps.  The message names the directory and the process holding it."""
+
+
+class WGFWarning(UserWarning):
+    """Base class of wgfinfer's own warnings: something the library can tell about a run or a target
+    that makes its result unreliable, with what to do about it.  Filter them as one category with
+    ``warnings.simplefilter("error", wgfinfer.WGFWarning)``."""
+
+
+class FlatTargetWarning(WGFWarning):
+    """The log-density's gradient is exactly zero at every probe point: the flow cannot move."""

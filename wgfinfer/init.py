@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float
+from wgfinfer.errors import WGFWarning
 from wgfinfer.laplace import AffineWhitening, LaplaceStartError, fit_gaussian, laplace_whitening
 
 KINDS = ("laplace", "gaussian", "normal")
@@ -150,5 +151,5 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class StartFallbackWarning(UserWarning):
+class StartFallbackWarning(WGFWarning):
     """The requested start (``init="laplace"``) does not exist for this target; another was used."""

@@ -6,12 +6,13 @@ Everything downstream of a target (schemes, flows, outputs) only calls
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from wgfinfer.errors import NonFiniteLogDensityError
+from wgfinfer.errors import FlatTargetWarning, NonFiniteLogDensityError
 
 LogDensityFn = Callable[[Tensor], Tensor]
 
@@ -129,4 +130,13 @@ class LogDensityTarget:
             raise ValueError(
                 f"the gradient of log_density is not finite at {int((~finite).sum())} of "
                 f"{x.shape[0]} probe points"
+            )
+        if x.shape[0] > 1 and not bool(grad.any()):
+            warnings.warn(
+                f"the gradient of log_density is exactly zero at all {x.shape[0]} probe points (draws "
+                "of the initial measure): the flow moves particles along this gradient and will not "
+                "move them. Is the target flat there (a plateau, a clamp), or is part of it computed "
+                "outside autograd (.detach(), .item(), numpy)?",
+                FlatTargetWarning,
+                stacklevel=4,
             )
