@@ -511,35 +511,79 @@ class WGFSampler:
         num_chains: int = 1,
         seed: int | None = None,
         log_likelihood: bool = True,
+        posterior_predictive: bool = False,
+        predictions_args: Sequence[Any] | None = None,
+        predictions_kwargs: dict[str, Any] | None = None,
     ):
-        """Draws of the flow as ArviZ data, with ``lp``, ``log_q`` and ``log_weight``.
+        """Fresh draws of the flow as ArviZ data, with ``lp``, ``log_q`` and ``log_weight``.
+
+        Counts follow ``pyro.infer.MCMC(num_samples=N, num_chains=C)``: ``num_samples`` draws *per
+        chain*, so ``to_inference_data(1000, num_chains=4)`` holds 4 x 1000 = 4000 draws.
 
         Parameters
         ----------
-        num_samples : int
+        num_samples : int, default 1000
             Draws per chain.
-        num_chains : int
-            Chains; the draws are independent, so chains are only a grouping that lets ArviZ's
-            between-chain diagnostics run.
+        num_chains : int, default 1
+            Chains.  The draws are independent, so chains are only a grouping of them that lets
+            ArviZ's between-chain functions run: ``r_hat`` is close to 1 and the ESS close to the
+            number of draws whatever the flow's quality (``docs/diagnostics.md``).
         seed : int, optional
-            Seed for these draws only.
-        log_likelihood : bool
+            Seed for these draws (and the model's random numbers) only; by default the sampler's
+            generator advances.  Torch's global random state is never used or changed.
+        log_likelihood : bool, default True
             For a Pyro model, include the pointwise ``log_likelihood`` group (draws x observations
             values: switch it off for large data sets).
+        posterior_predictive : bool, default False
+            For a Pyro model, add the ``posterior_predictive`` group: every observed site drawn from
+            the model given each posterior draw (what ``pyro.infer.Predictive(model,
+            posterior_samples)`` returns for a model called without its data), with the dims of
+            ``observed_data``, so that ``az.plot_ppc(idata)`` works as it is.
+        predictions_args, predictions_kwargs : optional
+            For a Pyro model, add the ``predictions`` group: the model called as
+            ``model(*predictions_args, **predictions_kwargs)`` (new data, e.g. ``(x_new,)``) given
+            each posterior draw; it holds the observed sites, drawn, and the ``pyro.deterministic``
+            sites at these arguments.  Giving either one adds the group.
 
         Returns
         -------
         arviz.InferenceData (ArviZ 0.x) or xarray.DataTree (ArviZ >= 1.0)
-            Group ``posterior`` holds ``x`` with dims ``(chain, draw, x_dim_0)``; ``sample_stats``
-            holds ``lp`` (unnormalized log target), ``log_q`` (flow log-density) and
-            ``log_weight = lp - log_q``.
+            Group ``posterior`` holds ``x`` with dims ``(chain, draw, x_dim_0)``, or for a Pyro model
+            one variable per latent site (constrained) and per ``pyro.deterministic`` site (its
+            value at each draw); ``sample_stats`` holds ``lp`` (unnormalized log target), ``log_q``
+            (flow log-density) and ``log_weight = lp - log_q``.  For a Pyro model
+            ``log_likelihood`` holds one variable per observed site (``pyro.deterministic`` sites
+            are not observations), and ``observed_data`` the data.  Every group's draws are the same
+            draws: ``posterior_predictive[..., c, d]`` is drawn given ``posterior[..., c, d]``.
+
+        Raises
+        ------
+        ValueError
+            If ``posterior_predictive`` or predictions are asked of a sampler without a Pyro model.
+
+        Notes
+        -----
+        The model runs once for all draws where it can be run in a particle plate; otherwise (models
+        written for one particle) the posterior predictive and predictions take one model run per
+        draw through ``pyro.infer.Predictive``, as Pyro's own ``Predictive`` does by default.
         """
         num_samples = check_positive_int("num_samples", num_samples)
         num_chains = check_positive_int("num_chains", num_chains)
         self._require_trained()
+        assert self.target is not None
+        wants_predictions = predictions_args is not None or predictions_kwargs is not None
+        if (posterior_predictive or wants_predictions) and not self.target.is_model:
+            raise ValueError(
+                "posterior_predictive and predictions_args / predictions_kwargs need a sampler of a "
+                "Pyro model (WGFSampler(model=...)): a log-density has no observations to predict"
+            )
+        predictions = None
+        if wants_predictions:
+            predictions = (tuple(predictions_args or ()), dict(predictions_kwargs or {}))
         return inference_data(
             self.flow, self.target, self.beta, num_samples, num_chains, self._generator_for(seed),
-            log_likelihood, attrs=self.attrs(),
+            log_likelihood, attrs=self.attrs(), posterior_predictive=bool(posterior_predictive),
+            predictions=predictions,
         )  # fmt: skip
 
     def get_samples(
