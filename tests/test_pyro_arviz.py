@@ -1,5 +1,5 @@
 """Every downstream line of a Pyro + ArviZ workflow (issue 17): posterior predictive and predictions
-groups, ``pyro.deterministic`` sites, LOO / WAIC / compare.
+groups, ``pyro.deterministic`` sites, LOO / WAIC / compare, ``az.from_pyro`` and ``WGFKernel`` runs.
 
 One conjugate regression with two ``pyro.deterministic`` sites, trained briefly from its Laplace
 start (exact for this Gaussian posterior, so the flow stays within KL ~ 0.005 of it); its closed-form
@@ -18,9 +18,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer import MCMC, NUTS
 
 import wgfinfer
 from wgfinfer.diagnostics import kl_divergence
+from wgfinfer.pyro_kernel import WGFKernel, from_mcmc
 from wgfinfer.pyro_target import PyroTarget
 
 matplotlib.use("Agg")
@@ -212,3 +214,40 @@ def test_a_deterministic_site_that_mixes_draws_falls_back_to_predictive_with_a_w
     with pytest.warns(UserWarning, match=r"w_mean.*one model run per draw.*w\.mean\(-1\)"):
         values = target.site_values(z, ["w_mean"])
     np.testing.assert_allclose(values["w_mean"].numpy(), z.mean(-1).numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- az.from_pyro, WGFKernel
+
+
+def test_from_pyro_of_a_sampler_says_what_to_use(sampler) -> None:
+    with pytest.raises(AttributeError, match=r"not a pyro\.infer\.MCMC.*to_inference_data"):
+        az.from_pyro(sampler)
+    assert not hasattr(sampler, "num_chains")
+    with pytest.raises(AttributeError, match="has no attribute 'nonexistent'"):
+        sampler.nonexistent  # noqa: B018 - other attributes fail as usual
+
+
+@pytest.mark.filterwarnings(LOO_WARNING)
+def test_from_mcmc_converts_a_wgfkernel_run(sampler, data) -> None:
+    x, _ = data
+    mcmc = MCMC(WGFKernel(sampler=sampler), num_samples=60, warmup_steps=0, disable_progbar=True)
+    with pytest.raises(RuntimeError, match="mcmc.run"):
+        from_mcmc(mcmc)
+    mcmc.run(*data)
+    idata = from_mcmc(mcmc, posterior_predictive=True, predictions_args=(x[:3],), seed=0)
+    w = mcmc.get_samples(group_by_chain=True)["w"].numpy()
+    np.testing.assert_allclose(idata.posterior["w"].values, w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(idata.posterior["mu"].values, w @ x.numpy().T, rtol=1e-12, atol=1e-12)
+    assert list(idata.log_likelihood.data_vars) == ["y"]  # az.from_pyro omits it for this model
+    assert idata.posterior_predictive["y"].shape == (1, 60, N_DATA)
+    assert idata.predictions["y"].shape == (1, 60, 3)
+    assert np.isfinite(az.loo(idata).elpd_loo)
+    rate = mcmc.diagnostics()["acceptance rate"]["chain 0"]
+    assert idata.posterior.attrs["acceptance_rate"] == [rate]
+    # lp is the log joint at the chain's states
+    z = torch.as_tensor(w.reshape(-1, 3))
+    np.testing.assert_allclose(idata.sample_stats["lp"].values.ravel(), sampler.target.log_density(z).numpy())
+    with pytest.raises(TypeError, match="WGFKernel"):
+        from_mcmc(MCMC(NUTS(regression), num_samples=1))
+    with pytest.raises(TypeError, match="to_inference_data"):
+        from_mcmc(sampler)

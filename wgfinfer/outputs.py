@@ -62,7 +62,7 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def inference_data(
-    flow: Flow,
+    flow: Flow | None,
     target: LogDensityTarget,
     beta: float,
     num_samples: int,
@@ -72,6 +72,7 @@ def inference_data(
     attrs: dict[str, Any] | None = None,
     posterior_predictive: bool = False,
     predictions: tuple[tuple, dict[str, Any]] | None = None,
+    draws: tuple[Tensor, Tensor] | None = None,
 ) -> Any:
     """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` (unless
     switched off: it holds draws x observations values) and ``observed_data`` from
@@ -81,10 +82,14 @@ def inference_data(
     ``posterior_predictive`` adds that group (the observed sites drawn given each draw) and
     ``predictions = (args, kwargs)`` the ``predictions`` group (observed and deterministic sites of
     the model called with these arguments), both with the model's random numbers from
-    ``generator``.
+    ``generator``.  ``draws = (z, lp)`` replaces the flow's draws by given unconstrained points (chain
+    after chain; an MCMC run's states) and their ``lp``; ``flow`` is then unused.
     """
     chains = (num_chains, num_samples)
-    if flow.has_density:
+    if draws is not None:
+        z, lp = draws
+        density_stats: dict[str, np.ndarray] = {}
+    elif flow.has_density:
         z, log_q, lp = weighted_draws(flow, target, beta, num_samples * num_chains, generator)
         density_stats = {"log_q": _np(log_q).reshape(chains), "log_weight": _np(lp - log_q).reshape(chains)}
     else:  # draws only: attrs["flow_density"] says why log_q and log_weight are missing

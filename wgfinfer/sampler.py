@@ -42,6 +42,10 @@ NO_DENSITY_NOTE = (
     "log_weight are omitted; use map='icnn' for them"
 )
 SAMPLER_SCHEMES = ("icnn", "variational", "pwgf")
+MCMC_ONLY_ATTRIBUTES = frozenset({"num_chains", "num_samples", "kernel"})
+"""Attributes of ``pyro.infer.MCMC`` that converters such as ``az.from_pyro`` read and a sampler,
+which stores no chains, does not have: asking for them raises an ``AttributeError`` that says what
+to use instead."""
 
 
 class WGFSampler:
@@ -693,6 +697,19 @@ class WGFSampler:
             flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
         )
         return attrs
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes the sampler does not have: say why the MCMC ones are missing
+        if name in MCMC_ONLY_ATTRIBUTES:
+            raise AttributeError(
+                f"WGFSampler has no {name!r}: it is not a pyro.infer.MCMC run with stored chains but "
+                "draws fresh samples on demand, so az.from_pyro(sampler), which reads an MCMC's "
+                "num_chains, num_samples, kernel and samples, cannot convert it. Use "
+                "sampler.to_inference_data(num_samples, num_chains, posterior_predictive=True) for "
+                "ArviZ data, or run MCMC(wgfinfer.pyro_kernel.WGFKernel(sampler=sampler), ...) and "
+                "convert that run with wgfinfer.pyro_kernel.from_mcmc(mcmc)"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return (
