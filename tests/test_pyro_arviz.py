@@ -1,5 +1,5 @@
 """Every downstream line of a Pyro + ArviZ workflow (issue 17): posterior predictive and predictions
-groups, ``pyro.deterministic`` sites, LOO / WAIC / compare, ``az.from_pyro`` and ``WGFKernel`` runs.
+groups, ``pyro.deterministic`` sites, LOO / WAIC / compare, ``az.from_pyro``, draw counts, summary.
 
 One conjugate regression with two ``pyro.deterministic`` sites, trained briefly from its Laplace
 start (exact for this Gaussian posterior, so the flow stays within KL ~ 0.005 of it); its closed-form
@@ -9,6 +9,7 @@ posterior gives the known answers.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import arviz as az
@@ -147,7 +148,7 @@ def test_predictive_groups_are_reproducible_and_leave_the_global_rng_alone(sampl
     assert not np.array_equal(other.posterior_predictive["y"].values, first.posterior_predictive["y"].values)
 
 
-def test_predictive_groups_need_a_pyro_model() -> None:
+def test_predictive_groups_need_a_pyro_model_and_summary_without_densities(capsys) -> None:
     s = wgfinfer.WGFSampler(  # a draws-only flow (residual maps) of a log-density
         lambda x: -0.5 * x.square().sum(-1),
         dim=1,
@@ -159,6 +160,9 @@ def test_predictive_groups_need_a_pyro_model() -> None:
         s.to_inference_data(10, posterior_predictive=True)
     with pytest.raises(ValueError, match="Pyro model"):
         s.to_inference_data(10, predictions_kwargs={})
+    s.summary(num_samples=50, seed=0)
+    out = capsys.readouterr().out
+    assert "x[0]" in out and "by construction" in out and "Importance diagnostics: unavailable" in out
 
 
 # ---------------------------------------------------------------------- deterministic sites, LOO
@@ -251,3 +255,28 @@ def test_from_mcmc_converts_a_wgfkernel_run(sampler, data) -> None:
         from_mcmc(MCMC(NUTS(regression), num_samples=1))
     with pytest.raises(TypeError, match="to_inference_data"):
         from_mcmc(sampler)
+
+
+# ---------------------------------------------------------------------- draw counts, summary
+
+
+def test_draw_counts_follow_mcmc(sampler) -> None:
+    idata = sampler.to_inference_data(7, num_chains=3, seed=0, posterior_predictive=True)
+    # MCMC(num_samples=7, num_chains=3): 3 chains of 7 draws each, in every group
+    for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        dataset = getattr(idata, group)
+        assert (dataset.sizes["chain"], dataset.sizes["draw"]) == (3, 7), group
+    assert sampler.get_samples()["w"].shape == (1000, 3)  # the documented default
+    assert sampler.get_samples(13, seed=0)["w"].shape == (13, 3)
+    assert sampler.get_samples(13, seed=0, group_by_chain=True)["w"].shape == (1, 13, 3)
+
+
+def test_summary_says_what_r_hat_means_here_and_prints_flow_diagnostics(sampler, capsys) -> None:
+    sampler.summary(num_samples=400, seed=4)
+    out = capsys.readouterr().out
+    assert "w[0]" in out and "n_eff" in out and "r_hat" in out  # Pyro's table, as MCMC.summary
+    assert "independent draws" in out and "by construction" in out
+    expected = sampler.diagnostics(num_samples=400, seed=4)  # the same draws
+    assert re.search(rf"PSIS k-hat {expected['khat']:.2f} \((good|usable|unreliable)", out)
+    assert f"importance ESS {expected['ess_is']:.0f} of 400" in out
+    assert f"{expected['log_evidence']:.2f} +- {expected['log_evidence_se']:.2f}" in out

@@ -29,7 +29,7 @@ from wgfinfer._validation import (
 from wgfinfer._version import __version__
 from wgfinfer.flow import Flow
 from wgfinfer.functionals import KLDivergence
-from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
+from wgfinfer.importance import importance_diagnostics, khat_warning_threshold, warn_if_unreliable
 from wgfinfer.init import Init, as_init, base_measure, check_scale, whitening
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.outputs import corrected_draws, inference_data, weighted_draws
@@ -46,6 +46,39 @@ MCMC_ONLY_ATTRIBUTES = frozenset({"num_chains", "num_samples", "kernel"})
 """Attributes of ``pyro.infer.MCMC`` that converters such as ``az.from_pyro`` read and a sampler,
 which stores no chains, does not have: asking for them raises an ``AttributeError`` that says what
 to use instead."""
+
+
+def _summary_notes(num_samples: int, found: dict[str, float] | None, has_density: bool) -> str:
+    """The lines :meth:`WGFSampler.summary` prints under Pyro's table."""
+    lines = [
+        f"{num_samples} independent draws of the flow, not a Markov chain: n_eff is close to the",
+        "number of draws and r_hat close to 1 by construction, whatever the flow's quality.",
+    ]
+    if not has_density:
+        lines.append(
+            "Importance diagnostics: unavailable, residual maps (map='resnet' or 'linear') have no "
+            "tractable density (map='icnn' has one; wgfinfer.diagnostics.ksd needs none)."
+        )
+        return "\n".join(lines)
+    if found is None:
+        lines.append("Importance diagnostics: need at least 2 draws.")
+        return "\n".join(lines)
+    khat = found["khat"]
+    if khat > khat_warning_threshold:
+        reading = "unreliable: the flow misses part of the posterior; see docs/diagnostics.md"
+    elif khat > 0.5:
+        reading = "usable"
+    else:
+        reading = "good"
+    lines += [
+        "Importance diagnostics of these draws against the posterior (weights lp - log q):",
+        f"  PSIS k-hat {khat:.2f} ({reading}; < 0.5 good, 0.5-{khat_warning_threshold} usable, "
+        f"> {khat_warning_threshold} unreliable)",
+        f"  importance ESS {found['ess_is']:.0f} of {num_samples} ({100 * found['ess_is_fraction']:.1f}%)",
+        f"  log Z (log evidence of a Pyro model) {found['log_evidence']:.2f} +- "
+        f"{found['log_evidence_se']:.2f}",
+    ]
+    return "\n".join(lines)
 
 
 class WGFSampler:
@@ -600,14 +633,20 @@ class WGFSampler:
     ) -> dict[str, Tensor]:
         """Fresh draws in the shapes of ``pyro.infer.MCMC.get_samples``.
 
+        A flow keeps no draws: every call draws ``num_samples`` new ones (``MCMC.get_samples()``
+        returns the draws its run kept, ``num_samples * num_chains`` of them).  The default of 1000
+        is only a default; ask for as many as needed, each costs one pass through the maps.
+
         Parameters
         ----------
-        num_samples : int
-            Number of draws.
+        num_samples : int, default 1000
+            Number of draws, in all (as in ``MCMC.get_samples(num_samples)``).
         seed : int, optional
-            Seed for these draws only.
+            Seed for these draws only; by default the sampler's generator advances.
         group_by_chain : bool
-            Add a leading chain dimension of size 1, as MCMC does with ``group_by_chain=True``.
+            Add a leading chain dimension of size 1, ``(1, num_samples, ...)``, as MCMC does with
+            ``group_by_chain=True`` for one chain.  For several chains of ``num_samples`` draws each
+            use :meth:`to_inference_data`.
         resample : bool
             Shorthand for ``correct="psis"``.
         correct : {None, "psis", "imh"}
@@ -621,8 +660,10 @@ class WGFSampler:
         -------
         dict of str to Tensor
             For a Pyro model, one entry per latent site in its constrained space with shape
-            ``(num_samples, *site_shape)``, usable as ``Predictive(model, posterior_samples=...)``;
-            for a log-density, ``{"x": (num_samples, d)}``.
+            ``(num_samples, *site_shape)``, usable as ``Predictive(model, posterior_samples=...)``
+            (``pyro.deterministic`` sites are not latent: ``Predictive`` returns them, and
+            :meth:`to_inference_data` puts them in the posterior); for a log-density,
+            ``{"x": (num_samples, d)}``.
         """
         self._require_trained()
         assert self.target is not None
@@ -664,15 +705,41 @@ class WGFSampler:
         return result
 
     def summary(self, num_samples: int = 1000, prob: float = 0.9, seed: int | None = None) -> None:
-        """Print a table of posterior statistics like ``pyro.infer.MCMC.summary``.
+        """Print Pyro's table of posterior statistics, as ``pyro.infer.MCMC.summary`` does, and under
+        it the diagnostics that mean something for a flow.
 
-        Uses Pyro's own ``print_summary`` on fresh draws (``n_eff`` of independent draws is close to
-        ``num_samples``; ``r_hat`` is computed by splitting them into two halves).
+        The table is Pyro's ``print_summary`` of ``num_samples`` fresh draws: mean, std, median, the
+        ``prob`` credible interval, ``n_eff`` and ``r_hat``.  The draws are independent, not a
+        Markov chain, so ``n_eff`` is close to ``num_samples`` and ``r_hat`` close to 1 *by
+        construction*: unlike MCMC's, they say nothing about how close the draws are to the
+        posterior.  Under the table come the importance diagnostics of the same draws (their weights
+        ``lp - log q``, as in :meth:`diagnostics`): PSIS k-hat with its reading, the
+        importance-sampling ESS and the log-evidence estimate.  A flow without densities (residual
+        maps) has no weights, which the last line says.
+
+        Parameters
+        ----------
+        num_samples : int, default 1000
+            Draws the table and the diagnostics are computed from.
+        prob : float, default 0.9
+            Probability mass of the credible interval.
+        seed : int, optional
+            Seed for these draws only; by default the sampler's generator advances.
         """
         from wgfinfer.pyro_target import print_summary
 
+        self._require_trained()
+        assert self.target is not None
+        n = check_positive_int("num_samples", num_samples)
         prob = check_positive_float("prob", prob, upper=1.0)
-        print_summary(self.get_samples(num_samples, seed=seed), prob=prob)
+        flow, generator = self.flow, self._generator_for(seed)
+        if flow.has_density:
+            z, log_q, lp = weighted_draws(flow, self.target, self.beta, n, generator)
+            found = importance_diagnostics(lp - log_q) if n >= 2 else None
+        else:
+            z, found = flow.sample(n, generator), None
+        print_summary(self.target.samples(z), prob=prob)
+        print(_summary_notes(n, found, flow.has_density))
 
     def attrs(self) -> dict[str, Any]:
         """Scheme and its options, run options, wgfinfer version and training time (ArviZ attrs)."""
