@@ -4,7 +4,8 @@ The seeds' benchmark model (``wgfinfer.problems.logistic``): ``alpha ~ Gamma(1, 
 ``w | alpha ~ N(0, alpha^-1 I)``, ``y ~ Bernoulli(sigmoid(x . w))``, intercept column included,
 features standardised with training statistics, random 80/20 split.  The script trains the flow,
 reports test accuracy / mean test log predictive density from ``--num-samples`` draws, the PSIS
-k-hat and the log-evidence estimate, saves the ArviZ InferenceData to NetCDF and a forest plot.
+k-hat and the log-evidence estimate, saves the ArviZ InferenceData (with the posterior predictive of
+the training labels, for ``az.plot_ppc``) to NetCDF and a forest plot.
 
 ``--method pwgf`` (default) moves six affine coupling layers on the fitted Gaussian by the PWGF
 scheme (``logistic.PWGF_SETTINGS``: on breast cancer PSIS k-hat 0.15-0.54 over draw and training seeds, 10^5
@@ -76,10 +77,15 @@ def run(
         "log_evidence_se": diagnostics["log_evidence_se"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    # the pointwise log-likelihood holds draws x rows values: leave it out for large data sets
+    # the pointwise log-likelihood and the posterior predictive hold draws x rows values each: leave
+    # them out for large data sets. num_samples is per chain, as in MCMC(num_samples, num_chains)
     small = data.x_train.shape[0] * num_samples <= 50_000_000
     idata = sampler.to_inference_data(
-        num_samples=num_samples // 4, num_chains=4, seed=seed + 3, log_likelihood=small
+        num_samples=num_samples // 4,
+        num_chains=4,
+        seed=seed + 3,
+        log_likelihood=small,
+        posterior_predictive=small,
     )
     idata.to_netcdf(str(out / f"blr_{dataset}.nc"))
     (out / f"blr_{dataset}.json").write_text(json.dumps(report, indent=2))

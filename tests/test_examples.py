@@ -46,6 +46,9 @@ def test_logistic_regression_example_saves_netcdf_plot_and_report(
     assert idata.posterior["w"].shape == (4, 64, 31)
     assert {"lp", "log_q", "log_weight", "diverging"} <= set(idata.sample_stats.data_vars)
     assert np.isfinite(az.loo(idata).elpd_loo)
+    n_train = idata.observed_data["y"].shape[0]
+    assert idata.posterior_predictive["y"].shape == (4, 64, n_train)
+    assert set(np.unique(idata.posterior_predictive["y"].values)) <= {0.0, 1.0}
     assert (tmp_path / "blr_breast_cancer.png").stat().st_size > 10_000
 
 

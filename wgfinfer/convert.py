@@ -70,15 +70,23 @@ def build_inference_data(
     dims: dict[str, list[str]] | None = None,
     coords: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
+    posterior_predictive: dict[str, np.ndarray] | None = None,
+    predictions: dict[str, np.ndarray] | None = None,
+    pred_dims: dict[str, list[str]] | None = None,
 ) -> Any:
     """Assemble ArviZ data from ``(chain, draw, ...)`` arrays.
 
     Parameters
     ----------
-    posterior, sample_stats, log_likelihood, observed_data : dict of str to ndarray
-        Groups; all but ``observed_data`` have leading ``(chain, draw)`` axes.
+    posterior, sample_stats, log_likelihood, posterior_predictive, predictions : dict of str to ndarray
+        Groups with leading ``(chain, draw)`` axes.
+    observed_data : dict of str to ndarray
+        The data, without sample axes.
     dims, coords : dict, optional
         Dimension names per variable and coordinate values per dimension.
+    pred_dims : dict, optional
+        Dimension names of the ``predictions`` variables (which may have other sizes than the
+        posterior's, as they belong to new data).
     attrs : dict, optional
         Attributes stored on every group (ArviZ 0.x) or on the root and groups (ArviZ >= 1.0).
 
@@ -92,6 +100,8 @@ def build_inference_data(
         "posterior": posterior,
         "sample_stats": sample_stats,
         "log_likelihood": log_likelihood,
+        "posterior_predictive": posterior_predictive,
+        "predictions": predictions,
         "observed_data": observed_data,
     }
     groups = {name: data for name, data in groups.items() if data}
@@ -99,8 +109,8 @@ def build_inference_data(
     if arviz_major_version() >= 1:
         group_attrs = {name: attrs for name in groups}
         group_attrs["/"] = attrs
-        return az.from_dict(groups, dims=dims, coords=coords, attrs=group_attrs)
-    idata = az.from_dict(**groups, dims=dims, coords=coords, attrs=attrs)
+        return az.from_dict(groups, dims=dims, pred_dims=pred_dims, coords=coords, attrs=group_attrs)
+    idata = az.from_dict(**groups, dims=dims, pred_dims=pred_dims, coords=coords, attrs=attrs)
     for name in groups:  # 0.x puts ``attrs`` on the container only; mirror 1.x's per-group attrs
         getattr(idata, name).attrs.update(attrs)
     return idata

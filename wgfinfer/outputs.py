@@ -164,7 +164,7 @@ def log_likelihood_group(
 
 
 def inference_data(
-    flow: Flow,
+    flow: Flow | None,
     target: LogDensityTarget,
     beta: float,
     num_samples: int,
@@ -172,15 +172,29 @@ def inference_data(
     generator: torch.Generator,
     log_likelihood: bool = True,
     attrs: dict[str, Any] | None = None,
+    posterior_predictive: bool = False,
+    predictions: tuple[tuple, dict[str, Any]] | None = None,
+    draws: tuple[Tensor, Tensor] | None = None,
 ) -> Any:
     """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` (unless
     switched off: it holds draws x observations values, computed in chunks of draws, with a warning
     above :data:`LOG_LIKELIHOOD_WARN_BYTES`) and ``observed_data`` from ``num_chains * num_samples``
-    fresh draws of the flow."""
+    fresh draws of the flow.
+
+    For Pyro models the posterior also holds the ``pyro.deterministic`` sites at each draw;
+    ``posterior_predictive`` adds that group (the observed sites drawn given each draw) and
+    ``predictions = (args, kwargs)`` the ``predictions`` group (observed and deterministic sites of
+    the model called with these arguments), both with the model's random numbers from
+    ``generator``.  ``draws = (z, lp)`` replaces the flow's draws by given unconstrained points (chain
+    after chain; an MCMC run's states) and their ``lp``; ``flow`` is then unused.
+    """
     chains = (num_chains, num_samples)
     if target.is_model and log_likelihood:
         warn_if_log_likelihood_is_large(target, num_samples * num_chains)
-    if flow.has_density:
+    if draws is not None:
+        z, lp = draws
+        density_stats: dict[str, np.ndarray] = {}
+    elif flow.has_density:
         z, log_q, lp = weighted_draws(flow, target, beta, num_samples * num_chains, generator)
         density_stats = {"log_q": _np(log_q).reshape(chains), "log_weight": _np(lp - log_q).reshape(chains)}
     else:  # draws only: attrs["flow_density"] says why log_q and log_weight are missing
@@ -190,17 +204,38 @@ def inference_data(
         density_stats = {}
     posterior = {name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in target.samples(z).items()}
     sample_stats = {"lp": _np(lp).reshape(chains), **density_stats, "diverging": np.zeros(chains, dtype=bool)}
-    pointwise = observed = dims = None
+    pointwise = observed = dims = predictive = predicted = pred_dims = None
     if target.is_model:
         if log_likelihood:
             pointwise = log_likelihood_group(target, z, chains)
         observed = {name: v.detach().cpu().numpy() for name, v in target.observed_sites.items()}
         dims = {name: target.site_dims(name) for name in list(posterior) + list(observed)}
+        deterministic = target.site_values(z, target.deterministic_sites, generator=generator)
+        for name, v in deterministic.items():
+            posterior[name] = _np(v).reshape(chains + tuple(v.shape[1:]))
+        dims.update({name: target.site_dims(name) for name in deterministic})
+        if posterior_predictive:
+            drawn = target.site_values(z, list(observed), predictive=True, generator=generator)
+            predictive = {name: _by_chain(v, chains) for name, v in drawn.items()}
+        if predictions is not None:
+            args, kwargs = predictions
+            names = list(observed) + target.deterministic_sites
+            drawn = target.site_values(z, names, args, kwargs, predictive=True, generator=generator)
+            predicted = {name: _by_chain(v, chains) for name, v in drawn.items()}
+            pred_dims = {name: target.site_dims(name) for name in predicted}
     return build_inference_data(
         posterior=posterior,
         sample_stats=sample_stats,
         log_likelihood=pointwise,
+        posterior_predictive=predictive,
+        predictions=predicted,
         observed_data=observed,
         dims=dims,
+        pred_dims=pred_dims,
         attrs=attrs or {},
     )
+
+
+def _by_chain(v: Tensor, chains: tuple[int, int]) -> np.ndarray:
+    """Draws ``(chains * draws, ...)`` as a ``(chain, draw, ...)`` array in the model's dtype."""
+    return v.detach().cpu().numpy().reshape(chains + tuple(v.shape[1:]))

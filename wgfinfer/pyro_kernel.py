@@ -10,7 +10,9 @@ is exact, with ``lp`` the model's log joint on the unconstrained space (log-Jaco
 The chain therefore leaves the posterior invariant whatever the quality of the flow, and converges to
 it as long as the flow puts mass wherever the posterior does; a poor flow only lowers the acceptance
 rate.  Everything ``MCMC`` offers then works unchanged: ``get_samples``, ``summary``,
-``diagnostics`` and ``arviz.from_pyro``.
+``diagnostics`` and ``arviz.from_pyro`` (ArviZ 0.x).  :func:`from_mcmc` converts such a run to ArviZ
+data through wgfinfer's own converter instead, which works on ArviZ 0.x and 1.x (whose
+``arviz_base`` has no ``from_pyro``) and adds what ``from_pyro`` lacks for these models.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import multiprocessing
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +30,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch import Tensor
 
 from wgfinfer._validation import check_positive_int
-from wgfinfer.outputs import weighted_draws
+from wgfinfer.outputs import inference_data, weighted_draws
 from wgfinfer.sampler import WGFSampler
 
 _STREAM = 0x57474B  # separates the kernel's random stream from the sampler's own (same seed)
@@ -317,3 +320,90 @@ class WGFKernel(MCMCKernel):
             )
             return -math.inf
         return lp - log_q
+
+
+def from_mcmc(
+    mcmc: Any,
+    *,
+    log_likelihood: bool = True,
+    posterior_predictive: bool = False,
+    predictions_args: Sequence[Any] | None = None,
+    predictions_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> Any:
+    """ArviZ data of a ``pyro.infer.MCMC`` run of :class:`WGFKernel`, on ArviZ 0.x and 1.x alike.
+
+    The groups are those of :meth:`WGFSampler.to_inference_data`, built from the chains' states
+    instead of fresh flow draws: ``posterior`` (the latent sites, and the ``pyro.deterministic``
+    sites at each state), ``sample_stats`` (``lp``, the model's log joint on the unconstrained space,
+    and an all-False ``diverging``), ``log_likelihood`` (observed sites only, also for latent sites
+    with event dims, where ``az.from_pyro`` omits the group), ``observed_data``, and on request
+    ``posterior_predictive`` and ``predictions``.  The attrs hold the sampler's and the chains'
+    acceptance rates.
+
+    Parameters
+    ----------
+    mcmc : pyro.infer.MCMC
+        A run (``mcmc.run(...)`` done) whose kernel is a :class:`WGFKernel`.
+    log_likelihood : bool, default True
+        Include the pointwise ``log_likelihood`` group.
+    posterior_predictive : bool, default False
+        Add the ``posterior_predictive`` group (observed sites drawn given each state).
+    predictions_args, predictions_kwargs : optional
+        Add the ``predictions`` group: the model called with these arguments given each state.
+    seed : int, optional
+        Seed of the model's random numbers (posterior predictive, predictions); by default the
+        sampler's generator advances.  Torch's global random state is not changed.
+
+    Returns
+    -------
+    arviz.InferenceData (ArviZ 0.x) or xarray.DataTree (ArviZ >= 1.0)
+
+    Raises
+    ------
+    TypeError
+        If ``mcmc``'s kernel is not a :class:`WGFKernel`.
+    RuntimeError
+        If ``mcmc`` has not been run.
+    """
+    if isinstance(mcmc, WGFSampler):
+        raise TypeError(
+            "from_mcmc converts a pyro.infer.MCMC run of WGFKernel; for a WGFSampler itself use "
+            "sampler.to_inference_data(num_samples, num_chains, ...)"
+        )
+    kernel = getattr(mcmc, "kernel", None)
+    if not isinstance(kernel, WGFKernel):
+        raise TypeError(
+            f"from_mcmc converts a pyro.infer.MCMC run of WGFKernel, got a kernel of type "
+            f"{type(kernel).__name__}; for other kernels use az.from_pyro(mcmc) (ArviZ 0.x)"
+        )
+    sampler, target = kernel.sampler, kernel.sampler.target
+    try:
+        samples = mcmc.get_samples(group_by_chain=True)
+    except AttributeError:  # MCMC keeps no samples attribute before run()
+        samples = {}
+    if target is None or not samples:
+        raise RuntimeError("the MCMC has no samples yet: call mcmc.run(...) first")
+    num_chains, num_samples = samples[target.site_names[0]].shape[:2]
+    n = num_chains * num_samples
+    blocks = []
+    for name in target.site_names:
+        value = samples[name].reshape((n, *target.site_shapes[name]))
+        blocks.append(target.transforms[name](value).reshape(n, -1))
+    z = torch.cat(blocks, dim=-1).to(dtype=sampler.dtype, device=sampler.device)
+    with torch.no_grad():
+        lp = target.log_density(z)
+    rates = mcmc.diagnostics().get("acceptance rate", {})
+    attrs = {
+        **sampler.attrs(),
+        "kernel": "WGFKernel (independence Metropolis-Hastings)",
+        "acceptance_rate": [float(rates[f"chain {i}"]) for i in range(len(rates))],
+    }
+    predictions = None
+    if predictions_args is not None or predictions_kwargs is not None:
+        predictions = (tuple(predictions_args or ()), dict(predictions_kwargs or {}))
+    generator = sampler.generator if seed is None else torch.Generator().manual_seed(int(seed))
+    return inference_data(
+        None, target, 1.0, num_samples, num_chains, generator, log_likelihood, attrs=attrs,
+        posterior_predictive=bool(posterior_predictive), predictions=predictions, draws=(z, lp),
+    )  # fmt: skip

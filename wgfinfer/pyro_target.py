@@ -40,16 +40,17 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer.mcmc.util import initialize_model
+from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from wgfinfer._rng import forked_global_rng
+from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.targets import LogDensityTarget
 
 _PARTICLE_PLATE = "_wgfinfer_particles"
@@ -195,12 +196,14 @@ class PyroTarget(LogDensityTarget):
     # ------------------------------------------------------------------ observed sites
     @property
     def observed_sites(self) -> dict[str, Tensor]:
-        """Observed site values ``{site: tensor}`` of the model run used at construction."""
-        return {
-            name: site["value"]
-            for name, site in self._trace.nodes.items()
-            if site["type"] == "sample" and site["is_observed"]
-        }
+        """Observed site values ``{site: tensor}`` of the model run used at construction (the data;
+        ``pyro.deterministic`` sites, which Pyro records as observed, are not among them)."""
+        return {name: site["value"] for name, site in self._trace.nodes.items() if _is_data(site)}
+
+    @property
+    def deterministic_sites(self) -> list[str]:
+        """Names of the model's ``pyro.deterministic`` sites, in the order the model records them."""
+        return [name for name, site in self._trace.nodes.items() if _is_deterministic(site)]
 
     def site_dims(self, name: str) -> list[str]:
         """ArviZ dimension names of a site's value: plate names for plate dims, else ``site_dim_i``."""
@@ -257,12 +260,141 @@ class PyroTarget(LogDensityTarget):
                 per_particle[name].append(lp.expand(obs_shapes[name]))
         return {name: torch.stack(v) for name, v in per_particle.items()}
 
+    # ------------------------------------------------------------------ site values per draw
+    @torch.no_grad()
+    def site_values(
+        self,
+        z: Tensor,
+        names: Sequence[str],
+        model_args: Sequence[Any] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        predictive: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Values of the named sites in the model run conditioned on each draw.
+
+        Parameters
+        ----------
+        z : Tensor
+            ``(n, d)`` unconstrained draws of the latent sites.
+        names : sequence of str
+            Sites to return (``pyro.deterministic`` sites, observed sites); a name the model does not
+            record at these arguments is left out.
+        model_args, model_kwargs : optional
+            The model's arguments; by default the target's own (the data it was built with).
+        predictive : bool, default False
+            Draw the observed (data) sites from the model given each draw, as
+            ``pyro.infer.Predictive`` does for a model called without data: the posterior
+            predictive.  ``pyro.deterministic`` sites stay computed (from the drawn data where they
+            depend on it).  Otherwise the data is kept as given.
+        generator : torch.Generator, optional
+            Source of the model's random numbers: torch's global generator is seeded from it inside
+            :func:`torch.random.fork_rng`, so its state is the same after the call.
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``{site: (n, *shape)}``, ``shape`` the site's value shape in one model run.
+
+        Notes
+        -----
+        With ``batching == "plate"`` the model runs once for all draws in the particle plate (in
+        chunks), and the sites that do not depend on random draws are compared with single model
+        runs at two draws; with ``"vmap"`` and no ``predictive``, under :func:`torch.func.vmap`.
+        Otherwise, or when the batched run fails or disagrees (with a warning saying why), the sites
+        come from ``pyro.infer.Predictive`` itself, one model run per draw.
+        """
+        if not names:
+            return {}
+        args = self.model_args if model_args is None else tuple(model_args)
+        kwargs = self.model_kwargs if model_kwargs is None else dict(model_kwargs)
+        model = _SampleData()(self.model) if predictive else self.model
+        z = z.to(self._model_dtype)
+        with _global_rng_from(generator, self.device):
+            first = {name: v[0] for name, v in self.constrain(z[:1]).items()}
+            reference = _conditioned_trace(model, first, args, kwargs)
+            shapes = {name: reference.nodes[name]["value"].shape for name in names if name in reference.nodes}
+            if not shapes:
+                return {}
+            reason = None
+            try:
+                if self.batching == "plate":
+                    values = self._plate_site_values(model, z, shapes, args, kwargs)
+                    self._check_site_values(model, z, values, args, kwargs)
+                    return values
+                if self.batching == "vmap" and not predictive:
+                    return self._vmapped_site_values(model, z, shapes, args, kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported, then the per-draw path
+                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            if reason is not None:
+                warnings.warn(
+                    f"the sites {sorted(shapes)} could not be computed for all draws at once ({reason}); "
+                    "computing them with pyro.infer.Predictive, one model run per draw. Where a "
+                    "site's computation reduces over every dim (w.mean(), w.sum()), reduce over the "
+                    "event dims only (w.mean(-1)) so that a leading batch of draws stays apart.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return self._predictive_site_values(model, z, shapes, args, kwargs)
+
+    def _plate_site_values(
+        self, model: Callable, z: Tensor, shapes: dict[str, torch.Size], args: tuple, kwargs: dict
+    ) -> dict[str, Tensor]:
+        chunks: dict[str, list[Tensor]] = {name: [] for name in shapes}
+        for block in torch.split(z, self._chunk):
+            values = self._padded_values(block)[0]
+            with pyro.plate(_PARTICLE_PLATE, block.shape[0], dim=self._particle_dim):
+                trace = _conditioned_trace(model, values, args, kwargs)
+            for name, shape in shapes.items():
+                chunks[name].append(_per_draw(trace.nodes[name]["value"], shape, block.shape[0], name))
+        return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+    def _check_site_values(
+        self, model: Callable, z: Tensor, values: dict[str, Tensor], args: tuple, kwargs: dict
+    ) -> None:
+        """Compare batched site values with two single model runs at each of the first two draws (a
+        site whose two runs differ depends on random draws and is not compared)."""
+        constrained = self.constrain(z[:2])
+        for i in range(min(2, z.shape[0])):
+            draw = {name: v[i] for name, v in constrained.items()}
+            one, two = (_conditioned_trace(model, draw, args, kwargs) for _ in range(2))
+            for name, batched in values.items():
+                single = one.nodes[name]["value"]
+                if not torch.equal(single, two.nodes[name]["value"]):
+                    continue
+                if not torch.allclose(batched[i], single.to(batched.dtype), rtol=1e-4, atol=1e-5):
+                    raise ValueError(
+                        f"site {name!r} at draw {i} is {batched[i].tolist()} in the particle plate "
+                        f"but {single.tolist()} in a single model run"
+                    )
+
+    def _vmapped_site_values(
+        self, model: Callable, z: Tensor, shapes: dict[str, torch.Size], args: tuple, kwargs: dict
+    ) -> dict[str, Tensor]:
+        def one(u: Tensor) -> dict[str, Tensor]:
+            trace = _conditioned_trace(model, self._single_values(u)[0], args, kwargs)
+            return {name: trace.nodes[name]["value"].expand(shape) for name, shape in shapes.items()}
+
+        with _vmap_safe():
+            return torch.func.vmap(one)(z)
+
+    def _predictive_site_values(
+        self, model: Callable, z: Tensor, shapes: dict[str, torch.Size], args: tuple, kwargs: dict
+    ) -> dict[str, Tensor]:
+        from pyro.infer import Predictive
+
+        n = z.shape[0]
+        predictive = Predictive(model, posterior_samples=self.constrain(z), return_sites=list(shapes))
+        with poutine.block():
+            out = predictive(*args, **kwargs)
+        return {name: out[name].reshape((n,) + shape) for name, shape in shapes.items()}
+
     # ------------------------------------------------------------------ mini-batches
     def _data_plates(self) -> dict[str, int]:
         """Full sizes of the vectorised plates that hold observed sites."""
         plates: dict[str, int] = {}
         for site in self._trace.nodes.values():
-            if site["type"] == "sample" and site["is_observed"]:
+            if _is_data(site):
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:
                         plates[frame.name] = frame.size
@@ -449,6 +581,60 @@ def _vmap_safe() -> Iterator[None]:
     valid.all()``) cannot run under :func:`torch.func.vmap`."""
     with pyro.validation_enabled(False):
         yield
+
+
+class _SampleData(Messenger):
+    """Draw the observed (data) sites from their distributions instead of keeping the data, as a
+    posterior predictive needs; ``pyro.deterministic`` sites keep their computed values.
+
+    Placed inside ``poutine.condition`` (which sets the latent sites afterwards), it sees the data
+    sites as the model declares them, observed, and the latent sites not yet conditioned.
+    """
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if msg["is_observed"] and not (msg.get("infer") or {}).get("_deterministic", False):
+            msg["is_observed"] = False
+            msg["value"] = None
+
+
+def _conditioned_trace(model: Callable, values: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
+    """The trace of ``model(*args, **kwargs)`` with its latent sites set to ``values``."""
+    with poutine.block():
+        return poutine.trace(poutine.condition(model, data=values)).get_trace(*args, **kwargs)
+
+
+def _per_draw(value: Tensor, shape: torch.Size, n: int, name: str) -> Tensor:
+    """A site's value from the particle-plate run as ``(n, *shape)``: ``shape`` (the value in one run)
+    must be its trailing dims and the particles its first, any others of size 1."""
+    k = len(shape)
+    lead, tail = value.shape[: value.ndim - k], value.shape[value.ndim - k :]
+    if value.ndim < k or tail != shape or any(d != 1 for d in lead[1:]) or (lead and lead[0] not in (1, n)):
+        raise ValueError(
+            f"site {name!r} has shape {tuple(value.shape)} in the particle plate of {n} draws, which is "
+            f"not {n} draws of its shape {tuple(shape)} in one model run"
+        )
+    return value.reshape((lead[0] if lead else 1,) + shape).expand((n,) + shape)
+
+
+@contextlib.contextmanager
+def _global_rng_from(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
+    """Run with torch's global generator (the one Pyro's distributions draw from) seeded from
+    ``generator`` (:func:`wgfinfer._rng.forked_global_rng`); without a generator, run as is."""
+    if generator is None:
+        yield
+        return
+    with forked_global_rng(seed_from(generator), device):
+        yield
+
+
+def _is_deterministic(site: dict[str, Any]) -> bool:
+    """A ``pyro.deterministic`` site (Pyro records it as an observed, masked ``Delta`` sample site)."""
+    return site["type"] == "sample" and bool((site.get("infer") or {}).get("_deterministic", False))
+
+
+def _is_data(site: dict[str, Any]) -> bool:
+    """An observed sample site that is data, not a ``pyro.deterministic`` value."""
+    return site["type"] == "sample" and site["is_observed"] and not _is_deterministic(site)
 
 
 def _first_line(exc: BaseException) -> str:

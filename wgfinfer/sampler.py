@@ -29,7 +29,7 @@ from wgfinfer._validation import (
 from wgfinfer._version import __version__
 from wgfinfer.flow import Flow
 from wgfinfer.functionals import KLDivergence
-from wgfinfer.importance import importance_diagnostics, warn_if_unreliable
+from wgfinfer.importance import importance_diagnostics, khat_warning_threshold, warn_if_unreliable
 from wgfinfer.init import Init, as_init, base_measure, check_scale, whitening
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.outputs import corrected_draws, inference_data, weighted_draws
@@ -42,6 +42,43 @@ NO_DENSITY_NOTE = (
     "log_weight are omitted; use map='icnn' for them"
 )
 SAMPLER_SCHEMES = ("icnn", "variational", "pwgf")
+MCMC_ONLY_ATTRIBUTES = frozenset({"num_chains", "num_samples", "kernel"})
+"""Attributes of ``pyro.infer.MCMC`` that converters such as ``az.from_pyro`` read and a sampler,
+which stores no chains, does not have: asking for them raises an ``AttributeError`` that says what
+to use instead."""
+
+
+def _summary_notes(num_samples: int, found: dict[str, float] | None, has_density: bool) -> str:
+    """The lines :meth:`WGFSampler.summary` prints under Pyro's table."""
+    lines = [
+        f"{num_samples} independent draws of the flow, not a Markov chain: n_eff is close to the",
+        "number of draws and r_hat close to 1 by construction, whatever the flow's quality.",
+    ]
+    if not has_density:
+        lines.append(
+            "Importance diagnostics: unavailable, residual maps (map='resnet' or 'linear') have no "
+            "tractable density (map='icnn' has one; wgfinfer.diagnostics.ksd needs none)."
+        )
+        return "\n".join(lines)
+    if found is None:
+        lines.append("Importance diagnostics: need at least 2 draws.")
+        return "\n".join(lines)
+    khat = found["khat"]
+    if khat > khat_warning_threshold:
+        reading = "unreliable: the flow misses part of the posterior; see docs/diagnostics.md"
+    elif khat > 0.5:
+        reading = "usable"
+    else:
+        reading = "good"
+    lines += [
+        "Importance diagnostics of these draws against the posterior (weights lp - log q):",
+        f"  PSIS k-hat {khat:.2f} ({reading}; < 0.5 good, 0.5-{khat_warning_threshold} usable, "
+        f"> {khat_warning_threshold} unreliable)",
+        f"  importance ESS {found['ess_is']:.0f} of {num_samples} ({100 * found['ess_is_fraction']:.1f}%)",
+        f"  log Z (log evidence of a Pyro model) {found['log_evidence']:.2f} +- "
+        f"{found['log_evidence_se']:.2f}",
+    ]
+    return "\n".join(lines)
 
 
 class WGFSampler:
@@ -511,35 +548,79 @@ class WGFSampler:
         num_chains: int = 1,
         seed: int | None = None,
         log_likelihood: bool = True,
+        posterior_predictive: bool = False,
+        predictions_args: Sequence[Any] | None = None,
+        predictions_kwargs: dict[str, Any] | None = None,
     ):
-        """Draws of the flow as ArviZ data, with ``lp``, ``log_q`` and ``log_weight``.
+        """Fresh draws of the flow as ArviZ data, with ``lp``, ``log_q`` and ``log_weight``.
+
+        Counts follow ``pyro.infer.MCMC(num_samples=N, num_chains=C)``: ``num_samples`` draws *per
+        chain*, so ``to_inference_data(1000, num_chains=4)`` holds 4 x 1000 = 4000 draws.
 
         Parameters
         ----------
-        num_samples : int
+        num_samples : int, default 1000
             Draws per chain.
-        num_chains : int
-            Chains; the draws are independent, so chains are only a grouping that lets ArviZ's
-            between-chain diagnostics run.
+        num_chains : int, default 1
+            Chains.  The draws are independent, so chains are only a grouping of them that lets
+            ArviZ's between-chain functions run: ``r_hat`` is close to 1 and the ESS close to the
+            number of draws whatever the flow's quality (``docs/diagnostics.md``).
         seed : int, optional
-            Seed for these draws only.
-        log_likelihood : bool
+            Seed for these draws (and the model's random numbers) only; by default the sampler's
+            generator advances.  Torch's global random state is never used or changed.
+        log_likelihood : bool, default True
             For a Pyro model, include the pointwise ``log_likelihood`` group (draws x observations
             values: switch it off for large data sets).
+        posterior_predictive : bool, default False
+            For a Pyro model, add the ``posterior_predictive`` group: every observed site drawn from
+            the model given each posterior draw (what ``pyro.infer.Predictive(model,
+            posterior_samples)`` returns for a model called without its data), with the dims of
+            ``observed_data``, so that ``az.plot_ppc(idata)`` works as it is.
+        predictions_args, predictions_kwargs : optional
+            For a Pyro model, add the ``predictions`` group: the model called as
+            ``model(*predictions_args, **predictions_kwargs)`` (new data, e.g. ``(x_new,)``) given
+            each posterior draw; it holds the observed sites, drawn, and the ``pyro.deterministic``
+            sites at these arguments.  Giving either one adds the group.
 
         Returns
         -------
         arviz.InferenceData (ArviZ 0.x) or xarray.DataTree (ArviZ >= 1.0)
-            Group ``posterior`` holds ``x`` with dims ``(chain, draw, x_dim_0)``; ``sample_stats``
-            holds ``lp`` (unnormalized log target), ``log_q`` (flow log-density) and
-            ``log_weight = lp - log_q``.
+            Group ``posterior`` holds ``x`` with dims ``(chain, draw, x_dim_0)``, or for a Pyro model
+            one variable per latent site (constrained) and per ``pyro.deterministic`` site (its
+            value at each draw); ``sample_stats`` holds ``lp`` (unnormalized log target), ``log_q``
+            (flow log-density) and ``log_weight = lp - log_q``.  For a Pyro model
+            ``log_likelihood`` holds one variable per observed site (``pyro.deterministic`` sites
+            are not observations), and ``observed_data`` the data.  Every group's draws are the same
+            draws: ``posterior_predictive[..., c, d]`` is drawn given ``posterior[..., c, d]``.
+
+        Raises
+        ------
+        ValueError
+            If ``posterior_predictive`` or predictions are asked of a sampler without a Pyro model.
+
+        Notes
+        -----
+        The model runs once for all draws where it can be run in a particle plate; otherwise (models
+        written for one particle) the posterior predictive and predictions take one model run per
+        draw through ``pyro.infer.Predictive``, as Pyro's own ``Predictive`` does by default.
         """
         num_samples = check_positive_int("num_samples", num_samples)
         num_chains = check_positive_int("num_chains", num_chains)
         self._require_trained()
+        assert self.target is not None
+        wants_predictions = predictions_args is not None or predictions_kwargs is not None
+        if (posterior_predictive or wants_predictions) and not self.target.is_model:
+            raise ValueError(
+                "posterior_predictive and predictions_args / predictions_kwargs need a sampler of a "
+                "Pyro model (WGFSampler(model=...)): a log-density has no observations to predict"
+            )
+        predictions = None
+        if wants_predictions:
+            predictions = (tuple(predictions_args or ()), dict(predictions_kwargs or {}))
         return inference_data(
             self.flow, self.target, self.beta, num_samples, num_chains, self._generator_for(seed),
-            log_likelihood, attrs=self.attrs(),
+            log_likelihood, attrs=self.attrs(), posterior_predictive=bool(posterior_predictive),
+            predictions=predictions,
         )  # fmt: skip
 
     def get_samples(
@@ -552,14 +633,20 @@ class WGFSampler:
     ) -> dict[str, Tensor]:
         """Fresh draws in the shapes of ``pyro.infer.MCMC.get_samples``.
 
+        A flow keeps no draws: every call draws ``num_samples`` new ones (``MCMC.get_samples()``
+        returns the draws its run kept, ``num_samples * num_chains`` of them).  The default of 1000
+        is only a default; ask for as many as needed, each costs one pass through the maps.
+
         Parameters
         ----------
-        num_samples : int
-            Number of draws.
+        num_samples : int, default 1000
+            Number of draws, in all (as in ``MCMC.get_samples(num_samples)``).
         seed : int, optional
-            Seed for these draws only.
+            Seed for these draws only; by default the sampler's generator advances.
         group_by_chain : bool
-            Add a leading chain dimension of size 1, as MCMC does with ``group_by_chain=True``.
+            Add a leading chain dimension of size 1, ``(1, num_samples, ...)``, as MCMC does with
+            ``group_by_chain=True`` for one chain.  For several chains of ``num_samples`` draws each
+            use :meth:`to_inference_data`.
         resample : bool
             Shorthand for ``correct="psis"``.
         correct : {None, "psis", "imh"}
@@ -573,8 +660,10 @@ class WGFSampler:
         -------
         dict of str to Tensor
             For a Pyro model, one entry per latent site in its constrained space with shape
-            ``(num_samples, *site_shape)``, usable as ``Predictive(model, posterior_samples=...)``;
-            for a log-density, ``{"x": (num_samples, d)}``.
+            ``(num_samples, *site_shape)``, usable as ``Predictive(model, posterior_samples=...)``
+            (``pyro.deterministic`` sites are not latent: ``Predictive`` returns them, and
+            :meth:`to_inference_data` puts them in the posterior); for a log-density,
+            ``{"x": (num_samples, d)}``.
         """
         self._require_trained()
         assert self.target is not None
@@ -616,15 +705,41 @@ class WGFSampler:
         return result
 
     def summary(self, num_samples: int = 1000, prob: float = 0.9, seed: int | None = None) -> None:
-        """Print a table of posterior statistics like ``pyro.infer.MCMC.summary``.
+        """Print Pyro's table of posterior statistics, as ``pyro.infer.MCMC.summary`` does, and under
+        it the diagnostics that mean something for a flow.
 
-        Uses Pyro's own ``print_summary`` on fresh draws (``n_eff`` of independent draws is close to
-        ``num_samples``; ``r_hat`` is computed by splitting them into two halves).
+        The table is Pyro's ``print_summary`` of ``num_samples`` fresh draws: mean, std, median, the
+        ``prob`` credible interval, ``n_eff`` and ``r_hat``.  The draws are independent, not a
+        Markov chain, so ``n_eff`` is close to ``num_samples`` and ``r_hat`` close to 1 *by
+        construction*: unlike MCMC's, they say nothing about how close the draws are to the
+        posterior.  Under the table come the importance diagnostics of the same draws (their weights
+        ``lp - log q``, as in :meth:`diagnostics`): PSIS k-hat with its reading, the
+        importance-sampling ESS and the log-evidence estimate.  A flow without densities (residual
+        maps) has no weights, which the last line says.
+
+        Parameters
+        ----------
+        num_samples : int, default 1000
+            Draws the table and the diagnostics are computed from.
+        prob : float, default 0.9
+            Probability mass of the credible interval.
+        seed : int, optional
+            Seed for these draws only; by default the sampler's generator advances.
         """
         from wgfinfer.pyro_target import print_summary
 
+        self._require_trained()
+        assert self.target is not None
+        n = check_positive_int("num_samples", num_samples)
         prob = check_positive_float("prob", prob, upper=1.0)
-        print_summary(self.get_samples(num_samples, seed=seed), prob=prob)
+        flow, generator = self.flow, self._generator_for(seed)
+        if flow.has_density:
+            z, log_q, lp = weighted_draws(flow, self.target, self.beta, n, generator)
+            found = importance_diagnostics(lp - log_q) if n >= 2 else None
+        else:
+            z, found = flow.sample(n, generator), None
+        print_summary(self.target.samples(z), prob=prob)
+        print(_summary_notes(n, found, flow.has_density))
 
     def attrs(self) -> dict[str, Any]:
         """Scheme and its options, run options, wgfinfer version and training time (ArviZ attrs)."""
@@ -649,6 +764,19 @@ class WGFSampler:
             flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
         )
         return attrs
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes the sampler does not have: say why the MCMC ones are missing
+        if name in MCMC_ONLY_ATTRIBUTES:
+            raise AttributeError(
+                f"WGFSampler has no {name!r}: it is not a pyro.infer.MCMC run with stored chains but "
+                "draws fresh samples on demand, so az.from_pyro(sampler), which reads an MCMC's "
+                "num_chains, num_samples, kernel and samples, cannot convert it. Use "
+                "sampler.to_inference_data(num_samples, num_chains, posterior_predictive=True) for "
+                "ArviZ data, or run MCMC(wgfinfer.pyro_kernel.WGFKernel(sampler=sampler), ...) and "
+                "convert that run with wgfinfer.pyro_kernel.from_mcmc(mcmc)"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return (
