@@ -555,8 +555,8 @@ class Posterior:
     params: tuple[Param, ...]
 
 
-def _regression(k: int, coefficients: str = "beta") -> tuple[Param, ...]:
-    return Param(coefficients, (k,), constraints.real), Param("sigma", (), constraints.positive)
+def _regression(k: int) -> tuple[Param, ...]:
+    return Param("beta", (k,), constraints.real), Param("sigma", (), constraints.positive)
 
 
 _REAL, _POSITIVE = constraints.real, constraints.positive
