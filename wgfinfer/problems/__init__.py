@@ -13,7 +13,10 @@ application (:mod:`wgfinfer.cli`) may.  One module per kind of problem:
   sampler settings);
 * :mod:`~wgfinfer.problems.datasets`: its data sets (breast cancer, Breiman's generators, Pima,
   synthetic), split and standardised;
-* :mod:`~wgfinfer.problems.filtering`: the Mokrov 2022 §4.5 filtering problem (sine-well potential).
+* :mod:`~wgfinfer.problems.filtering`: the Mokrov 2022 §4.5 filtering problem (sine-well potential);
+* :mod:`~wgfinfer.problems.posteriordb`: thirteen posteriordb posteriors translated from Stan to Pyro,
+  with their data and reference moments (shipped in ``posteriordb_data/``);
+* :mod:`~wgfinfer.problems.eight_schools`: eight schools, centred and non-centred.
 
 Nothing is imported here, so ``import wgfinfer.problems.gaussians`` does not pull in Pyro or
 scikit-learn.
