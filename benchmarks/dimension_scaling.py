@@ -70,7 +70,7 @@ def run_one(dim: int, scheme: str, args: argparse.Namespace) -> dict:
         "steps": n_steps,
         "step_time": statistics.median(step_times),
         "total_time": total,
-        "final_kl_plus_log_z": sampler.history[-1]["kl_plus_log_z"],
+        "final_kl_minus_log_z": sampler.history[-1]["kl_minus_log_z"],
     }
     if not full:
         return row

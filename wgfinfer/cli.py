@@ -89,7 +89,7 @@ def _plot(sampler: WGFSampler, mixture: GaussianMixture, x: torch.Tensor, path: 
     left.set_title("flow draws over target contours")
     left.set_aspect("equal")
     steps = [h["step"] for h in sampler.history]
-    right.semilogy(steps, [max(h["kl_plus_log_z"], 1e-4) for h in sampler.history], marker="o")
+    right.semilogy(steps, [max(h["kl_minus_log_z"], 1e-4) for h in sampler.history], marker="o")
     right.set_xlabel("JKO step")
     right.set_ylabel("KL(rho_k || target) (exact log q, pool estimate)")
     right.set_title("free energy along the flow")
