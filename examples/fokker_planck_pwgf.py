@@ -11,7 +11,7 @@ Usage::
 
     python examples/fokker_planck_pwgf.py            # d = 30, writes ./pwgf_styblinski_tang.png
     python examples/fokker_planck_pwgf.py --quick    # a few seconds (smoke test)
-    python examples/fokker_planck_pwgf.py --out docs/pwgf_styblinski_tang.png   # the figure of docs/pde.md
+    python examples/fokker_planck_pwgf.py --time 2 --out docs/pwgf_styblinski_tang.png  # docs/pde.md figure
 """
 
 from __future__ import annotations
