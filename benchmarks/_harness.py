@@ -1,7 +1,12 @@
-"""Shared benchmark helpers: machine description, markdown tables, writing sections of docs."""
+"""Shared benchmark helpers: machine description, markdown tables, writing the rendered sections.
+
+A benchmark writes its section as ``<name>.md`` into ``--out`` (default: the current directory); it
+replaces the section in the repository's documentation only when asked to, by
+``--docs docs/benchmarks.md`` (see :func:`publish`)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -9,8 +14,6 @@ import re
 from pathlib import Path
 
 import torch
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def machine(device: str) -> str:
@@ -37,7 +40,7 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(name: str, body: str, path: Path = DOCS) -> None:
+def write_section(name: str, body: str, path: Path) -> None:
     """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
@@ -47,6 +50,41 @@ def write_section(name: str, body: str, path: Path = DOCS) -> None:
         pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     )
     path.write_text(text)
+
+
+def publish(name: str, body: str, out: Path | None, docs: list[Path] | None = None) -> list[Path]:
+    """Write the rendered section ``name``: as ``out/<name>.md`` (unless ``out`` is ``None``) and, only
+    where ``docs`` names markdown files (``--docs docs/benchmarks.md``), replaced in each of them.
+
+    Returns the paths written."""
+    written = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.md").write_text(body.rstrip() + "\n")
+        written.append(out / f"{name}.md")
+    for path in docs or []:
+        write_section(name, body, path)
+        written.append(path)
+    return written
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, figures: bool = False) -> None:
+    """``--out DIR`` (default: the current directory), ``--docs FILE...`` (opt-in) and ``--no-write``."""
+    where = "the section as <name>.md" + (" and the figures" if figures else "")
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), help=f"folder of {where} (default: the current directory)"
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="also replace the section in these markdown files, e.g. docs/benchmarks.md"
+        + (" (the figures then go into the first file's folder, where its links point)" if figures else "")
+        + "; the repository's docs change only with this option",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only: write no file at all")
 
 
 def load_run(path: str | Path, note: str = "") -> tuple[list[dict], dict]:

@@ -7,8 +7,9 @@ reports the test accuracy of the posterior-predictive mean, the mean test log pr
 wall time of training / running, the time for 10^5 further draws, the PSIS k-hat (wgfinfer only: it
 is the only method with a density) and, for NUTS, the minimum bulk ESS over all coordinates.  All
 methods run in the same process on the same machine; seed 001's Table 2 numbers are printed beside
-ours.  The table is rewritten into docs/benchmarks.md after every completed row, so a run that is cut
-off still leaves a table.
+ours.  The table is rewritten after every completed row, so a run that is cut off still leaves a
+table: into ``blr.md`` in ``--out`` (default: the current directory), and into the repository's
+documentation only with ``--docs docs/benchmarks.md``.
 
     python benchmarks/blr.py                                   # all five data sets, all methods
     python benchmarks/blr.py --datasets breast_cancer --methods wgfinfer nuts
@@ -16,6 +17,7 @@ off still leaves a table.
     python benchmarks/blr.py --nuts-warmup 1000 --nuts-draws 4096 waveform=1000 twonorm=1000
     python benchmarks/blr.py --stop-at 15:15 --json /tmp/blr.json   # start no row after 15:15 UTC
     python benchmarks/blr.py --from-json /tmp/blr.json         # rewrite the section from saved rows
+    python benchmarks/blr.py --from-json /tmp/blr.json --docs docs/benchmarks.md   # ... in the docs
 
 ``--nuts-warmup`` and ``--nuts-draws`` take a default and/or ``dataset=value`` overrides; the warmup
 and draws NUTS actually ran are always printed in the table.  A SIGTERM ends the run with the table
@@ -40,7 +42,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import DOCS, machine, markdown_table, write_section  # noqa: E402
+from _harness import add_output_arguments, machine, markdown_table, publish  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.problems import datasets, logistic  # noqa: E402
@@ -481,9 +483,8 @@ def main() -> None:
         "marking the requested rows it lacks as not run",
     )
     parser.add_argument("--note", action="append", default=[], help="extra line for the reading")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
+    add_output_arguments(parser)
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # smoke test
-    parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
     parser.add_argument("--command", default=None, help=argparse.SUPPRESS)  # for --from-json
     parser.add_argument("--started", default=None, help=argparse.SUPPRESS)  # for --from-json
     args = parser.parse_args()
@@ -510,7 +511,7 @@ def main() -> None:
         results.sort(key=lambda r: (DATASETS.index(r["dataset"]), order[r["method"]]))
         body = render(results, args, commands, " and ".join(starts))
         if not args.no_write:
-            write_section(SECTION, body, args.docs)
+            publish(SECTION, body, args.out, args.docs)
         print(body)
         return
 
@@ -523,10 +524,10 @@ def main() -> None:
 
     results: list[dict[str, Any]] = []
 
-    def publish() -> None:
+    def publish_rows() -> None:
         body = render(results, args, [command], started)
         if not args.no_write:
-            write_section(SECTION, body, args.docs)
+            publish(SECTION, body, args.out, args.docs)
         if args.json is not None:
             saved = {"command": command, "started": started, "results": results}
             args.json.write_text(json.dumps(saved, indent=2, default=str))
@@ -538,7 +539,7 @@ def main() -> None:
             except ImportError as exc:
                 print(f"{name}: skipped ({exc})", flush=True)
                 results.append({"dataset": name, "method": "all", "shape": "—", "skipped": f"skipped: {exc}"})
-                publish()
+                publish_rows()
                 continue
             shape = f"{data.x_train.shape[0]} × {data.n_features}"
             for method in args.methods:
@@ -554,10 +555,10 @@ def main() -> None:
                         raise
                 results.append(record)
                 print(json.dumps(record, default=str), flush=True)
-                publish()
+                publish_rows()
     except Stopped:
         _fill_missing(results, args, "not run: stopped (SIGTERM) at the deadline")
-        publish()
+        publish_rows()
     print(render(results, args, [command], started))
 
 

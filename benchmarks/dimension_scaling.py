@@ -5,10 +5,12 @@ Target: a Gaussian mixture of 10 equal-weight unit-covariance components whose m
 use the same fixed network sizes at every dimension.  Per (scheme, D): median wall time of a JKO
 step; where the full number of steps was run, the KSD (RBF kernel, median bandwidth of the target
 draws, U-statistic of ``wgfinfer.diagnostics.ksd``) of flow draws and of exact target draws (the
-noise floor), and for the ICNN scheme the SymKL from exact densities.  Writes the table into
-docs/benchmarks.md and a PCA scatter plot of D = 64 draws into docs/.
+noise floor), and for the ICNN scheme the SymKL from exact densities.  Writes the table
+(``dimension_scaling.md``) and a PCA scatter plot of D = 64 draws into ``--out`` (default: the
+current directory); into ``docs/benchmarks.md`` and ``docs/`` only with ``--docs docs/benchmarks.md``.
 
     python benchmarks/dimension_scaling.py                       # the documented run (CPU)
+    python benchmarks/dimension_scaling.py --docs docs/benchmarks.md   # ... written into the docs
     python benchmarks/dimension_scaling.py --dims 2 8 --steps 4  # quick look
     python benchmarks/dimension_scaling.py --device cuda --icnn-quality-max-dim 128
 """
@@ -24,13 +26,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
+from _harness import add_output_arguments, load_run, machine, markdown_table, publish, record_row  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.diagnostics import ksd, score_from_log_density, symmetric_kl  # noqa: E402
 from wgfinfer.problems.gaussians import GaussianMixture  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 # seed 001 Table 4: cube width l of the component means per dimension (64 and 128 as listed there)
 CUBE_WIDTH = {2: 5.0, 4: 5.0, 8: 5.0, 15: 3.0, 24: 3.0, 32: 3.0, 64: 2.0, 128: 1.5}
 
@@ -70,7 +71,7 @@ def run_one(dim: int, scheme: str, args: argparse.Namespace) -> dict:
         "steps": n_steps,
         "step_time": statistics.median(step_times),
         "total_time": total,
-        "final_kl_plus_log_z": sampler.history[-1]["kl_plus_log_z"],
+        "final_kl_minus_log_z": sampler.history[-1]["kl_minus_log_z"],
     }
     if not full:
         return row
@@ -93,11 +94,13 @@ def run_one(dim: int, scheme: str, args: argparse.Namespace) -> dict:
         )
         row["symkl"], row["symkl_se"] = sym, sym_se
     if dim == args.pca_dim:
-        pca_plot(x.numpy(), exact.numpy(), dim, scheme)
+        pca_plot(x.numpy(), exact.numpy(), dim, scheme, args.figures)
     return row
 
 
-def pca_plot(flow_draws, target_draws, dim: int, scheme: str) -> None:
+def pca_plot(flow_draws, target_draws, dim: int, scheme: str, folder: Path | None) -> None:
+    if folder is None:  # --no-write
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,14 +109,16 @@ def pca_plot(flow_draws, target_draws, dim: int, scheme: str) -> None:
 
     pca = PCA(n_components=2).fit(target_draws)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
-    for ax, draws, title in ((axes[0], target_draws, "target (exact draws)"), (axes[1], flow_draws, scheme)):
+    panels = ((axes[0], target_draws, "exact target draws"), (axes[1], flow_draws, f"{scheme} flow draws"))
+    for ax, draws, title in panels:
         p = pca.transform(draws[:3000])
         ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.4)
-        ax.set_title(f"{title}, D = {dim}")
+        ax.set_title(f"{len(p)} {title}, D = {dim}")
         ax.set_xlabel("PC 1 (of the target)")
     axes[0].set_ylabel("PC 2")
     fig.tight_layout()
-    path = DOCS / f"dimension_scaling_pca_{scheme}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"dimension_scaling_pca_{scheme}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
@@ -180,8 +185,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--from-json", help="render a saved run instead of running")
     parser.add_argument("--note", default="")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    add_output_arguments(parser, figures=True)
     args = parser.parse_args()
+    args.figures = None if args.no_write else (args.docs[0].parent if args.docs else args.out)
     if args.from_json:
         rows, meta = load_run(args.from_json, args.note)
     else:
@@ -203,7 +209,7 @@ def main() -> None:
     body = render(rows, meta)
     print(body)
     if not args.no_write:
-        write_section("dimension_scaling", body)
+        publish("dimension_scaling", body, args.out, args.docs)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ The seed 002 §4.5 problem (``wgfinfer.problems.filtering.sine_well_problem``) o
 SymKL between its density of ``p(X_5 | Y_1:9)`` and the Chang-Cooper grid solution (2000 points on
 [-5, 5], dt = 1e-3), computed on the grid; wall time; error of its ``log p(Y_1:9)`` against the
 grid's.  The JKO filter's density is exact (inverting the maps, normalised by its own log-evidence
-estimate); the particle filters' is a Gaussian KDE (Scott's rule).  Writes the table into
-docs/benchmarks.md and docs/filtering.md.
+estimate); the particle filters' is a Gaussian KDE (Scott's rule).  Writes the table as
+``filtering.md`` into ``--out`` (default: the current directory); into the docs only with
+``--docs docs/benchmarks.md docs/filtering.md``.
 
     python benchmarks/filtering.py                     # the documented run (CPU)
+    python benchmarks/filtering.py --docs docs/benchmarks.md docs/filtering.md   # ... into the docs
     python benchmarks/filtering.py --seeds 0 --methods pf-1000 jko-independent   # quick look
 """
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
+from _harness import add_output_arguments, load_run, machine, markdown_table, publish, record_row  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.filtering import JKOFilter  # noqa: E402
@@ -33,7 +35,6 @@ from wgfinfer.filtering.grid import GridFilter1D, symkl_on_grid  # noqa: E402
 from wgfinfer.filtering.particle import BootstrapParticleFilter  # noqa: E402
 from wgfinfer.problems.filtering import sine_well_problem  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 METHODS = ["jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-50000"]
 # seed 002 Figure 5a as quoted in issue 5: median log10 SymKL
 SEED_REPORTED = {"jko-independent": -1.77, "pf-10000": -1.89, "pf-50000": -2.37}
@@ -142,7 +143,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows here (after every run)")
     parser.add_argument("--from-json", help="render a saved run instead of running")
     parser.add_argument("--note", default="")
-    parser.add_argument("--no-write", action="store_true")
+    add_output_arguments(parser)
     args = parser.parse_args()
     if args.from_json:
         rows, meta = load_run(args.from_json, args.note)
@@ -168,8 +169,7 @@ def main() -> None:
     body = render(rows, meta)
     print(body)
     if not args.no_write:
-        write_section("filtering", body)
-        write_section("filtering", body, path=DOCS / "filtering.md")
+        publish("filtering", body, args.out, args.docs)
 
 
 if __name__ == "__main__":

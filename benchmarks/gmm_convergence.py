@@ -2,10 +2,12 @@
 
 rho_0 = N(0, 16 I); target (1/M) sum_m N(mu_m, I) with mu_m ~ Uniform([-l/2, l/2]^D); h = 0.1.
 SymKL(flow, target) is estimated by Monte Carlo on 10^4 draws of each, with the flow's exact log q
-(tracked at its own draws, by inversion at the target's draws).  Printed as a table and written to
-docs/benchmarks.md.
+(tracked at its own draws, by inversion at the target's draws).  Printed as a table and written as
+``gmm-convergence-<device>-h<step>.md`` into ``--out`` (default: the current directory); into
+docs/benchmarks.md only with ``--docs docs/benchmarks.md``.
 
     python benchmarks/gmm_convergence.py                      # the documented run (CPU)
+    python benchmarks/gmm_convergence.py --docs docs/benchmarks.md   # ... written into the docs
     python benchmarks/gmm_convergence.py --device cuda --dims 2 4 8 16
     python benchmarks/gmm_convergence.py --preset seed         # Table 1 widths, 1000 iters/step
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import machine, markdown_table, write_section  # noqa: E402
+from _harness import add_output_arguments, machine, markdown_table, publish  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.diagnostics import symmetric_kl  # noqa: E402
@@ -96,7 +98,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--mc", type=int, default=10_000, help="Monte-Carlo draws for SymKL")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
+    add_output_arguments(parser)
     args = parser.parse_args()
 
     rows = []
@@ -142,7 +144,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section(f"gmm-convergence-{args.device.split(':')[0]}-h{args.step_size:g}", body)
+        publish(f"gmm-convergence-{args.device.split(':')[0]}-h{args.step_size:g}", body, args.out, args.docs)
 
 
 if __name__ == "__main__":

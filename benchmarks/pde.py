@@ -47,10 +47,14 @@ evaluation, i.e. about 7 minutes when the core is free; 12.5 minutes wall when a
 the core.  ``--quick``: OU d = 2 and both Barenblatt problems, 2 steps, 10 iterations, 5000
 evaluation draws, one step size (about 20 s including start-up; a smoke test, not a measurement).
 
-    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/pde.py --out /tmp/pde.json  # the documented run
-    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/pde.py --quick --no-write    # smoke test
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/pde.py --json /tmp/pde.json  # the documented run
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/pde.py --quick --no-write     # smoke test
     python benchmarks/pde.py --problems barenblatt-1 --schemes pwgf --no-write
-    python benchmarks/pde.py --from-json /tmp/pde.json --note "..."              # re-render a run
+    python benchmarks/pde.py --from-json /tmp/pde.json --note "..."               # re-render a run
+    python benchmarks/pde.py --from-json /tmp/pde.json --docs docs/benchmarks.md  # ... into the docs
+
+The table goes to ``pde.md`` in ``--out`` (default: the current directory), into the docs only with
+``--docs``; ``--json`` saves the rows (rewritten after every row).
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from scipy import stats
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import load_run, machine, markdown_table, record_row, write_section  # noqa: E402
+from _harness import add_output_arguments, load_run, machine, markdown_table, publish, record_row  # noqa: E402
 
 import wgfinfer  # noqa: E402
 from wgfinfer.errors import TrainingDivergedError  # noqa: E402
@@ -457,10 +461,10 @@ def main() -> None:
     parser.add_argument("--problems", nargs="+", help=f"subset of {PROBLEMS} or a prefix (ou, barenblatt)")
     parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="JSON file of the rows (rewritten after every row)")
+    parser.add_argument("--json", help="JSON file of the rows (rewritten after every row)")
     parser.add_argument("--from-json", help="render a saved run instead of running")
     parser.add_argument("--note", default="")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    add_output_arguments(parser)
     args = parser.parse_args()
     if args.from_json:
         rows, meta = load_run(args.from_json, args.note)
@@ -481,22 +485,22 @@ def main() -> None:
         for problem in problems:
             dim = int(problem.rsplit("-", 1)[1])
             if problem.startswith("ou"):
-                record_row(rows, ou_floor(dim, settings, args.seed), meta, args.out)
+                record_row(rows, ou_floor(dim, settings, args.seed), meta, args.json)
             else:
                 for row in barenblatt_reference_rows(dim, settings, args.seed):
-                    record_row(rows, row, meta, args.out)
+                    record_row(rows, row, meta, args.json)
             for _, scheme, pwgf_map in jobs([problem], args.schemes):
                 for refine in settings.refinements:
                     if problem.startswith("ou"):
                         row = run_ou(dim, scheme, pwgf_map, refine, settings, args.seed)
                     else:
                         row = run_barenblatt(dim, scheme, refine, settings, args.seed)
-                    record_row(rows, row, meta, args.out)
+                    record_row(rows, row, meta, args.json)
         print(f"total {time.perf_counter() - start:.1f} s", flush=True)
     body = render(rows, meta)
     print(body)
     if not args.no_write:
-        write_section("pde", body)
+        publish("pde", body, args.out, args.docs)
 
 
 def warm_up() -> None:

@@ -67,7 +67,8 @@ def sampler_rows() -> dict[str, dict]:
         sampler.run()
         x = sampler.sample(200, seed=1)
         last = sampler.history[-1]
-        rows[name] = {"draws": _hash(x), "kl_plus_log_z": last["kl_plus_log_z"], "loss": last["loss"]}
+        kl = last["kl_minus_log_z"] if "kl_minus_log_z" in last else last["kl_plus_log_z"]  # older versions
+        rows[name] = {"draws": _hash(x), "kl_minus_log_z": kl, "loss": last["loss"]}
     return rows
 
 

@@ -41,10 +41,13 @@
     a single pulse spreads at about the right rate.  The ICNN scheme cannot be the backward step here
     (a forward step has no tracked density).
 
-Writes ``docs/aggregation_ring.png`` and ``docs/aggregation_diffusion.png`` (``--out`` is the folder).
+Writes ``aggregation_ring.png`` and ``aggregation_diffusion.png`` into ``--out`` (a folder; default
+the current directory).  The figures of ``docs/pde.md`` are the full run's, written into ``docs/``
+only when asked for::
 
-    python examples/aggregation.py            # about 10 minutes on one CPU core
-    python examples/aggregation.py --quick    # a smoke run (seconds)
+    python examples/aggregation.py                 # about 10 minutes on one CPU core
+    python examples/aggregation.py --quick         # a smoke run (seconds)
+    python examples/aggregation.py --out docs      # regenerate docs/aggregation_*.png
 """
 
 from __future__ import annotations
@@ -64,7 +67,6 @@ from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.functionals import GeneralizedEntropy, InteractionEnergy
 from wgfinfer.problems.finite_volume import BOX, FiniteVolumeReference
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 RING_RADIUS = 1.0 / math.sqrt(3.0)
 
 
@@ -238,14 +240,17 @@ def plot_ring(out: Path, ring: dict, snapshots: tuple[int, ...]) -> None:
     for row, (name, run) in enumerate(runs.items()):
         k = np.arange(len(run["stats"]))
         m, s = run["stats"][:, 0], run["stats"][:, 1]
-        ax.plot(k, m, f"C{row}-", label=f"{name} ({run['wall_time']:.0f} s)")
+        ax.plot(k, m, f"C{row}-", label=f"{name} ({run['wall_time']:.1f} s)")
         ax.fill_between(k, m - s, m + s, color=f"C{row}", alpha=0.2)
     ax.axhline(RING_RADIUS, color="k", ls="--", lw=1, label="1/sqrt(3) (steady ring)")
     ax.axhline(0.5, color="gray", ls=":", lw=1, label="0.5 (seed 000 Fig. 7 caption)")
-    ax.set_xlabel("step k (a = 0.05)")
-    ax.set_ylabel("radius, mean +- sd")
+    ax.set_xlabel(f"step k (a = {ring['a']:g})")
+    ax.set_ylabel("radius about the centre\nof mass, mean +- sd")
     ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Aggregation, W = |x|^4/4 - |x|^2/2 (seed 000 App. B.2, Example 1)")
+    fig.suptitle(
+        "Aggregation, W = |x|^4/4 - |x|^2/2 (seed 000 App. B.2, Example 1); "
+        "dashed: the steady ring, radius 1/sqrt(3)"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -375,22 +380,28 @@ def plot_aggregation_diffusion(out: Path, ad: dict) -> None:
     import matplotlib.pyplot as plt
 
     steps = sorted(ad["hists"])
-    fig, axes = plt.subplots(2, len(steps), figsize=(2.4 * len(steps), 5.2), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(steps), figsize=(2.4 * len(steps), 6.0), squeeze=False, layout="constrained"
+    )
     extent = (-BOX, BOX, -BOX, BOX)
+    bins = 64  # as in the printed table
     for col, k in enumerate(steps):
-        draws = _histogram(ad["hists"][k], 48)
-        for row, (image, label) in enumerate(((draws, "FB (variational)"), (ad["fv"][k], "finite volume"))):
+        # the smoothed densities whose maxima the table prints, on one colour scale per column
+        draws = _smooth(_histogram(ad["hists"][k], bins), 2 * BOX / bins)
+        grid = _smooth(ad["fv"][k], 2 * BOX / ad["fv"][k].shape[0])
+        top = max(draws.max(), grid.max())
+        for row, (image, label) in enumerate(((draws, "forward-backward"), (grid, "finite volume"))):
             ax = axes[row, col]
-            ax.imshow(image.T, origin="lower", extent=extent, cmap="viridis")
+            ax.imshow(image.T, origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=top)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{label}\nk = {k}, t = {k * ad['a']:g}", fontsize=8)
+            ax.set_title(f"{label}\nk = {k}, t = {k * ad['a']:g}, max {image.max():.4f}", fontsize=8)
     fig.suptitle(
-        "Aggregation-diffusion, W = -exp(-|x|^2)/pi, 0.1 Delta rho^3 (seed 000 §4.4): "
-        "forward-backward draws (top) vs grid solution (bottom)",
-        fontsize=10,
+        "Aggregation-diffusion, W = -exp(-|x|^2)/pi, 0.1 Delta rho^3 (seed 000 §4.4)\n"
+        f"top: forward-backward draws; bottom: grid solution; on [-{BOX:g}, {BOX:g}]^2\n"
+        f"densities smoothed (sd {SMOOTHING}) as in the printed table; one colour scale per column",
+        fontsize=9,
     )
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -406,9 +417,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="JKO scheme of the ring's backward method (variational: residual map, as in seed 000 App. C)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
-    parser.add_argument("--out", type=Path, default=DOCS, help="folder of the two PNG files")
+    parser.add_argument(
+        "--out", type=Path, default=Path("."), help="folder of the two PNG files (default: current directory)"
+    )
     args = parser.parse_args(argv)
     cfg = _settings(args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     ring = part_ring(cfg, args.seed, args.backward)
     plot_ring(args.out / "aggregation_ring.png", ring, cfg["ring_snapshots"])

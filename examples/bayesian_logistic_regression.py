@@ -87,22 +87,50 @@ def run(
         log_likelihood=small,
         posterior_predictive=small,
     )
+    _name_weights(idata, data.feature_names)
     idata.to_netcdf(str(out / f"blr_{dataset}.nc"))
     (out / f"blr_{dataset}.json").write_text(json.dumps(report, indent=2))
-    _plot(idata, out / f"blr_{dataset}.png", dataset)
+    _plot(idata, out / f"blr_{dataset}.png", dataset, report)
     _print(report, out)
     return report
 
 
-def _plot(idata: Any, path: Path, dataset: str) -> None:
+def _name_weights(idata: Any, feature_names: list[str]) -> None:
+    """Label the coordinates of ``w`` in the posterior by the data set's column names (``"intercept"``
+    first), so that the summary, the saved file and the plot name every weight."""
+    dim = idata.posterior["w"].dims[-1]
+    idata.posterior = idata.posterior.rename({dim: "feature"}).assign_coords(feature=feature_names)
+
+
+def _plot(idata: Any, path: Path, dataset: str, report: dict[str, Any]) -> None:
     import arviz as az
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = az.plot_forest(idata, var_names=["w"], combined=True, figsize=(6, 8))
-    axes[0].set_title(f"{dataset}: posterior of the weights (wgfinfer)")
+    n_weights = idata.posterior.sizes["feature"]
+    n_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+    axes = az.plot_forest(
+        idata,
+        var_names=["w"],
+        combined=True,
+        hdi_prob=0.94,
+        textsize=9,
+        figsize=(7, 1.5 + 0.25 * n_weights),
+    )
+    ax = axes[0]
+    ax.set_title(
+        f"{dataset}: posterior of the logistic-regression weights w (wgfinfer)\n"
+        f"printed report: test accuracy {report['test_accuracy']:.3f}, PSIS k-hat {report['khat']:.2f}",
+        fontsize=9,
+    )
+    ax.set_xlabel(
+        "w: change in log-odds per training-set sd of the feature (intercept: log-odds at the means)\n"
+        f"point: median; thick: interquartile range; thin: 94% HDI; {n_draws} draws",
+        fontsize=9,
+    )
+    ax.axvline(0.0, color="0.6", lw=0.8, zorder=0)
     plt.savefig(path, dpi=100, bbox_inches="tight")
     plt.close("all")
 

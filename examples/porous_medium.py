@@ -20,10 +20,11 @@
     radii against ``BarenblattProfile.radius_cdf`` (1000 draws; the second moments from 20000).  CPU
     budget: 20 JKO steps of 300 iterations instead of the seed's 50 steps of 1000.
 
-Writes a 2 x 3 figure (default ``docs/porous_medium.png``).
+Writes a 2 x 3 figure to ``--out`` (default ``porous_medium.png`` in the current directory).
 
     python examples/porous_medium.py            # about 6 minutes on one CPU core
     python examples/porous_medium.py --quick    # a smoke run (seconds)
+    python examples/porous_medium.py --out docs/porous_medium.png   # the figure of docs/pde.md
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ from scipy import stats
 import wgfinfer
 from wgfinfer.functionals import GeneralizedEntropy
 from wgfinfer.problems.barenblatt import BarenblattProfile
-
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def _settings(quick: bool, steps: int | None) -> dict:
@@ -170,7 +169,8 @@ def part_1d(cfg: dict, seed: int) -> tuple[list[dict], dict]:
             }
         )
         curves[scheme] = density
-        curves[scheme + "_m2"] = _second_moments(flow, min(cfg["draws"], 8192), seed + 2)
+        curves["m2_draws"] = min(cfg["draws"], 8192)
+        curves[scheme + "_m2"] = _second_moments(flow, curves["m2_draws"], seed + 2)
     header = ("scheme", "wall [s]", "L1 dens.", "E x^2", "exact", "rel.err", "W1")
     print(f"{header[0]:<12} " + " ".join(f"{h:>9}" for h in header[1:]))
     for r in rows:
@@ -283,7 +283,13 @@ def part_3d(cfg: dict, seed: int) -> tuple[list[dict], dict]:
 
 
 def plot(
-    out: Path, curves_1d: dict, rows_pwgf: list[dict], pwgf: dict, rows_3d: list[dict], c3: dict
+    out: Path,
+    curves_1d: dict,
+    rows_pwgf: list[dict],
+    pwgf: dict,
+    rows_3d: list[dict],
+    c3: dict,
+    pwgf_hidden: tuple[int, ...],
 ) -> None:
     import matplotlib
 
@@ -300,6 +306,7 @@ def plot(
     ax.plot(grid, curves_1d["icnn"], "C0-", lw=1.3, label="ICNN JKO")
     ax.plot(grid, curves_1d["variational"], "C1-", lw=1.3, label="variational JKO (ICNN map)")
     ax.set_xlabel("x")
+    ax.set_ylabel("density")
     ax.set_title(f"(a) 1-D Barenblatt (seed 000 §4.3), a = {curves_1d['a']:g}")
     ax.legend(fontsize=8)
     # (a) second moments
@@ -308,9 +315,10 @@ def plot(
     times = k * curves_1d["a"]
     fine = np.linspace(0, times[-1], 200)
     ax.plot(fine, [profile.second_moment(t) for t in fine], "k-", lw=2, label="exact")
-    ax.plot(times, curves_1d["icnn_m2"], "C0o-", ms=3, label="ICNN JKO")
-    ax.plot(times, curves_1d["variational_m2"], "C1s-", ms=3, label="variational JKO")
-    ax.set_xlabel("t")
+    per_step = f"{curves_1d['m2_draws']} fresh draws per step"
+    ax.plot(times, curves_1d["icnn_m2"], "C0o-", ms=3, label=f"ICNN JKO ({per_step})")
+    ax.plot(times, curves_1d["variational_m2"], "C1s-", ms=3, label=f"variational JKO ({per_step})")
+    ax.set_xlabel("t (since the start)")
     ax.set_ylabel("E x^2")
     ax.set_title("(a) second moment")
     ax.locator_params(axis="x", nbins=5)
@@ -319,23 +327,29 @@ def plot(
     ax = axes[0, 1]
     p2 = pwgf["profile"]
     pts = pwgf["final"]
-    ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.4, color="C0", label="PWGF draws, t = 0.6")
+    t_start, t_stop = p2.t0, p2.t0 + pwgf["t_end"]  # absolute (profile) times
+    ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.4, color="C0", label=f"PWGF draws, t = {t_stop:g}")
     theta = np.linspace(0, 2 * np.pi, 400)
-    for t, style, name in ((0.0, "k--", "t = 0.1"), (pwgf["t_end"], "k-", "t = 0.6")):
+    for t, style in ((0.0, "k--"), (pwgf["t_end"], "k-")):
         radius = p2.support_radius(t)
-        ax.plot(radius * np.cos(theta), radius * np.sin(theta), style, lw=1.2, label=f"exact support, {name}")
+        label = f"exact support, t = {p2.t0 + t:g}"
+        ax.plot(radius * np.cos(theta), radius * np.sin(theta), style, lw=1.2, label=label)
     ax.set_aspect("equal")
-    ax.set_title("(b) PWGF (ResNet 3x100 tanh), d = 2, m = 2.4")
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    same = len(set(pwgf_hidden)) == 1
+    widths = f"{len(pwgf_hidden)}x{pwgf_hidden[0]}" if same else "x".join(str(w) for w in pwgf_hidden)
+    ax.set_title(f"(b) PWGF (ResNet {widths} tanh), d = 2, m = 2.4")
     ax.legend(fontsize=7, loc="upper right")
     # (b) second moment over time
     ax = axes[1, 1]
     t_abs = np.array([r["t"] for r in rows_pwgf])
-    fine = np.linspace(0.0, 0.5, 200)
-    ax.plot(0.1 + fine, [p2.second_moment(t) for t in fine], "k-", lw=2, label="exact")
+    fine = np.linspace(0.0, pwgf["t_end"], 200)
+    ax.plot(t_start + fine, [p2.second_moment(t) for t in fine], "k-", lw=2, label="exact")
     ax.plot(t_abs, [r["m2"] for r in rows_pwgf], "C0o", ms=4, label="PWGF")
-    ax.set_xlabel("t")
+    ax.set_xlabel(f"t (absolute, from {t_start:g})")
     ax.set_ylabel("E |x|^2")
-    ax.set_title(f"(b) second moment ({pwgf['wall_time']:.0f} s)")
+    ax.set_title(f"(b) second moment (PWGF run: {pwgf['wall_time']:.1f} s)")
     ax.legend(fontsize=8)
     # (c) radius CDF
     ax = axes[0, 2]
@@ -346,6 +360,7 @@ def plot(
     ax.plot(r_grid, p3.radius_cdf(r_grid, 0.0), "k--", lw=1, label="exact, t = 0")
     ax.step(radii, (np.arange(radii.size) + 1) / radii.size, "C1-", where="post", label="variational draws")
     ax.set_xlabel("|x|")
+    ax.set_ylabel("CDF of the radius |x|")
     ax.set_title(f"(c) d = 3 radius CDF (KS p = {rows_3d[-1]['p_value']:.3f})")
     ax.legend(fontsize=8)
     # (c) second moment
@@ -354,9 +369,9 @@ def plot(
     fine = np.linspace(0, t3[-1], 200)
     ax.plot(fine, [p3.second_moment(t) for t in fine], "k-", lw=2, label="exact")
     ax.plot(t3, [r["m2"] for r in rows_3d], "C1s", ms=4, label="variational JKO")
-    ax.set_xlabel("t")
+    ax.set_xlabel("t (since the start)")
     ax.set_ylabel("E |x|^2")
-    ax.set_title(f"(c) d = 3, second moment ({c3['wall_time']:.0f} s)")
+    ax.set_title(f"(c) d = 3, second moment (run: {c3['wall_time']:.1f} s)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -369,14 +384,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="JKO steps K of part (a) (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
-    parser.add_argument("--out", type=Path, default=DOCS / "porous_medium.png")
+    parser.add_argument("--out", type=Path, default=Path("porous_medium.png"), help="PNG file")
     args = parser.parse_args(argv)
     cfg = _settings(args.quick, args.steps)
     start = time.perf_counter()
     rows_1d, curves_1d = part_1d(cfg, args.seed)
     rows_pwgf, pwgf = part_pwgf(cfg, args.seed)
     rows_3d, c3 = part_3d(cfg, args.seed)
-    plot(args.out, curves_1d, rows_pwgf, pwgf, rows_3d, c3)
+    plot(args.out, curves_1d, rows_pwgf, pwgf, rows_3d, c3, cfg["pwgf"].hidden)
     total = time.perf_counter() - start
     print(f"\ntotal {total:.0f} s; wrote {args.out}")
     assert all(math.isfinite(r["m2"]) for r in rows_1d + rows_pwgf + rows_3d)

@@ -39,3 +39,33 @@ def test_vectorisation_benchmark_writes_its_table_into_out_only(tmp_path):
     assert [row["model"] for row in saved["rows"]] == ["blr-breast-cancer", "varying-intercepts"]
     assert all(row["vmap_s"] > 0 and row["plate_s"] > 0 for row in saved["rows"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vectorisation.json", "vectorisation.md"]
+
+
+def test_benchmark_sections_go_to_out_and_into_docs_only_with_docs(writes_only_in_cwd):
+    """The default writes ``blr.md`` into the current directory; ``--docs FILE`` replaces the section in
+    FILE (the repository's docs/benchmarks.md is never written by default)."""
+    tmp_path = writes_only_in_cwd
+    saved = ROOT / "benchmarks" / "results" / "blr_2026-11-25_waveform.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "blr.py"), "--from-json", str(saved)]
+    command += ["--datasets", "waveform", "--methods", "wgfinfer", "wgfinfer_pwgf"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["blr.md"]
+    section = (tmp_path / "blr.md").read_text()
+    assert "waveform" in section and "<!--" not in section
+
+    docs = tmp_path / "notes.md"
+    docs.write_text("# Notes\n\n<!-- blr:start -->\nold table\n<!-- blr:end -->\n\nkept\n")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*command, "--docs", str(docs), "--out", str(out)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    text = docs.read_text()
+    assert "old table" not in text and section.strip() in text and text.endswith("kept\n")
+    assert [p.name for p in out.iterdir()] == ["blr.md"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([*command, "--no-write"], cwd=empty, capture_output=True, text=True)
+    assert done.returncode == 0 and "waveform" in done.stdout and list(empty.iterdir()) == []

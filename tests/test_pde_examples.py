@@ -1,4 +1,5 @@
-"""The PDE examples (porous medium, aggregation) run end to end with ``--quick`` settings."""
+"""The PDE examples (porous medium, aggregation) run end to end with ``--quick`` settings, in an empty
+current directory with their default output paths, and write nowhere else (``writes_only_in_cwd``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_porous_medium_example(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    writes_only_in_cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out_png = tmp_path / "porous_medium.png"
-    monkeypatch.setattr(sys, "argv", ["porous_medium.py", "--quick", "--out", str(out_png)])
+    out_png = writes_only_in_cwd / "porous_medium.png"  # the default
+    monkeypatch.setattr(sys, "argv", ["porous_medium.py", "--quick"])
     runpy.run_path(str(EXAMPLES / "porous_medium.py"), run_name="__main__")
     out = capsys.readouterr().out
     # the seed 000 constants have mass 2: the example says so and uses coefficient M^(m-1) = 2
@@ -26,12 +27,14 @@ def test_porous_medium_example(
         assert part in out
     assert "icnn" in out and "variational" in out
     assert out_png.stat().st_size > 10_000
+    assert list(writes_only_in_cwd.iterdir()) == [out_png]
 
 
 def test_aggregation_example(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    writes_only_in_cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, "argv", ["aggregation.py", "--quick", "--out", str(tmp_path)])
+    tmp_path = writes_only_in_cwd
+    monkeypatch.setattr(sys, "argv", ["aggregation.py", "--quick"])
     runpy.run_path(str(EXAMPLES / "aggregation.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "1/sqrt(3) = 0.5774" in out
@@ -39,3 +42,4 @@ def test_aggregation_example(
     assert "FB pulses" in out and "FV pulses" in out and "max dens" in out
     for name in ("aggregation_ring.png", "aggregation_diffusion.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+    assert len(list(tmp_path.iterdir())) == 2

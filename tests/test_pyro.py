@@ -185,7 +185,7 @@ def test_conjugate_linear_regression_posterior_with_laplace_whitening() -> None:
         seed=0,
     ).run(x, y)
     assert sampler.flow.whitening is not None
-    kl_trace = [h["kl_plus_log_z"] + log_marginal_likelihood(x, y) for h in sampler.history]
+    kl_trace = [h["kl_minus_log_z"] + log_marginal_likelihood(x, y) for h in sampler.history]
     assert kl_trace[0] > 0.1  # the start is far from the target in KL ...
     check_against_conjugate_posterior(sampler, x, y)  # ... and the end is close
 

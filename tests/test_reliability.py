@@ -202,7 +202,7 @@ def pyro_outputs(sampler: wgfinfer.WGFSampler) -> tuple:
     idata = sampler.to_inference_data(num_samples=8, seed=2)
     return (
         [entry["loss"] for entry in sampler.history],
-        [entry["kl_plus_log_z"] for entry in sampler.history],
+        [entry["kl_minus_log_z"] for entry in sampler.history],
         sampler.sample(16, seed=1).numpy().tobytes(),
         sampler.get_samples(8, seed=1)["sigma"].numpy().tobytes(),
         idata.log_likelihood["y"].values.tobytes(),

@@ -26,10 +26,10 @@ SCHEMES = {
     "pwgf-planar": wgfinfer.PWGF(map="planar", n_layers=4, substeps=5, n_samples=64),
     "pwgf-coupling": wgfinfer.PWGF(map="coupling", n_layers=2, hidden=(8,), substeps=5, n_samples=64),
 }
-HISTORY_KEYS = {"step", "time", "loss", "kl_plus_log_z", "iterations", "wall_time", "retries"}
+HISTORY_KEYS = {"step", "time", "loss", "kl_minus_log_z", "iterations", "wall_time", "retries"}
 SCHEME_KEYS = {
     "icnn": {"w2", "potential", "log_det"},
-    "variational": {"w2", "potential", "dual_objective", "kl_plus_log_z_se"},
+    "variational": {"w2", "potential", "dual_objective", "kl_minus_log_z_se"},
     "pwgf": {"loss_se", "solver_iterations", "residual", "grad_norm"},
 }
 
@@ -65,7 +65,7 @@ def test_shapes_and_history(trained: wgfinfer.WGFSampler) -> None:
     iterations = 5 if trained.method == "pwgf" else 30  # Euler substeps for PWGF
     assert all(h["iterations"] == iterations and h["wall_time"] > 0 for h in trained.history)
     # the flow moves towards the target: the KL estimate decreases
-    kls = [h["kl_plus_log_z"] for h in trained.history]
+    kls = [h["kl_minus_log_z"] for h in trained.history]
     assert kls[-1] < kls[0]
 
 

@@ -138,10 +138,10 @@ class WGFSampler:
     ----------
     history : list of dict
         One entry per completed step: ``step``, ``time`` (flow time ``(k+1) h``), ``loss``,
-        ``kl_plus_log_z`` (``E_q[log q - beta * log_density]`` on the full data: the KL divergence
-        to the target minus its unknown ``log Z``) with ``kl_plus_log_z_se``, ``iterations``,
+        ``kl_minus_log_z`` (``E_q[log q - beta * log_density]`` on the full data: the KL divergence
+        to the target minus its unknown ``log Z``) with ``kl_minus_log_z_se``, ``iterations``,
         ``wall_time``, ``retries`` and the scheme's own numbers (:class:`wgfinfer.schemes.Info`).
-        ICNN and PWGF: ``kl_plus_log_z`` uses the exact ``log q`` of the monitored particles;
+        ICNN and PWGF: ``kl_minus_log_z`` uses the exact ``log q`` of the monitored particles;
         variational scheme: it is the variational estimate (no ``log q`` needed).
     run_state : RunState or None
         The explicit state of the run (scheme state, history, training time); ``None`` before the
@@ -421,9 +421,9 @@ class WGFSampler:
             # KL - log Z in the target's (log q carries the whitening's log-Jacobian)
             energy, energy_se = entry.pop("energy", None), entry.pop("energy_se", None)
             if energy is not None:
-                entry["kl_plus_log_z"] = beta * energy - correction
+                entry["kl_minus_log_z"] = beta * energy - correction
             if energy_se is not None:
-                entry["kl_plus_log_z_se"] = beta * energy_se
+                entry["kl_minus_log_z_se"] = beta * energy_se
             return entry
 
         def on_step(state: RunState) -> None:
