@@ -4,8 +4,9 @@ The seeds' benchmark model (``wgfinfer.problems.logistic``): ``alpha ~ Gamma(1, 
 ``w | alpha ~ N(0, alpha^-1 I)``, ``y ~ Bernoulli(sigmoid(x . w))``, intercept column included,
 features standardised with training statistics, random 80/20 split.  The script trains the flow,
 reports test accuracy / mean test log predictive density from ``--num-samples`` draws, the PSIS
-k-hat and the log-evidence estimate, saves the ArviZ InferenceData (with the posterior predictive of
-the training labels, for ``az.plot_ppc``) to NetCDF and a forest plot.
+k-hat and the log-evidence estimate, saves the ArviZ data (with the posterior predictive of the
+training labels, for ``az.plot_ppc`` / ``az.plot_ppc_dist``) to NetCDF and a forest plot; the same
+calls run on ArviZ 0.x and >= 1.0 (docs/arviz.md).
 
 ``--method pwgf`` (default) moves six affine coupling layers on the fitted Gaussian by the PWGF
 scheme (``logistic.PWGF_SETTINGS``: on breast cancer PSIS k-hat 0.15-0.54 over draw and training seeds, 10^5
@@ -26,6 +27,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import wgfinfer
 from wgfinfer.problems import datasets, logistic
@@ -95,16 +98,29 @@ def run(
 
 
 def _plot(idata: Any, path: Path, dataset: str) -> None:
-    import arviz as az
+    """A forest plot of the weights drawn with matplotlib from the posterior group's array.
+
+    ``az.plot_forest`` returns matplotlib axes on ArviZ 0.x and a ``PlotCollection`` on ArviZ >= 1.0
+    (arviz-plots), so the plot is drawn here by hand, alike on both.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = az.plot_forest(idata, var_names=["w"], combined=True, figsize=(6, 8))
-    axes[0].set_title(f"{dataset}: posterior of the weights (wgfinfer)")
-    plt.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
+    w = np.asarray(idata.posterior["w"].values)  # (chain, draw, dim)
+    w = w.reshape(-1, w.shape[-1])  # the chains combined
+    low, median, high = np.quantile(w, [0.03, 0.5, 0.97], axis=0)  # a central 94% interval
+    rows = np.arange(w.shape[1])[::-1]  # w[0] on top
+    fig, ax = plt.subplots(figsize=(6, 8))
+    ax.hlines(rows, low, high, color="C0", lw=1.5)
+    ax.plot(median, rows, "o", color="C0", ms=4)
+    ax.axvline(0.0, color="0.6", lw=0.8, ls="--")
+    ax.set_yticks(rows, [f"w[{j}]" for j in range(w.shape[1])])
+    ax.set_xlabel("posterior median and central 94% interval (4 chains combined)")
+    ax.set_title(f"{dataset}: posterior of the weights (wgfinfer)")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _print(report: dict[str, Any], out: Path) -> None:
