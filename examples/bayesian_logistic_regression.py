@@ -4,8 +4,9 @@ The seeds' benchmark model (``wgfinfer.problems.logistic``): ``alpha ~ Gamma(1, 
 ``w | alpha ~ N(0, alpha^-1 I)``, ``y ~ Bernoulli(sigmoid(x . w))``, intercept column included,
 features standardised with training statistics, random 80/20 split.  The script trains the flow,
 reports test accuracy / mean test log predictive density from ``--num-samples`` draws, the PSIS
-k-hat and the log-evidence estimate, saves the ArviZ InferenceData (with the posterior predictive of
-the training labels, for ``az.plot_ppc``) to NetCDF and a forest plot.
+k-hat and the log-evidence estimate, saves the ArviZ data (with the posterior predictive of the
+training labels, for ``az.plot_ppc`` / ``az.plot_ppc_dist``) to NetCDF and a forest plot; the same
+calls run on ArviZ 0.x and >= 1.0 (docs/arviz.md).
 
 ``--method pwgf`` (default) moves six affine coupling layers on the fitted Gaussian by the PWGF
 scheme (``logistic.PWGF_SETTINGS``: on breast cancer PSIS k-hat 0.15-0.54 over draw and training seeds, 10^5
@@ -26,6 +27,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import wgfinfer
 from wgfinfer.problems import datasets, logistic
@@ -103,23 +106,27 @@ def _name_weights(idata: Any, feature_names: list[str]) -> None:
 
 
 def _plot(idata: Any, path: Path, dataset: str, report: dict[str, Any]) -> None:
-    import arviz as az
+    """A forest plot of the weights drawn with matplotlib from the posterior group's array.
+
+    ``az.plot_forest`` returns matplotlib axes on ArviZ 0.x and a ``PlotCollection`` on ArviZ >= 1.0
+    (arviz-plots), so the plot is drawn here by hand, alike on both.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_weights = idata.posterior.sizes["feature"]
-    n_draws = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
-    axes = az.plot_forest(
-        idata,
-        var_names=["w"],
-        combined=True,
-        hdi_prob=0.94,
-        textsize=9,
-        figsize=(7, 1.5 + 0.25 * n_weights),
-    )
-    ax = axes[0]
+    w = np.asarray(idata.posterior["w"].values)  # (chain, draw, feature)
+    w = w.reshape(-1, w.shape[-1])  # the chains combined
+    names = [str(v) for v in idata.posterior["feature"].values]
+    low, q1, median, q3, high = np.quantile(w, [0.03, 0.25, 0.5, 0.75, 0.97], axis=0)
+    rows = np.arange(w.shape[1])[::-1]  # the intercept on top
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.25 * w.shape[1]))
+    ax.hlines(rows, low, high, color="C0", lw=1.0)
+    ax.hlines(rows, q1, q3, color="C0", lw=3.0)
+    ax.plot(median, rows, "o", color="C0", ms=4)
+    ax.axvline(0.0, color="0.6", lw=0.8, zorder=0)
+    ax.set_yticks(rows, names, fontsize=8)
     ax.set_title(
         f"{dataset}: posterior of the logistic-regression weights w (wgfinfer)\n"
         f"printed report: test accuracy {report['test_accuracy']:.3f}, PSIS k-hat {report['khat']:.2f}",
@@ -127,12 +134,11 @@ def _plot(idata: Any, path: Path, dataset: str, report: dict[str, Any]) -> None:
     )
     ax.set_xlabel(
         "w: change in log-odds per training-set sd of the feature (intercept: log-odds at the means)\n"
-        f"point: median; thick: interquartile range; thin: 94% HDI; {n_draws} draws",
+        f"point: median; thick: interquartile range; thin: central 94% interval; {w.shape[0]} draws",
         fontsize=9,
     )
-    ax.axvline(0.0, color="0.6", lw=0.8, zorder=0)
-    plt.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _print(report: dict[str, Any], out: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from arviz_compat import loo_elpd
 
 from wgfinfer.cli import main as cli_main
 
@@ -65,7 +66,7 @@ def test_logistic_regression_example_saves_netcdf_plot_and_report(
     names = datasets.load("breast_cancer", seed=0).feature_names
     assert list(idata.posterior["feature"].values) == names and names[:2] == ["intercept", "mean radius"]
     assert {"lp", "log_q", "log_weight", "diverging"} <= set(idata.sample_stats.data_vars)
-    assert np.isfinite(az.loo(idata).elpd_loo)
+    assert np.isfinite(loo_elpd(idata))  # on ArviZ 1.x without its certain labels (arviz_compat)
     n_train = idata.observed_data["y"].shape[0]
     assert idata.posterior_predictive["y"].shape == (4, 64, n_train)
     assert set(np.unique(idata.posterior_predictive["y"].values)) <= {0.0, 1.0}

@@ -184,13 +184,13 @@ def test_independence_metropolis_targets_p() -> None:
     assert idx.shape == (n,) and int(idx[0]) == 0
     chain = x[idx, 0].numpy()
     for f, truth in ((chain, 0.0), (chain**2, 1.0)):
-        ess = float(az.ess(f, method="mean"))
+        ess = float(az.ess(f[None, :], method="mean"))  # (chain, draw)
         assert abs(f.mean() - truth) < 4 * f.std(ddof=1) / math.sqrt(ess)
     # known rate for d = 1, s > 1: 2 P(|Y_q| <= |X_p|) = (4 / pi) arctan(1 / s)
     accepted = (np.diff(idx.numpy()) != 0).astype(float)
     assert rate == pytest.approx(accepted.mean())
     assert 0.0 < rate < 1.0
-    ess = float(az.ess(accepted, method="mean"))
+    ess = float(az.ess(accepted[None, :], method="mean"))
     assert abs(rate - 4 / math.pi * math.atan(1 / S_GOOD)) < 4 * accepted.std(ddof=1) / math.sqrt(ess)
 
 

@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import pyro.infer.mcmc.api as mcmc_api
 import pytest
 import torch
+from arviz_compat import from_pyro
 from pyro.infer import MCMC
 
 import wgfinfer
@@ -91,7 +92,7 @@ def test_summary_diagnostics_and_from_pyro(fitted, capsys) -> None:
     assert set(diag["w"]) >= {"n_eff", "r_hat"}
     # log_likelihood=False: Pyro's Predictive cannot vectorize this model's event-dim site "w" (with
     # NUTS alike); the log-likelihood group is checked on the scale model below
-    idata = az.from_pyro(mcmc, log_likelihood=False)
+    idata = from_pyro(mcmc, log_likelihood=False)
     assert idata.posterior["w"].shape == (1, NUM_SAMPLES, 3)
     np.testing.assert_array_equal(idata.posterior["w"].values[0], mcmc.get_samples()["w"].numpy())
     assert not idata.sample_stats["diverging"].values.any()
@@ -118,7 +119,7 @@ def test_constrained_site_matches_quadrature_and_converts_to_arviz() -> None:
     mean = float((grid * p).sum() / p.sum())
     sd = math.sqrt(float(((grid - mean) ** 2 * p).sum() / p.sum()))
     assert abs(sigma.mean() - mean) < 5 * sd / math.sqrt(_ess(sigma))
-    idata = az.from_pyro(mcmc)
+    idata = from_pyro(mcmc)
     assert idata.posterior["sigma"].shape == (1, NUM_SAMPLES)
     assert idata.log_likelihood["y"].shape == (1, NUM_SAMPLES, N_DATA)
 

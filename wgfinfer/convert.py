@@ -43,8 +43,8 @@ def pareto_smoothed_log_weights(lw: np.ndarray) -> tuple[np.ndarray, float]:
         # ArviZ >= 1.0: PSIS lives in arviz-stats as ``array_stats.psislw(ary, r_eff=1, axis=-1)``. It is
         # written for PSIS-LOO, so it takes the log-likelihood and NEGATES it: pass ``-lw``. It also
         # raises for fewer than 5 tail draws, where ArviZ 0.x returns k = inf, and -inf inputs are
-        # replaced by a huge negative number to stay on its finite path. Minimal and untested here
-        # (ArviZ >= 1.0 needs Python >= 3.12).
+        # replaced by a huge negative number to stay on its finite path. Run by tests/test_importance.py
+        # on arviz-stats 1.3 (Python 3.12; docs/arviz.md), not in CI.
         from arviz_stats.base import array_stats
 
         if lw.shape[0] < 25:  # its tail is floor(n / 5) draws for n <= 225
