@@ -101,8 +101,13 @@ def run(
 def _name_weights(idata: Any, feature_names: list[str]) -> None:
     """Label the coordinates of ``w`` in the posterior by the data set's column names (``"intercept"``
     first), so that the summary, the saved file and the plot name every weight."""
-    dim = idata.posterior["w"].dims[-1]
-    idata.posterior = idata.posterior.rename({dim: "feature"}).assign_coords(feature=feature_names)
+    posterior = idata.posterior
+    dim = posterior["w"].dims[-1]
+    if hasattr(posterior, "to_dataset"):  # ArviZ >= 1.0: a node of an xarray DataTree
+        named = posterior.to_dataset().rename({dim: "feature"}).assign_coords(feature=feature_names)
+        idata["posterior"] = named
+    else:  # ArviZ 0.x: an xarray Dataset of InferenceData
+        idata.posterior = posterior.rename({dim: "feature"}).assign_coords(feature=feature_names)
 
 
 def _plot(idata: Any, path: Path, dataset: str, report: dict[str, Any]) -> None:
