@@ -7,7 +7,7 @@ their Monte-Carlo standard errors (ArviZ ``mcse`` of the mean and of the sd, bot
 bulk ESS, as JSON.  The package ships the output as
 ``wgfinfer/problems/posteriordb_data/reference_moments.json``; the script writes only to ``--out``::
 
-    python benchmarks/posteriordb_reference.py --posteriordb /work/shared/posteriordb --out /tmp/moments.json
+    python benchmarks/posteriordb_reference.py --posteriordb ../shared/posteriordb --out /tmp/moments.json
     python benchmarks/posteriordb_reference.py --posteriordb DIR --out /tmp/m.json --names sblri-blr
 """
 

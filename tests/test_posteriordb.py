@@ -9,7 +9,7 @@ loaders and the reference script work on a synthetic posteriordb directory.
 Slow check (``--runslow``): a seeded Pyro NUTS run of each translation agrees with posteriordb's
 reference draws within Monte-Carlo error on the unconstrained scale (means and sds, ESS-based
 standard errors on both sides).  Set ``POSTERIORDB`` to a posteriordb directory to also compare the
-packaged data and moments with it (default ``/work/shared/posteriordb`` when present).
+packaged data and moments with it (default ``../shared/posteriordb`` beside the repository, when present).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from wgfinfer.pyro_target import PyroTarget
 
 NAMES = sorted(pdb.POSTERIORS)
 REPO = Path(__file__).resolve().parent.parent
-ROOT = Path(os.environ.get("POSTERIORDB", "/work/shared/posteriordb"))
+ROOT = Path(os.environ.get("POSTERIORDB", REPO.parent / "shared" / "posteriordb"))
 needs_root = pytest.mark.skipif(not (ROOT / "reference_draws").is_dir(), reason=f"no posteriordb at {ROOT}")
 
 
