@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (``""`` if it has none), for messages that quote a
+    long error (Pyro appends its trace shapes)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 class WGFError(Exception):
     """Base class of wgfinfer's own exceptions."""
 

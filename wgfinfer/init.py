@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float
-from wgfinfer.errors import WGFWarning
+from wgfinfer.errors import WGFWarning, first_line
 from wgfinfer.laplace import AffineWhitening, LaplaceStartError, fit_gaussian, laplace_whitening
 
 KINDS = ("laplace", "gaussian", "normal")
@@ -121,7 +121,7 @@ def _fallback(
     start: Tensor,
     generator: torch.Generator,
 ) -> AffineWhitening | None:
-    why = _first_line(reason)
+    why = first_line(reason) or type(reason).__name__
     unit = AffineWhitening(
         start.detach().clone(), torch.eye(start.shape[0], dtype=start.dtype, device=start.device)
     )
@@ -129,7 +129,8 @@ def _fallback(
         fitted = fit_gaussian(training_log_density, unit, generator)
     except ValueError as exc:
         warnings.warn(
-            f"{why}; the Gaussian fit that replaces it diverged too ({_first_line(exc)}): the flow "
+            f"{why}; the Gaussian fit that replaces it diverged too "
+            f"({first_line(exc) or type(exc).__name__}): the flow "
             "starts from init='normal' instead (N(0, I) on the unconstrained space). Check that the "
             "posterior is proper, or pass an init distribution that covers it.",
             StartFallbackWarning,
@@ -144,11 +145,6 @@ def _fallback(
         stacklevel=5,
     )
     return fitted
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class StartFallbackWarning(WGFWarning):

@@ -51,6 +51,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
 from wgfinfer._rng import forked_global_rng, seed_from
+from wgfinfer.errors import first_line
 from wgfinfer.targets import LogDensityTarget
 
 _PARTICLE_PLATE = "_wgfinfer_particles"
@@ -325,7 +326,7 @@ class PyroTarget(LogDensityTarget):
                 if self.batching == "vmap" and not predictive:
                     return self._vmapped_site_values(model, z, shapes, args, kwargs)
             except Exception as exc:  # noqa: BLE001 - reported, then the per-draw path
-                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                reason = f"{type(exc).__name__}: {first_line(exc)}"
             if reason is not None:
                 warnings.warn(
                     f"the sites {sorted(shapes)} could not be computed for all draws at once ({reason}); "
@@ -530,7 +531,7 @@ class PyroTarget(LogDensityTarget):
             )
 
     def _batched_log_joint(self, z: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
-        if getattr(self, "batching", "plate") == "vmap":
+        if self.batching == "vmap":
             return self._vmapped_log_joint(z, indices)
         return self._plate_log_joint(z, indices)
 
@@ -558,7 +559,7 @@ class PyroTarget(LogDensityTarget):
                 with torch.no_grad():
                     batched = candidate(z)
             except Exception as exc:  # noqa: BLE001 - any failure means this way does not work
-                reasons.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
+                reasons.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
                 continue
             if batched.shape == looped.shape and torch.allclose(batched, looped, rtol=1e-4, atol=1e-3):
                 return name
@@ -635,11 +636,6 @@ def _is_deterministic(site: dict[str, Any]) -> bool:
 def _is_data(site: dict[str, Any]) -> bool:
     """An observed sample site that is data, not a ``pyro.deterministic`` value."""
     return site["type"] == "sample" and site["is_observed"] and not _is_deterministic(site)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _particle_first(lp: Tensor, particle_dim: int, n: int) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from wgfinfer._version import __version__
-from wgfinfer.errors import SaveFileError
+from wgfinfer.errors import SaveFileError, first_line
 
 SAMPLER_FORMAT = "wgfinfer-sampler"
 FILTER_RESULT_FORMAT = "wgfinfer-filter-result"
@@ -317,11 +317,11 @@ def _feed(digest: Any, value: Any) -> None:
 
 
 def _raise_unreadable(path: Path, exc: Exception) -> None:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    line = first_line(exc) or type(exc).__name__
     raise SaveFileError(
         f"{str(path)!r} is not a readable wgfinfer save file (not a torch file, truncated or "
         f"corrupted, or it holds objects that weights_only loading refuses): {type(exc).__name__}: "
-        f"{first_line}"
+        f"{line}"
     ) from exc
 
 
