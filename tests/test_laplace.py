@@ -11,6 +11,7 @@ import torch
 import wgfinfer
 from wgfinfer.init import Init, StartFallbackWarning, whitening
 from wgfinfer.laplace import AffineWhitening, LaplaceStartError, fit_gaussian, laplace_whitening
+from wgfinfer.problems import eight_schools
 
 
 def correlated_gaussian() -> torch.distributions.MultivariateNormal:
@@ -76,8 +77,7 @@ def test_strict_laplace_refuses_a_saddle_and_an_unconverged_search() -> None:
     torch.testing.assert_close(white.loc, target.loc)
 
 
-Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=torch.float64)
-SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=torch.float64)
+SIGMA, Y = eight_schools.model_args(torch.float64)
 
 
 def centred_eight_schools(z: torch.Tensor) -> torch.Tensor:
