@@ -109,6 +109,14 @@ def _linear(X: Tensor, beta: Tensor) -> Tensor:
     return X @ beta if beta.dim() == 1 else (beta @ X.T).squeeze(-2)
 
 
+def _normal_regression(X: Tensor, beta: Tensor, sigma: Tensor, y: Tensor | None) -> Tensor:
+    """The likelihood ``y ~ normal(X beta, sigma)`` of the regression programs, in a data plate that
+    indexes ``X`` and ``y`` (so mini-batches work); returns the plate's responses."""
+    with pyro.plate("data", X.shape[0]) as idx:
+        obs = None if y is None else y[idx]
+        return pyro.sample("y", dist.Normal(_linear(X[idx], beta), sigma), obs=obs)
+
+
 def log_matmul_exp(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product in the log semiring: ``log(exp(a) @ exp(b))``, batched over leading dims.
 
@@ -204,9 +212,7 @@ def linear_regression_flat(X: Tensor, y: Tensor | None = None) -> Tensor:
     """
     beta = pyro.sample("beta", FlatPrior(constraints.real, (X.shape[1],), dtype=X.dtype))
     sigma = pyro.sample("sigma", FlatPrior(constraints.positive, dtype=X.dtype))
-    with pyro.plate("data", X.shape[0]) as idx:
-        obs = None if y is None else y[idx]
-        return pyro.sample("y", dist.Normal(_linear(X[idx], beta), sigma), obs=obs)
+    return _normal_regression(X, beta, sigma, y)
 
 
 def kidscore_interaction(X: Tensor, y: Tensor | None = None) -> Tensor:
@@ -227,9 +233,7 @@ def kidscore_interaction(X: Tensor, y: Tensor | None = None) -> Tensor:
     """
     beta = pyro.sample("beta", FlatPrior(constraints.real, (X.shape[1],), dtype=X.dtype))
     sigma = pyro.sample("sigma", dist.HalfCauchy(X.new_tensor(2.5)))
-    with pyro.plate("data", X.shape[0]) as idx:
-        obs = None if y is None else y[idx]
-        return pyro.sample("y", dist.Normal(_linear(X[idx], beta), sigma), obs=obs)
+    return _normal_regression(X, beta, sigma, y)
 
 
 def kilpisjarvi(
@@ -280,9 +284,7 @@ def blr(X: Tensor, y: Tensor | None = None) -> Tensor:
     """
     beta = pyro.sample("beta", dist.Normal(X.new_zeros(X.shape[1]), 10.0).to_event(1))
     sigma = pyro.sample("sigma", dist.HalfNormal(X.new_tensor(10.0)))
-    with pyro.plate("data", X.shape[0]) as idx:
-        obs = None if y is None else y[idx]
-        return pyro.sample("y", dist.Normal(_linear(X[idx], beta), sigma), obs=obs)
+    return _normal_regression(X, beta, sigma, y)
 
 
 def diamonds(Xc: Tensor, y: Tensor | None = None) -> Tensor:
