@@ -37,7 +37,9 @@ def test_two_dimensional_mixture_weights_and_moments() -> None:
         dim=2,
         step_size=2.0,
         n_steps=20,
-        scheme=wgfinfer.ICNN(iters_per_step=200, batch_size=256, hidden=(32, 32)),
+        # the full 200 iterations per step: with stop_on_plateau (the default) the KL of this run is
+        # 0.010 instead of 0.004 (docs/design.md), above the budget this test holds the scheme to
+        scheme=wgfinfer.ICNN(iters_per_step=200, batch_size=256, hidden=(32, 32), stop_on_plateau=False),
         init=wgfinfer.Init("normal", scale=3.0),
         progress_bar=False,
         seed=0,

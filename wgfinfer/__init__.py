@@ -18,8 +18,10 @@ from wgfinfer.init import Init
 from wgfinfer.sampler import WGFSampler
 from wgfinfer.schemes import ICNN, PWGF, ForwardBackward, Variational
 from wgfinfer.simulation import simulate
+from wgfinfer.stopping import BudgetWarning
 
 __all__ = [
+    "BudgetWarning",
     "CheckpointInUseError",
     "DensityNotAvailableError",
     "FlatTargetWarning",

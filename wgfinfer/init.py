@@ -122,6 +122,11 @@ def _fallback(
     generator: torch.Generator,
 ) -> AffineWhitening | None:
     why = first_line(reason) or type(reason).__name__
+    if start.dtype != torch.float64:
+        why += (
+            f" (in {str(start.dtype).removeprefix('torch.')}: posteriors in the units of their data "
+            "often need float64; give float64 data or dtype=torch.float64)"
+        )
     unit = AffineWhitening(
         start.detach().clone(), torch.eye(start.shape[0], dtype=start.dtype, device=start.device)
     )

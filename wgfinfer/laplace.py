@@ -133,6 +133,11 @@ than this (nats): ``g^T H^{-1} g / 2``, which, unlike a gradient norm, does not 
 the parameters."""
 
 
+EIGENVALUE_FLOOR_EPS = 1000.0
+"""Eigenvalues of the Hessian below this many machine epsilons (of the evaluation's dtype) of the
+largest count as zero."""
+
+
 class LaplaceStartError(ValueError):
     """The Laplace approximation does not exist where it was sought: the mode search diverged or did
     not converge (an unbounded density, as in a funnel), or the Hessian there is not finite or not
@@ -142,7 +147,7 @@ class LaplaceStartError(ValueError):
 def laplace_whitening(
     log_density: Callable[[Tensor], Tensor],
     x0: Tensor,
-    eigenvalue_floor: float = 1e-8,
+    eigenvalue_floor: float | None = None,
     strict: bool = False,
 ) -> AffineWhitening:
     """The whitening map of the Laplace approximation ``N(mode, H^{-1})`` of a log-density.
@@ -153,9 +158,13 @@ def laplace_whitening(
         Batched log-density ``(n, d) -> (n,)``.
     x0 : Tensor
         ``(d,)`` start of the mode search.
-    eigenvalue_floor : float
-        Relative floor on the Hessian's eigenvalues where it is not positive definite at the mode
-        (a warning is raised then, unless ``strict``).
+    eigenvalue_floor : float, optional
+        Relative floor on the Hessian's eigenvalues (a fraction of the largest): below it the
+        Hessian counts as not positive definite (a warning, and the eigenvalues are floored; with
+        ``strict`` an error).  Default :data:`EIGENVALUE_FLOOR_EPS` times the machine epsilon of
+        ``x0``'s dtype, the relative accuracy the Hessian of a log-density evaluated in that dtype
+        has: well-conditioned posteriors in badly scaled coordinates (earnings in dollars, a
+        condition number of 1e11) are positive definite, a flat direction is not.
     strict : bool, default False
         Raise :class:`LaplaceStartError` instead of flooring a Hessian that is not positive
         definite, and also when the search ended where a Newton step would still gain more than
@@ -185,6 +194,8 @@ def laplace_whitening(
     if not bool(torch.isfinite(hessian).all()):
         raise LaplaceStartError("init='laplace': the Hessian of the log-density at its mode is not finite")
     eigenvalues, vectors = torch.linalg.eigh(hessian)
+    if eigenvalue_floor is None:
+        eigenvalue_floor = EIGENVALUE_FLOOR_EPS * torch.finfo(dtype).eps
     floor = eigenvalue_floor * max(float(eigenvalues.abs().max()), 1.0)
     if strict and float(eigenvalues.min()) < floor:
         raise LaplaceStartError(

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from wgfinfer import io as wgf_io
+from wgfinfer import stopping
 from wgfinfer._validation import (
     check_dtype,
     check_positive_float,
@@ -35,6 +36,7 @@ from wgfinfer.laplace import AffineWhitening
 from wgfinfer.outputs import corrected_draws, inference_data, weighted_draws
 from wgfinfer.run import RunState, run_steps
 from wgfinfer.schemes import Scheme, as_scheme
+from wgfinfer.stopping import DEFAULT_MAX_STEPS
 from wgfinfer.targets import LogDensityTarget
 
 NO_DENSITY_NOTE = (
@@ -81,6 +83,17 @@ def _summary_notes(num_samples: int, found: dict[str, float] | None, has_density
     return "\n".join(lines)
 
 
+def data_dtype(model_args: Sequence[Any], model_kwargs: dict[str, Any]) -> torch.dtype:
+    """The widest floating-point dtype among the tensors of a model's arguments (float64 when they
+    hold none): the precision a Pyro model computes in."""
+    found = [
+        value.dtype
+        for value in (*model_args, *model_kwargs.values())
+        if isinstance(value, Tensor) and value.is_floating_point()
+    ]
+    return max(found, key=lambda d: torch.finfo(d).bits, default=torch.float64)
+
+
 class WGFSampler:
     """Sample an unnormalized density with a Wasserstein gradient flow (JKO scheme).
 
@@ -109,8 +122,17 @@ class WGFSampler:
         Default: ``"laplace"`` for a Pyro model, ``"normal"`` for a log-density (which may be
         multimodal, where a Laplace approximation at one mode would miss the others).  A
         distribution with event shape ``(d,)`` is used as it is.
-    n_steps : int, default 20
-        Number of steps ``K``; the flow covers time ``K * step_size``.
+    n_steps : int, optional
+        A fixed number of steps ``K`` (the flow covers time ``K * step_size``).  By default the flow
+        stops by itself when its free-energy estimate (``kl_minus_log_z`` of the history) has
+        stopped falling, after at most ``max_steps`` steps (:mod:`wgfinfer.stopping`).
+    max_steps : int, default 20
+        The most steps a flow without ``n_steps`` takes; reaching it while still improving raises
+        a :class:`~wgfinfer.stopping.BudgetWarning` (``run()`` again with a larger ``max_steps``
+        continues the flow).
+    time_budget : float, optional
+        Seconds of training one :meth:`run` call may spend: no step starts after them (the run can
+        be continued by calling :meth:`run` again).
     step_size : float, default 1.0
         Step ``h`` (time of the gradient flow covered by one step).  JKO steps are implicit and
         stable for any ``h``; large steps reach the target in fewer steps, small ones (e.g. 0.05)
@@ -120,7 +142,13 @@ class WGFSampler:
     seed : int, default 0
         Seed of the sampler's own random generator (weights, batches, draws); no global seed is set.
     device : str or torch.device, default "cpu"
-    dtype : torch.dtype, default torch.float32
+    dtype : torch.dtype, optional
+        Precision of the flow.  Default for a Pyro model: the precision of its data (the widest
+        floating-point dtype among the tensors of the ``run()`` arguments; float64 when they hold
+        none), so that the draws work with the data downstream, as in ``Predictive``; give float64
+        data for posteriors in the units of their data (regression coefficients in dollars have
+        Hessians with condition numbers near 1e11, which float32 cannot resolve: the Laplace start
+        then fails; ``docs/design.md``).  Default for a log-density: ``torch.float32``.
     max_retries : int, default 3
         Times a diverged step is retried with the learning rates multiplied by 0.25 (PWGF: with four
         times as many Euler substeps) before ``run`` gives up with :class:`TrainingDivergedError`
@@ -166,12 +194,14 @@ class WGFSampler:
         dim: int | None = None,
         scheme: Scheme | str = "icnn",
         init: Init | Distribution | str | None = None,
-        n_steps: int = 20,
+        n_steps: int | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        time_budget: float | None = None,
         step_size: float = 1.0,
         beta: float = 1.0,
         seed: int = 0,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         max_retries: int = 3,
         progress_bar: bool = True,
         subsample_size: int | dict[str, int] | None = None,
@@ -185,6 +215,9 @@ class WGFSampler:
             )
         if model is not None and not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+        self._dtype_from_data = dtype is None and model is not None
+        if dtype is None:
+            dtype = torch.float64 if model is not None else torch.float32
         check_dtype(dtype)
         check_seed(seed)
         self.scheme = as_scheme(scheme, SAMPLER_SCHEMES)
@@ -192,7 +225,10 @@ class WGFSampler:
         self.device = torch.device(device)
         self.dtype = dtype
         self.step_size = check_positive_float("step_size", step_size)
-        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.n_steps = None if n_steps is None else check_positive_int("n_steps", n_steps)
+        self.max_steps = check_positive_int("max_steps", max_steps)
+        self.time_budget = None if time_budget is None else check_positive_float("time_budget", time_budget)
+        self.stop_reason: str | None = None
         self.beta = check_positive_float("beta", beta)
         self.seed = seed
         self.progress_bar = bool(progress_bar)
@@ -402,16 +438,26 @@ class WGFSampler:
 
     def _train(self, checkpoints: wgf_io.CheckpointDirectory | None) -> None:
         assert self.run_state is not None
-        done = self.run_state.step
-        if done > self.n_steps:
+        done, n_steps = self.run_state.step, self.n_steps
+        if n_steps is not None and done > n_steps:
             warnings.warn(
-                f"the sampler already holds {done} completed steps, more than n_steps={self.n_steps}: "
+                f"the sampler already holds {done} completed steps, more than n_steps={n_steps}: "
                 f"nothing is trained and its flow keeps all {done} steps (completed steps are never "
-                f"undone; for a {self.n_steps}-step flow, train a new sampler)",
+                f"undone; for a {n_steps}-step flow, train a new sampler)",
                 UserWarning,
                 stacklevel=3,
             )
-        if done >= self.n_steps:
+        cap = self.max_steps if n_steps is None else n_steps
+        started = self.run_state.training_time
+
+        def reason(state: RunState) -> str | None:
+            return stopping.stop_reason(
+                state.history, n_steps, self.max_steps, state.training_time - started, self.time_budget
+            )
+
+        self.stop_reason = reason(self.run_state)
+        if self.stop_reason is not None or done >= cap:
+            self.stop_reason = self.stop_reason or (stopping.N_STEPS if n_steps else stopping.MAX_STEPS)
             return
         beta = self.beta
         correction = 0.0 if self._whitening is None else float(self._whitening.log_abs_det)
@@ -436,7 +482,7 @@ class WGFSampler:
             self.run_state,
             KLDivergence(self._working_training_log_density, beta=beta),
             self.step_size,
-            self.n_steps - done,
+            cap - done,
             self._generator,
             monitor=KLDivergence(self._working_log_density, beta=beta),
             max_retries=self.max_retries,
@@ -444,17 +490,38 @@ class WGFSampler:
             start_time=done * self.step_size,
             record=record,
             on_step=on_step,
+            should_stop=lambda state, info: reason(state) is not None,
             progress_bar=self.progress_bar,
-            progress=(self.n_steps, done),
+            progress=(cap, done),
             desc="JKO steps",
             keeps="The sampler keeps its {steps} completed steps.",
         )
+        self.stop_reason = reason(self.run_state)
+        if self.stop_reason in (stopping.MAX_STEPS, stopping.TIME_BUDGET):
+            values = stopping.monitored_values(self.run_state.history)
+            fell = values[-1 - min(stopping.PATIENCE, len(values) - 1)] - values[-1]
+            what = (
+                f"max_steps={self.max_steps} steps"
+                if self.stop_reason == stopping.MAX_STEPS
+                else f"its time_budget of {self.time_budget:g} s"
+            )
+            remedy = "a larger max_steps" if self.stop_reason == stopping.MAX_STEPS else "more time"
+            warnings.warn(
+                f"the flow was still improving when it reached {what}: its free-energy estimate "
+                f"fell by {fell:.3g} nats over the last steps (the rule stops below "
+                f"{stopping.TOLERANCE:g}). Call run() again with {remedy} to continue it, or check the "
+                "posterior with diagnostics()",
+                stopping.BudgetWarning,
+                stacklevel=3,
+            )
 
     def _prepare_model(self, model_args: tuple, model_kwargs: dict[str, Any]) -> None:
         from wgfinfer.pyro_target import PyroTarget
 
         if self.target is not None and not (model_args or model_kwargs):
             return
+        if self._dtype_from_data and self.target is None:
+            self.dtype = data_dtype(model_args, model_kwargs)
         target = PyroTarget(
             self.model,
             model_args,
@@ -761,6 +828,7 @@ class WGFSampler:
             init=self.init.kind if isinstance(self.init, Init) else type(self.init).__name__,
             init_scale=self.init.scale if isinstance(self.init, Init) else float("nan"),
             training_time=self.training_time,
+            stop_reason=self.stop_reason or "none",
             flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
         )
         return attrs
@@ -897,6 +965,8 @@ class WGFSampler:
                 scheme=scheme,
                 init=init_arg,
                 n_steps=options["n_steps"],
+                max_steps=options.get("max_steps", DEFAULT_MAX_STEPS),
+                time_budget=options.get("time_budget"),
                 step_size=options["step_size"],
                 beta=options["beta"],
                 seed=options["seed"],
@@ -926,6 +996,8 @@ class WGFSampler:
             "dim": self.dim,
             "step_size": self.step_size,
             "n_steps": self.n_steps,
+            "max_steps": self.max_steps,
+            "time_budget": self.time_budget,
             "init": (
                 {"kind": self.init.kind, "scale": self.init.scale}
                 if isinstance(self.init, Init)

@@ -238,7 +238,8 @@ def restore_from_content(sampler: WGFSampler, content: Mapping[str, Any], path: 
 def check_compatible(sampler: WGFSampler, content: Mapping[str, Any], path: PathLike) -> None:
     """Raise ``ValueError`` naming every difference between a checkpoint's options and ``sampler``'s.
 
-    ``n_steps``, ``progress_bar`` and ``max_retries`` may differ (a resumed run may train longer).
+    ``n_steps``, ``max_steps``, ``time_budget``, ``progress_bar`` and ``max_retries`` may differ (a
+    resumed run may train longer).
     """
     saved = get_entry(content, "options", path, dict)
     now = plain(sampler.options(), "the sampler options")

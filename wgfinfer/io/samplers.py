@@ -56,10 +56,12 @@ if TYPE_CHECKING:
 
 OPTION_KEYS = (
     "dim", "step_size", "n_steps", "init", "beta", "seed", "device", "dtype", "progress_bar",
-    "subsample_size", "max_retries",
+    "subsample_size", "max_retries", "max_steps", "time_budget",
 )  # fmt: skip
 """The run options stored under ``"options"``."""
-RESUME_FREE = ("n_steps", "progress_bar", "max_retries")
+ADDED_OPTION_KEYS = ("max_steps", "time_budget")
+"""Options that files written before they existed lack (loaded with their defaults)."""
+RESUME_FREE = ("n_steps", "max_steps", "time_budget", "progress_bar", "max_retries")
 """Run options that may differ between a checkpoint and the sampler that resumes it."""
 STATE_TYPES = {"icnn": ICNNState, "variational": VariationalState, "pwgf": PWGFState}
 MAP_KINDS = {
@@ -234,7 +236,7 @@ def read_sampler(path: PathLike) -> dict[str, Any]:
     """
     content = read_save_file(path, SAMPLER_FORMAT)
     options = get_entry(content, "options", path, dict)
-    missing = [k for k in OPTION_KEYS if k not in options]
+    missing = [k for k in OPTION_KEYS if k not in options and k not in ADDED_OPTION_KEYS]
     if missing:
         raise SaveFileError(f"{str(path)!r} is damaged: option entries {missing} are missing")
     target = get_entry(content, "target", path, dict)

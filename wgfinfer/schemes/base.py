@@ -119,6 +119,55 @@ class Scheme:
         return self
 
 
+# ------------------------------------------------------------------------ inner stopping rule
+PLATEAU_WINDOWS = 10
+"""An optimisation of ``iters_per_step`` iterations is watched in windows of ``iters_per_step // 10``
+iterations (at least :data:`MIN_PLATEAU_WINDOW`)."""
+MIN_PLATEAU_WINDOW = 10
+
+
+def plateau_window(iters_per_step: int) -> int:
+    """Iterations per window of the plateau rule for a cap of ``iters_per_step``."""
+    return max(MIN_PLATEAU_WINDOW, iters_per_step // PLATEAU_WINDOWS)
+
+
+VALIDATION_BATCHES = 4
+"""The plateau rule's fixed validation batch holds this many mini-batches of particles."""
+VALIDATION_TOLERANCE = 1e-4
+"""A window's fall of the validation loss (nats) below which the step's optimisation has plateaued."""
+
+
+def validation_plateaued(values: Sequence[float], tolerance: float = VALIDATION_TOLERANCE) -> bool:
+    """Whether the loss on a fixed validation batch, evaluated after every window, has stopped
+    falling: it fell by no more than ``tolerance`` over the last window (from the second window on).
+
+    The same points at every evaluation make the differences free of mini-batch noise, so a fall of
+    a ten-thousandth of a nat is seen where the mini-batch losses (standard error near 0.03 nats per
+    window of 20 on a regression posterior) would hide it.  (Comparing the mini-batch losses
+    themselves, two standard errors apart, stopped steps so early that a 2-D mixture's KL rose from
+    0.004 to 0.016 nats.)
+
+    Parameters
+    ----------
+    values : sequence of float
+        The validation losses so far, one per window.
+    tolerance : float
+        Smallest fall that counts.
+
+    Returns
+    -------
+    bool
+    """
+    return len(values) >= 2 and values[-2] - values[-1] <= tolerance
+
+
+def tail_length(done: int, iters_per_step: int) -> int:
+    """Iterations at the end of a fit that its reported means average: the last 10% of the cap, or
+    the last window (the one at the decayed learning rate) after an early stop."""
+    full = max(1, iters_per_step // 10)
+    return min(done, full if done >= iters_per_step else plateau_window(iters_per_step))
+
+
 # --------------------------------------------------------------------------------- option checks
 def check_widths(name: str, value: Any) -> tuple[int, ...]:
     """A non-empty tuple of positive widths (an int means one layer)."""

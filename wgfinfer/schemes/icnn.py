@@ -38,6 +38,7 @@ from wgfinfer.flow import push_points
 from wgfinfer.functionals import Entropy, Functional, as_functional
 from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.schemes.base import (
+    VALIDATION_BATCHES,
     Info,
     Scheme,
     check_explosion,
@@ -49,8 +50,11 @@ from wgfinfer.schemes.base import (
     cosine_schedule,
     draw_pool,
     monitor_energy,
+    plateau_window,
     set_field,
+    tail_length,
     transport_distance,
+    validation_plateaued,
 )
 
 
@@ -87,6 +91,13 @@ class ICNN(Scheme):
         much smaller pools overfit the maps to the pool, see ``docs/design.md``).
     n_monitor : int, default 4096
         Pool particles whose exact log-density is tracked, for the free-energy monitor ``energy``.
+    stop_on_plateau : bool, default True
+        End a step's optimisation before ``iters_per_step`` iterations once its loss has stopped
+        falling (:func:`wgfinfer.schemes.base.validation_plateaued`: the loss on a fixed batch of
+        ``4 * batch_size`` pool particles, evaluated every ``iters_per_step // 10`` iterations, fell
+        by less than 1e-4 nats over the last window), after one more window at the decayed learning
+        rate ``lr * lr_decay``; ``iters_per_step`` is the cap.  The validation batch costs about
+        a tenth of the iterations it watches.
     """
 
     hidden: tuple[int, ...] = (64, 64)
@@ -100,6 +111,7 @@ class ICNN(Scheme):
     warm_start: bool = True
     n_particles: int | None = None
     n_monitor: int = 4096
+    stop_on_plateau: bool = True
 
     name: ClassVar[str] = "icnn"
 
@@ -117,6 +129,8 @@ class ICNN(Scheme):
         if self.n_particles is not None:
             set_field(self, "n_particles", check_positive_int("n_particles", self.n_particles))
         set_field(self, "n_monitor", check_positive_int("n_monitor", self.n_monitor, allow_zero=True))
+        if not isinstance(self.stop_on_plateau, bool):
+            raise TypeError(f"stop_on_plateau must be a bool, got {type(self.stop_on_plateau).__name__}")
 
     @property
     def pool_size(self) -> int:
@@ -384,11 +398,16 @@ def fit_potential(
     n_particles = particles.shape[0]
     batch = min(config.batch_size, n_particles)
     losses: list[float] = []
-    tail: list[tuple[float, float, float]] = []
-    tail_from = config.iters_per_step - max(1, config.iters_per_step // 10)
-    for it in range(config.iters_per_step):
-        idx = torch.randint(0, n_particles, (batch,), generator=generator).to(particles.device)
-        x = particles[idx]
+    terms: list[tuple[float, float, float]] = []
+    window, stop_after = plateau_window(config.iters_per_step), None
+    validation: list[float] = []
+    if config.stop_on_plateau:
+        n_val = min(n_particles, VALIDATION_BATCHES * batch)
+        val_idx = torch.randint(0, n_particles, (n_val,), generator=generator).to(particles.device)
+        x_val = particles[val_idx]
+        log_rho_val = None if particle_log_density is None else particle_log_density[val_idx]
+
+    def jko_loss(x: Tensor, log_rho_x: Tensor | None, it: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         try:
             y, log_det = psi.map_and_log_det(x)
         except NonPositiveHessianError as exc:
@@ -396,12 +415,17 @@ def fit_potential(
         check_points(y, step_index, it)
         w2 = transport_distance(x, y, step_index, it)
         potential = functional.particle_energy(y)
-        entropy_gain = log_det.mean()
         # log-density of the pushed law at y (the Entropy's step does not need log rho_k itself)
-        log_rho_y = -log_det if particle_log_density is None else particle_log_density[idx] - log_det
+        log_rho_y = -log_det if log_rho_x is None else log_rho_x - log_det
         loss = w2 / (2.0 * step_size) + potential
         for term in internal:
             loss = loss + term.integrand(log_rho_y).mean()
+        return loss, w2, potential, log_det.mean()
+
+    for it in range(config.iters_per_step):
+        idx = torch.randint(0, n_particles, (batch,), generator=generator).to(particles.device)
+        log_rho_x = None if particle_log_density is None else particle_log_density[idx]
+        loss, w2, potential, entropy_gain = jko_loss(particles[idx], log_rho_x, it)
         loss_value = float(loss.detach())
         if not torch.isfinite(loss):
             raise TrainingDivergedError(f"JKO step {step_index}, iteration {it}: non-finite loss")
@@ -409,21 +433,33 @@ def fit_potential(
         loss.backward()
         check_gradients(psi, step_index, it, "ICNN potential")
         optimizer.step()
-        schedule.step()
         losses.append(loss_value)
-        if it >= tail_from:
-            tail.append((float(w2.detach()), float(potential.detach()), float(entropy_gain.detach())))
+        terms.append((float(w2.detach()), float(potential.detach()), float(entropy_gain.detach())))
         if callback is not None:
             callback(it, loss_value)
+        if stop_after is None:
+            schedule.step()
+            if config.stop_on_plateau and (it + 1) % window == 0:
+                with torch.no_grad():
+                    validation.append(float(jko_loss(x_val, log_rho_val, it)[0]))
+                if validation_plateaued(validation):
+                    # one last window at the decayed learning rate the schedule would have ended with
+                    stop_after = it + window
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["initial_lr"] * config.lr_decay
+        elif it >= stop_after:
+            break
     for p in psi.parameters():
         p.requires_grad_(False)
+    done = len(losses)
+    tail = terms[done - tail_length(done, config.iters_per_step) :]
     mean = [sum(v) / len(tail) for v in zip(*tail, strict=True)]
     info = _Fit(
-        loss=sum(losses[tail_from:]) / len(tail),
+        loss=sum(losses[done - len(tail) :]) / len(tail),
         w2=mean[0],
         potential=mean[1],
         log_det=mean[2],
-        iterations=config.iters_per_step,
+        iterations=done,
         losses=losses,
     )
     return psi, info

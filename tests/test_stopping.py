@@ -1,0 +1,147 @@
+"""The adaptive budget: the flow's stopping rule (wgfinfer.stopping) and the ICNN step's plateau rule."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import wgfinfer
+from wgfinfer import stopping
+from wgfinfer.io import SAMPLER_FORMAT, read_save_file
+from wgfinfer.io.files import write_save_file
+from wgfinfer.schemes.base import VALIDATION_TOLERANCE, plateau_window, tail_length, validation_plateaued
+
+
+def _history(values: list[float]) -> list[dict]:
+    return [{"loss": v + 1.0, "kl_minus_log_z": v} for v in values]
+
+
+def test_plateau_needs_patience_plus_one_steps() -> None:
+    assert not stopping.has_plateaued(_history([1.0, 1.0]))
+    assert stopping.has_plateaued(_history([1.0, 1.0, 1.0]))
+
+
+def test_plateau_compares_the_best_of_the_last_steps_with_the_best_before() -> None:
+    # falls by 0.05 a step: still improving
+    assert not stopping.has_plateaued(_history([1.0, 0.95, 0.90, 0.85]))
+    # the last two steps do not get below the best before them by more than the tolerance
+    assert stopping.has_plateaued(_history([1.0, 0.5, 0.6, 0.495]))
+    # a rise after the best counts as no improvement
+    assert stopping.has_plateaued(_history([1.0, 0.5, 0.7, 0.8]))
+    # an improvement just above the tolerance counts
+    tol = stopping.TOLERANCE
+    assert not stopping.has_plateaued(_history([1.0, 0.5, 0.5, 0.5 - 2 * tol]))
+
+
+def test_plateau_watches_the_loss_when_a_step_has_no_density_estimate() -> None:
+    history = [{"loss": v} for v in (3.0, 2.0, 1.0)]
+    assert stopping.monitored_values(history) == [3.0, 2.0, 1.0]
+    assert not stopping.has_plateaued(history)
+
+
+def test_stop_reason_orders_the_caps() -> None:
+    flat, falling = _history([1.0] * 3), _history([3.0, 2.0, 1.0])
+    assert stopping.stop_reason(falling, n_steps=3, max_steps=20) == stopping.N_STEPS
+    assert stopping.stop_reason(flat, n_steps=5, max_steps=20) is None  # a fixed count ignores plateaus
+    assert stopping.stop_reason(flat, n_steps=None, max_steps=20) == stopping.CONVERGED
+    assert stopping.stop_reason(falling, n_steps=None, max_steps=3) == stopping.MAX_STEPS
+    assert stopping.stop_reason(falling, None, 20, training_time=2.0, time_budget=1.0) == stopping.TIME_BUDGET
+    assert stopping.stop_reason(falling, None, 20, training_time=0.5, time_budget=1.0) is None
+
+
+def _gaussian(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x - 1.0) / 2.0).square().sum(-1)
+
+
+SMALL = wgfinfer.ICNN(iters_per_step=40, batch_size=128, hidden=(16,))
+
+
+def test_a_flow_started_at_its_target_stops_after_the_fewest_steps() -> None:
+    # init="gaussian" fits N(1, 4 I) itself: no step can improve on it
+    s = wgfinfer.WGFSampler(_gaussian, dim=2, init="gaussian", scheme=SMALL, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", stopping.BudgetWarning)
+        s.run()
+    assert s.stop_reason == stopping.CONVERGED
+    assert len(s.history) == stopping.PATIENCE + 1
+    assert s.attrs()["stop_reason"] == stopping.CONVERGED
+    steps = len(s.history)
+    s.run()  # converged: nothing more to do
+    assert len(s.history) == steps
+
+
+def test_a_cap_reached_while_improving_warns_and_run_continues() -> None:
+    far = wgfinfer.Init("normal", scale=0.05)  # N(0, 0.05^2 I) against N(1, 4 I): far from the target
+    s = wgfinfer.WGFSampler(_gaussian, dim=2, init=far, scheme=SMALL, max_steps=2, step_size=0.05,
+                            progress_bar=False)  # fmt: skip
+    with pytest.warns(stopping.BudgetWarning, match="max_steps=2"):
+        s.run()
+    assert s.stop_reason == stopping.MAX_STEPS and len(s.history) == 2
+    s.max_steps = 3
+    with pytest.warns(stopping.BudgetWarning):
+        s.run()
+    assert len(s.history) == 3
+
+
+def test_a_time_budget_stops_after_the_step_that_spends_it() -> None:
+    s = wgfinfer.WGFSampler(_gaussian, dim=2, scheme=SMALL, time_budget=1e-6, step_size=0.05,
+                            init=wgfinfer.Init("normal", scale=0.05), progress_bar=False)  # fmt: skip
+    with pytest.warns(stopping.BudgetWarning, match="time_budget"):
+        s.run()
+    assert s.stop_reason == stopping.TIME_BUDGET and len(s.history) == 1
+    with pytest.warns(stopping.BudgetWarning):
+        s.run()  # the budget is per call: one more step
+    assert len(s.history) == 2
+
+
+@pytest.mark.parametrize(("name", "value"), [("max_steps", 0), ("max_steps", 1.5), ("time_budget", -1.0)])
+def test_invalid_budgets_are_refused(name: str, value: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=name):
+        wgfinfer.WGFSampler(_gaussian, dim=2, **{name: value})
+
+
+def test_save_files_keep_the_budget_and_old_files_load_with_defaults(tmp_path) -> None:
+    s = wgfinfer.WGFSampler(_gaussian, dim=2, scheme=SMALL, n_steps=1, max_steps=7, time_budget=30.0,
+                            progress_bar=False).run()  # fmt: skip
+    path = tmp_path / "s.pt"
+    s.save(path)
+    loaded = wgfinfer.WGFSampler.load(path, log_density=_gaussian)
+    assert (loaded.n_steps, loaded.max_steps, loaded.time_budget) == (1, 7, 30.0)
+    # a file written before the budget options existed
+    content = read_save_file(path, SAMPLER_FORMAT)
+    for key in ("max_steps", "time_budget"):
+        del content["options"][key]
+    write_save_file(content, tmp_path / "old.pt")
+    old = wgfinfer.WGFSampler.load(tmp_path / "old.pt", log_density=_gaussian)
+    assert (old.n_steps, old.max_steps, old.time_budget) == (1, stopping.DEFAULT_MAX_STEPS, None)
+
+
+# ------------------------------------------------------------------------- inner plateau rule
+def test_validation_plateau_rule() -> None:
+    tol = VALIDATION_TOLERANCE
+    assert not validation_plateaued([1.0])  # from the second window on
+    assert validation_plateaued([1.0, 1.0])
+    assert validation_plateaued([1.0, 1.0 - tol])
+    assert not validation_plateaued([1.0, 1.0 - 2 * tol])
+    assert validation_plateaued([1.0, 1.5])  # a rise
+
+
+def test_window_and_tail_lengths() -> None:
+    assert plateau_window(200) == 20 and plateau_window(40) == 10
+    assert tail_length(200, 200) == 20  # a full fit: its last 10%
+    assert tail_length(80, 200) == 20  # an early stop: the last (annealed) window
+
+
+def test_an_icnn_step_at_its_target_stops_early_and_the_option_turns_it_off() -> None:
+    for stop in (True, False):
+        scheme = wgfinfer.ICNN(iters_per_step=200, batch_size=128, hidden=(16,), stop_on_plateau=stop)
+        s = wgfinfer.WGFSampler(_gaussian, dim=2, init="gaussian", n_steps=1, progress_bar=False, scheme=scheme)
+        s.run()
+        iterations = s.history[0]["iterations"]
+        if stop:
+            # the plateau shows at a window's end, then one annealed window follows
+            assert iterations < 200 and iterations % 20 == 0
+        else:
+            assert iterations == 200
