@@ -137,7 +137,9 @@ def test_window_and_tail_lengths() -> None:
 def test_an_icnn_step_at_its_target_stops_early_and_the_option_turns_it_off() -> None:
     for stop in (True, False):
         scheme = wgfinfer.ICNN(iters_per_step=200, batch_size=128, hidden=(16,), stop_on_plateau=stop)
-        s = wgfinfer.WGFSampler(_gaussian, dim=2, init="gaussian", n_steps=1, progress_bar=False, scheme=scheme)
+        s = wgfinfer.WGFSampler(
+            _gaussian, dim=2, init="gaussian", n_steps=1, progress_bar=False, scheme=scheme
+        )
         s.run()
         iterations = s.history[0]["iterations"]
         if stop:
