@@ -368,6 +368,7 @@ class WGFSampler:
                     lambda x: beta * target.training_log_density(x),
                     start,
                     self._generator,
+                    progress_bar=self.progress_bar,
                 )
             state = self.scheme.init(self._base, self._generator, device=self.device)
             x0 = state.particles
