@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from wgfinfer import _progress
 from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.errors import DensityNotAvailableError
 from wgfinfer.laplace import AffineWhitening
@@ -42,29 +43,55 @@ def push_points(
     log_q0: Tensor | None = None,
     chunk_size: int = 8192,
     whitening: AffineWhitening | None = None,
+    progress_bar: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Push ``x0`` through ``maps`` (then ``whitening``) in chunks of ``chunk_size`` points.
 
     Without ``log_q0`` only the points move (``transport``); with it their log-density is carried
     along, ``log q - sum log|det DT|`` (every map needs ``map_and_log_det``).
+
+    Parameters
+    ----------
+    maps : list or tuple of nn.Module
+        The maps, applied first to last.
+    x0 : Tensor
+        ``(n, d)`` points.
+    log_q0 : Tensor, optional
+        ``(n,)`` log-densities at ``x0``, to carry along.
+    chunk_size : int, default 8192
+        Points pushed at once.
+    whitening : AffineWhitening, optional
+        Applied after the maps.
+    progress_bar : bool, default False
+        Show a tqdm bar ("flow: draws") over the points when they take more than one chunk
+        (:data:`wgfinfer._progress.MIN_CHUNKS_FOR_BAR`).
+
+    Returns
+    -------
+    x : Tensor
+        ``(n, d)`` pushed points.
+    log_q : Tensor or None
+        ``(n,)`` their log-densities, or ``None`` without ``log_q0``.
     """
     if x0.shape[0] == 0:
         return x0.clone(), (log_q0.clone() if log_q0 is not None else None)
     xs, lqs = [], []
     lq_all = log_q0 if log_q0 is not None else torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-    for start in range(0, x0.shape[0], chunk_size):
-        x, lq = x0[start : start + chunk_size], lq_all[start : start + chunk_size]
-        for psi in maps:
-            if log_q0 is None:
-                x = psi.transport(x)
-            else:
-                x, log_det = psi.map_and_log_det(x)
-                lq = lq - log_det
-        if whitening is not None:
-            x = whitening.forward(x)
-            lq = lq - whitening.log_abs_det
-        xs.append(x)
-        lqs.append(lq)
+    with _progress.chunk_bar(progress_bar, x0.shape[0], chunk_size, "flow: draws") as progress:
+        for start in range(0, x0.shape[0], chunk_size):
+            x, lq = x0[start : start + chunk_size], lq_all[start : start + chunk_size]
+            for psi in maps:
+                if log_q0 is None:
+                    x = psi.transport(x)
+                else:
+                    x, log_det = psi.map_and_log_det(x)
+                    lq = lq - log_det
+            if whitening is not None:
+                x = whitening.forward(x)
+                lq = lq - whitening.log_abs_det
+            xs.append(x)
+            lqs.append(lq)
+            progress.update(x.shape[0])
     return torch.cat(xs), (torch.cat(lqs) if log_q0 is not None else None)
 
 
@@ -162,7 +189,11 @@ class Flow:
 
     @torch.no_grad()
     def push(
-        self, x0: Tensor, log_q0: Tensor | None = None, step: int | None = None
+        self,
+        x0: Tensor,
+        log_q0: Tensor | None = None,
+        step: int | None = None,
+        progress_bar: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Push points of ``rho_0`` to ``step``; optionally carry their log-density along.
 
@@ -175,6 +206,8 @@ class Flow:
             ``log rho_k(x_k) = log rho_0(x_0) - sum log|det DT|`` along the way.
         step : int, optional
             Step to push to (default: the last).
+        progress_bar : bool, default False
+            Show a tqdm bar over the points when they take more than one chunk of ``chunk_size``.
 
         Returns
         -------
@@ -186,7 +219,7 @@ class Flow:
         maps = self.maps_until(step)
         if log_q0 is not None and not all(self.map_has_density(m) for m in maps):
             self.require_density()
-        return push_points(maps, x0, log_q0, self.chunk_size, self.whitening)
+        return push_points(maps, x0, log_q0, self.chunk_size, self.whitening, progress_bar=progress_bar)
 
     def sample(
         self,
@@ -194,6 +227,7 @@ class Flow:
         generator: torch.Generator | None = None,
         return_log_prob: bool = False,
         step: int | None = None,
+        progress_bar: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``n`` points of the law of ``step`` (default: the last), and their exact log-densities.
 
@@ -208,22 +242,44 @@ class Flow:
             Also return ``log rho_step`` at the draws (needs density maps).
         step : int, optional
             ``0`` is ``rho_0``; ``None`` the last step.
+        progress_bar : bool, default False
+            Show a tqdm bar ("flow: draws") over the draws when there are more than ``chunk_size``
+            of them.
         """
         self.check_step(step)
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         x0 = sample_distribution(self.base, n, generator, self.device)
         if not return_log_prob:
-            return self.push(x0, step=step)[0]
-        x, log_q = self.push(x0, self.base.log_prob(x0), step=step)
+            return self.push(x0, step=step, progress_bar=progress_bar)[0]
+        x, log_q = self.push(x0, self.base.log_prob(x0), step=step, progress_bar=progress_bar)
         assert log_q is not None
         return x, log_q
 
     @torch.no_grad()
     def inverse(
-        self, y: Tensor, tol: float | None = None, max_iter: int = 100, step: int | None = None
+        self,
+        y: Tensor,
+        tol: float | None = None,
+        max_iter: int = 100,
+        step: int | None = None,
+        progress_bar: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Pull points of the law of ``step`` back to ``rho_0`` through the inverse maps.
+
+        Parameters
+        ----------
+        y : Tensor
+            ``(n, d)`` points.
+        tol : float, optional
+            Newton tolerance of each inversion (the maps' default when ``None``).
+        max_iter : int, default 100
+            Newton iterations at most per map.
+        step : int, optional
+            The step whose law ``y`` is of (default: the last).
+        progress_bar : bool, default False
+            Show a tqdm bar ("flow: inverse") over the points when there are more than ``chunk_size``
+            of them.
 
         Returns
         -------
@@ -239,26 +295,46 @@ class Flow:
         if not all(self.map_has_density(m) for m in maps):
             self.require_density()
         outs: list[tuple[Tensor, Tensor, Tensor]] = []
-        for (chunk,) in self._chunks(y):
-            x = chunk
-            total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            if self.whitening is not None:
-                x = self.whitening.inverse(x)
-                total = total + self.whitening.log_abs_det
-            ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            for psi in reversed(maps):
-                x, log_det, conv = psi.inverse_and_log_det(x, tol=tol, max_iter=max_iter)
-                ok &= conv
-                total = total + log_det
-            outs.append((x, total, ok))
+        with _progress.chunk_bar(progress_bar, y.shape[0], self.chunk_size, "flow: inverse") as progress:
+            for (chunk,) in self._chunks(y):
+                x = chunk
+                total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+                if self.whitening is not None:
+                    x = self.whitening.inverse(x)
+                    total = total + self.whitening.log_abs_det
+                ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+                for psi in reversed(maps):
+                    x, log_det, conv = psi.inverse_and_log_det(x, tol=tol, max_iter=max_iter)
+                    ok &= conv
+                    total = total + log_det
+                outs.append((x, total, ok))
+                progress.update(chunk.shape[0])
         return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))  # type: ignore[return-value]
 
     def log_prob(
-        self, y: Tensor, tol: float | None = None, max_iter: int = 100, step: int | None = None
+        self,
+        y: Tensor,
+        tol: float | None = None,
+        max_iter: int = 100,
+        step: int | None = None,
+        progress_bar: bool = False,
     ) -> Tensor:
         """Exact log-density of the law of ``step`` (default: the last) at arbitrary points (NaN where
-        inversion failed)."""
-        x0, total, ok = self.inverse(y, tol=tol, max_iter=max_iter, step=step)
+        inversion failed).
+
+        Parameters
+        ----------
+        y, tol, max_iter, step
+            As in :meth:`inverse`.
+        progress_bar : bool, default False
+            Show a tqdm bar over the inversion when there are more than ``chunk_size`` points.
+
+        Returns
+        -------
+        Tensor
+            ``(n,)`` log-densities.
+        """
+        x0, total, ok = self.inverse(y, tol=tol, max_iter=max_iter, step=step, progress_bar=progress_bar)
         log_q = self.base.log_prob(x0) - total
         if not bool(ok.all()):
             n_bad = int((~ok).sum())

@@ -92,26 +92,48 @@ def whitening(
     training_log_density: Callable[[Tensor], Tensor],
     start: Tensor,
     generator: torch.Generator,
+    progress_bar: bool = False,
 ) -> AffineWhitening | None:
     """The whitening map of ``"laplace"`` / ``"gaussian"`` (``None`` for other initial measures).
-
-    ``log_density`` is the (tempered) target on the full data, ``training_log_density`` what the
-    Gaussian fit of ``"gaussian"`` evaluates (a mini-batch estimate with subsampling).
 
     Where the Laplace approximation does not exist (:class:`~wgfinfer.laplace.LaplaceStartError`:
     no mode, as in a funnel or along a flat or unbounded direction; a Hessian that is not positive
     definite), the start falls back by itself, with a warning that says why: to a full-rank Gaussian
     fit (:func:`~wgfinfer.laplace.fit_gaussian`) from ``N(start, I)``, and if that diverges too, to no
     whitening (``init="normal"``).
+
+    Parameters
+    ----------
+    init : Init or torch.distributions.Distribution
+        The initial measure; only ``Init("laplace")`` and ``Init("gaussian")`` have a whitening.
+    log_density : callable
+        The (tempered) target on the full data, ``(n, d) -> (n,)``: what the mode search and the
+        Hessian evaluate.
+    training_log_density : callable
+        What the Gaussian fit of ``"gaussian"`` (and of the fallback) evaluates: a mini-batch
+        estimate with subsampling, else the same as ``log_density``.
+    start : Tensor
+        ``(d,)`` start of the mode search (the centre of the fallback's ``N(start, I)``).
+    generator : torch.Generator
+        Source of the Gaussian fit's draws.
+    progress_bar : bool, default False
+        Show tqdm bars over the phases of the fit: "start: mode search" (L-BFGS iterations),
+        "start: Hessian" (its rows) and "start: Gaussian fit" (Adam iterations).
+
+    Returns
+    -------
+    AffineWhitening or None
+        The whitening map, or ``None`` for ``"normal"``, a distribution, or a start that fell back
+        to ``init="normal"``.
     """
     if not isinstance(init, Init) or init.kind == "normal":
         return None
     try:
-        result = laplace_whitening(log_density, start, strict=True)
+        result = laplace_whitening(log_density, start, strict=True, progress_bar=progress_bar)
     except LaplaceStartError as exc:
-        return _fallback(exc, training_log_density, start, generator)
+        return _fallback(exc, training_log_density, start, generator, progress_bar)
     if init.kind == "gaussian":
-        result = fit_gaussian(training_log_density, result, generator)
+        result = fit_gaussian(training_log_density, result, generator, progress_bar=progress_bar)
     return result
 
 
@@ -120,6 +142,7 @@ def _fallback(
     training_log_density: Callable[[Tensor], Tensor],
     start: Tensor,
     generator: torch.Generator,
+    progress_bar: bool = False,
 ) -> AffineWhitening | None:
     why = first_line(reason) or type(reason).__name__
     if start.dtype != torch.float64:
@@ -131,7 +154,7 @@ def _fallback(
         start.detach().clone(), torch.eye(start.shape[0], dtype=start.dtype, device=start.device)
     )
     try:
-        fitted = fit_gaussian(training_log_density, unit, generator)
+        fitted = fit_gaussian(training_log_density, unit, generator, progress_bar=progress_bar)
     except ValueError as exc:
         warnings.warn(
             f"{why}; the Gaussian fit that replaces it diverged too "

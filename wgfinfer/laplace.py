@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wgfinfer import _progress
+
 
 @dataclass(frozen=True)
 class AffineWhitening:
@@ -63,7 +65,11 @@ class AffineWhitening:
 
 
 def find_mode(
-    log_density: Callable[[Tensor], Tensor], x0: Tensor, max_iter: int = 500, tol: float = 1e-9
+    log_density: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    max_iter: int = 500,
+    tol: float = 1e-9,
+    progress_bar: bool = False,
 ) -> Tensor:
     """Maximise ``log_density`` from ``x0`` with L-BFGS (strong-Wolfe line search).
 
@@ -77,6 +83,9 @@ def find_mode(
         L-BFGS iterations at most.
     tol : float
         Gradient tolerance (max-norm) for convergence.
+    progress_bar : bool, default False
+        Show a tqdm bar ("start: mode search") over the L-BFGS iterations, with ``-log p``; it ends
+        at the iterations done when the search converges earlier.
 
     Returns
     -------
@@ -100,18 +109,28 @@ def find_mode(
         line_search_fn="strong_wolfe",
     )
 
+    progress = _progress.bar(progress_bar, max_iter, "start: mode search", unit="iter")
+
     def closure() -> Tensor:
         optimizer.zero_grad()
         loss = -log_density(x.unsqueeze(0)).squeeze(0)
         loss.backward()
+        if progress_bar:  # L-BFGS counts its iterations in its state; a closure call is an evaluation
+            done = int(optimizer.state[x].get("n_iter", 0))
+            progress.update(done - progress.n)
+            progress.set_postfix(neg_log_p=f"{float(loss.detach()):.6g}", refresh=False)
         return loss
 
-    try:
-        optimizer.step(closure)
-    except (ValueError, RuntimeError, IndexError) as exc:  # IndexError: L-BFGS's line search on NaN
-        raise ValueError(
-            f"init='laplace': the search for the mode failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    with progress:
+        try:
+            optimizer.step(closure)
+        except (ValueError, RuntimeError, IndexError) as exc:  # IndexError: L-BFGS's line search on NaN
+            raise ValueError(
+                f"init='laplace': the search for the mode failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if progress_bar and progress.n < max_iter:  # converged early: the bar ends where it stopped
+            progress.total = progress.n
+            progress.refresh()
     x = x.detach()
     if not bool(torch.isfinite(x).all()):
         raise ValueError(
@@ -121,9 +140,44 @@ def find_mode(
     return x
 
 
-def hessian_of_negative_log_density(log_density: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``-grad^2 log_density(x)`` at one ``(d,)`` point, by automatic differentiation."""
-    hessian = torch.autograd.functional.hessian(lambda v: -log_density(v.unsqueeze(0)).squeeze(0), x)
+def hessian_of_negative_log_density(
+    log_density: Callable[[Tensor], Tensor], x: Tensor, progress_bar: bool = False
+) -> Tensor:
+    """``-grad^2 log_density(x)`` at one ``(d,)`` point, by automatic differentiation, symmetrised.
+
+    The gradient is differentiated once per coordinate (one backward pass per row, as
+    ``torch.autograd.functional.hessian`` does).
+
+    Parameters
+    ----------
+    log_density : callable
+        Batched log-density ``(n, d) -> (n,)``.
+    x : Tensor
+        ``(d,)`` point.
+    progress_bar : bool, default False
+        Show a tqdm bar ("start: Hessian") over the rows.
+
+    Returns
+    -------
+    Tensor
+        ``(d, d)`` symmetric matrix.
+    """
+    d = x.shape[0]
+    point = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = -log_density(point.unsqueeze(0)).squeeze(0)
+        gradient = None
+        if loss.requires_grad:  # a constant log-density has a zero Hessian
+            (gradient,) = torch.autograd.grad(loss, point, create_graph=True, allow_unused=True)
+    rows = []
+    with _progress.bar(progress_bar, d, "start: Hessian", unit="row") as progress:
+        for i in range(d):
+            row = None
+            if gradient is not None and gradient.requires_grad:
+                (row,) = torch.autograd.grad(gradient[i], point, retain_graph=True, allow_unused=True)
+            rows.append(torch.zeros_like(point) if row is None else row.detach())
+            progress.update(1)
+    hessian = torch.stack(rows) if rows else point.new_zeros(0, 0)
     return 0.5 * (hessian + hessian.T)
 
 
@@ -149,6 +203,7 @@ def laplace_whitening(
     x0: Tensor,
     eigenvalue_floor: float | None = None,
     strict: bool = False,
+    progress_bar: bool = False,
 ) -> AffineWhitening:
     """The whitening map of the Laplace approximation ``N(mode, H^{-1})`` of a log-density.
 
@@ -169,6 +224,9 @@ def laplace_whitening(
         Raise :class:`LaplaceStartError` instead of flooring a Hessian that is not positive
         definite, and also when the search ended where a Newton step would still gain more than
         :data:`NEWTON_DECREMENT_TOLERANCE` nats (no mode was found).
+    progress_bar : bool, default False
+        Show tqdm bars over the mode search ("start: mode search", :func:`find_mode`) and the rows
+        of the Hessian ("start: Hessian").
 
     Returns
     -------
@@ -187,10 +245,10 @@ def laplace_whitening(
         return log_density(v.to(dtype)).to(torch.float64)
 
     try:
-        mode = find_mode(f64, x0.detach().to(torch.float64))
+        mode = find_mode(f64, x0.detach().to(torch.float64), progress_bar=progress_bar)
     except ValueError as exc:
         raise LaplaceStartError(str(exc)) from exc
-    hessian = hessian_of_negative_log_density(f64, mode)
+    hessian = hessian_of_negative_log_density(f64, mode, progress_bar=progress_bar)
     if not bool(torch.isfinite(hessian).all()):
         raise LaplaceStartError("init='laplace': the Hessian of the log-density at its mode is not finite")
     eigenvalues, vectors = torch.linalg.eigh(hessian)
@@ -234,6 +292,7 @@ def fit_gaussian(
     n_iter: int = 1000,
     batch_size: int = 256,
     lr: float = 0.02,
+    progress_bar: bool = False,
 ) -> AffineWhitening:
     """Refine a Gaussian start by minimising ``KL(N(m, S) || p)`` over full-rank Gaussians.
 
@@ -255,6 +314,8 @@ def fit_gaussian(
         CPU generator for the Monte-Carlo draws.
     n_iter, batch_size, lr : int, int, float
         Adam iterations, draws per iteration, learning rate (cosine-decayed to ``lr / 10``).
+    progress_bar : bool, default False
+        Show a tqdm bar ("start: Gaussian fit") over the Adam iterations, with the loss.
 
     Returns
     -------
@@ -279,17 +340,22 @@ def fit_gaussian(
     def factor() -> Tensor:
         return torch.tril(raw, -1) + torch.diag(F.softplus(torch.diagonal(raw) + offset))
 
-    for it in range(n_iter):
-        e = torch.randn(batch_size, d, generator=generator, dtype=dtype).to(device)
-        b = factor()
-        x = start.forward(shift + e @ b.T)
-        loss = -log_density(x).mean() - torch.diagonal(b).log().sum()
-        if not bool(torch.isfinite(loss)):
-            raise ValueError(f"init='gaussian': the Gaussian fit diverged at iteration {it}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    every = max(1, n_iter // 50)
+    with _progress.bar(progress_bar, n_iter, "start: Gaussian fit", unit="iter") as progress:
+        for it in range(n_iter):
+            e = torch.randn(batch_size, d, generator=generator, dtype=dtype).to(device)
+            b = factor()
+            x = start.forward(shift + e @ b.T)
+            loss = -log_density(x).mean() - torch.diagonal(b).log().sum()
+            if not bool(torch.isfinite(loss)):
+                raise ValueError(f"init='gaussian': the Gaussian fit diverged at iteration {it}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if progress_bar and it % every == 0:
+                progress.set_postfix(loss=f"{float(loss.detach()):.4g}", refresh=False)
+            progress.update(1)
     with torch.no_grad():
         b = factor()
         return AffineWhitening(start.loc + start.scale_tril @ shift, start.scale_tril @ b)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wgfinfer import _progress
 from wgfinfer.convert import build_inference_data
 from wgfinfer.flow import Flow
 from wgfinfer.importance import independence_metropolis, psis_resample
@@ -31,16 +32,43 @@ top of the finished group, whatever the number of draws."""
 
 
 def weighted_draws(
-    flow: Flow, target: LogDensityTarget, beta: float, num_samples: int, generator: torch.Generator
+    flow: Flow,
+    target: LogDensityTarget,
+    beta: float,
+    num_samples: int,
+    generator: torch.Generator,
+    progress_bar: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fresh unconstrained draws ``z`` of the flow, their exact ``log q`` and ``lp = beta * log p(z)``.
 
     ``lp - log q`` are the log importance weights every correction and diagnostic is built on;
     ``beta=1`` weighs against the untempered target (as an exact MCMC kernel must).
+
+    Parameters
+    ----------
+    flow : Flow
+        A flow with exact densities.
+    target : LogDensityTarget
+    beta : float
+        Inverse temperature of ``lp``.
+    num_samples : int
+        Draws.
+    generator : torch.Generator
+        Source of the draws.
+    progress_bar : bool, default False
+        Show tqdm bars over the draws ("flow: draws") and the target's evaluation ("pyro: log
+        joint"), each only when it takes more than one chunk
+        (:data:`wgfinfer._progress.MIN_CHUNKS_FOR_BAR`).
+
+    Returns
+    -------
+    z, log_q, lp : Tensor
+        ``(n, d)`` draws, ``(n,)`` their log-densities under the flow and ``(n,)`` tempered target
+        log-densities.
     """
-    z, log_q = flow.sample(num_samples, generator, return_log_prob=True)
+    z, log_q = flow.sample(num_samples, generator, return_log_prob=True, progress_bar=progress_bar)
     with torch.no_grad():
-        lp = beta * target.log_density(z)
+        lp = beta * target.log_density(z, progress_bar=progress_bar)
     return z, log_q, lp
 
 
@@ -51,14 +79,16 @@ def corrected_draws(
     num_samples: int,
     generator: torch.Generator,
     method: str,
+    progress_bar: bool = False,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Unconstrained draws corrected towards the target with the exact weights ``lp - log q``.
 
     ``method="psis"`` resamples with Pareto-smoothed weights; ``"imh"`` runs an independence
     Metropolis-Hastings chain with the flow's draws as proposals.  Returns the draws and a record of
-    the correction (with the acceptance rate for ``"imh"``).
+    the correction (with the acceptance rate for ``"imh"``).  ``progress_bar`` is passed to
+    :func:`weighted_draws`.
     """
-    z, log_q, lp = weighted_draws(flow, target, beta, num_samples, generator)
+    z, log_q, lp = weighted_draws(flow, target, beta, num_samples, generator, progress_bar=progress_bar)
     log_weights = lp - log_q
     if method == "psis":
         idx, record = psis_resample(log_weights, num_samples, generator), {"method": "psis"}
@@ -130,7 +160,7 @@ def warn_if_log_likelihood_is_large(target: LogDensityTarget, num_draws: int) ->
 
 
 def log_likelihood_group(
-    target: LogDensityTarget, z: Tensor, chains: tuple[int, int]
+    target: LogDensityTarget, z: Tensor, chains: tuple[int, int], progress_bar: bool = False
 ) -> dict[str, np.ndarray]:
     """Pointwise log-likelihoods of a Pyro target at draws ``z``: ``{site: (chain, draw, *obs_shape)}``.
 
@@ -146,6 +176,8 @@ def log_likelihood_group(
         ``(chain * draw, d)`` unconstrained draws, chain by chain.
     chains : tuple of int
         ``(chain, draw)``.
+    progress_bar : bool, default False
+        Show a tqdm bar ("pyro: log_likelihood") over the draws when they take more than one chunk.
 
     Returns
     -------
@@ -156,10 +188,12 @@ def log_likelihood_group(
     n = z.shape[0]
     group = {name: np.empty((n, *shape), dtype=np.float64) for name, shape in shapes.items()}
     step = _chunk_draws(_n_observations(target))
-    for start in range(0, n, step):
-        chunk = target.pointwise_log_likelihood(z[start : start + step])
-        for name, values in chunk.items():
-            group[name][start : start + step] = values.detach().cpu().numpy()  # exact cast to float64
+    with _progress.chunk_bar(progress_bar, n, step, "pyro: log_likelihood") as progress:
+        for start in range(0, n, step):
+            chunk = target.pointwise_log_likelihood(z[start : start + step])
+            for name, values in chunk.items():
+                group[name][start : start + step] = values.detach().cpu().numpy()  # exact cast to float64
+            progress.update(min(step, n - start))
     return {name: values.reshape(chains + tuple(shapes[name])) for name, values in group.items()}
 
 
@@ -175,6 +209,7 @@ def inference_data(
     posterior_predictive: bool = False,
     predictions: tuple[tuple, dict[str, Any]] | None = None,
     draws: tuple[Tensor, Tensor] | None = None,
+    progress_bar: bool = False,
 ) -> Any:
     """Assemble ``posterior``, ``sample_stats`` and, for Pyro models, ``log_likelihood`` (unless
     switched off: it holds draws x observations values, computed in chunks of draws, with a warning
@@ -186,7 +221,9 @@ def inference_data(
     ``predictions = (args, kwargs)`` the ``predictions`` group (observed and deterministic sites of
     the model called with these arguments), both with the model's random numbers from
     ``generator``.  ``draws = (z, lp)`` replaces the flow's draws by given unconstrained points (chain
-    after chain; an MCMC run's states) and their ``lp``; ``flow`` is then unused.
+    after chain; an MCMC run's states) and their ``lp``; ``flow`` is then unused.  ``progress_bar``
+    shows tqdm bars over the chunked phases (draws, log joint, log-likelihoods, site values), each
+    only when it takes more than one chunk.
     """
     chains = (num_chains, num_samples)
     if target.is_model and log_likelihood:
@@ -195,32 +232,40 @@ def inference_data(
         z, lp = draws
         density_stats: dict[str, np.ndarray] = {}
     elif flow.has_density:
-        z, log_q, lp = weighted_draws(flow, target, beta, num_samples * num_chains, generator)
+        z, log_q, lp = weighted_draws(
+            flow, target, beta, num_samples * num_chains, generator, progress_bar=progress_bar
+        )
         density_stats = {"log_q": _np(log_q).reshape(chains), "log_weight": _np(lp - log_q).reshape(chains)}
     else:  # draws only: attrs["flow_density"] says why log_q and log_weight are missing
-        z = flow.sample(num_samples * num_chains, generator)
+        z = flow.sample(num_samples * num_chains, generator, progress_bar=progress_bar)
         with torch.no_grad():
-            lp = beta * target.log_density(z)
+            lp = beta * target.log_density(z, progress_bar=progress_bar)
         density_stats = {}
     posterior = {name: _np(v).reshape(chains + tuple(v.shape[1:])) for name, v in target.samples(z).items()}
     sample_stats = {"lp": _np(lp).reshape(chains), **density_stats, "diverging": np.zeros(chains, dtype=bool)}
     pointwise = observed = dims = predictive = predicted = pred_dims = None
     if target.is_model:
         if log_likelihood:
-            pointwise = log_likelihood_group(target, z, chains)
+            pointwise = log_likelihood_group(target, z, chains, progress_bar=progress_bar)
         observed = {name: v.detach().cpu().numpy() for name, v in target.observed_sites.items()}
         dims = {name: target.site_dims(name) for name in list(posterior) + list(observed)}
-        deterministic = target.site_values(z, target.deterministic_sites, generator=generator)
+        deterministic = target.site_values(
+            z, target.deterministic_sites, generator=generator, progress_bar=progress_bar
+        )
         for name, v in deterministic.items():
             posterior[name] = _np(v).reshape(chains + tuple(v.shape[1:]))
         dims.update({name: target.site_dims(name) for name in deterministic})
         if posterior_predictive:
-            drawn = target.site_values(z, list(observed), predictive=True, generator=generator)
+            drawn = target.site_values(
+                z, list(observed), predictive=True, generator=generator, progress_bar=progress_bar
+            )
             predictive = {name: _by_chain(v, chains) for name, v in drawn.items()}
         if predictions is not None:
             args, kwargs = predictions
             names = list(observed) + target.deterministic_sites
-            drawn = target.site_values(z, names, args, kwargs, predictive=True, generator=generator)
+            drawn = target.site_values(
+                z, names, args, kwargs, predictive=True, generator=generator, progress_bar=progress_bar
+            )
             predicted = {name: _by_chain(v, chains) for name, v in drawn.items()}
             pred_dims = {name: target.site_dims(name) for name in predicted}
     return build_inference_data(

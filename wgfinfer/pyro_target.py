@@ -50,6 +50,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
+from wgfinfer import _progress
 from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.errors import first_line
 from wgfinfer.targets import LogDensityTarget
@@ -271,6 +272,7 @@ class PyroTarget(LogDensityTarget):
         model_kwargs: dict[str, Any] | None = None,
         predictive: bool = False,
         generator: torch.Generator | None = None,
+        progress_bar: bool = False,
     ) -> dict[str, Tensor]:
         """Values of the named sites in the model run conditioned on each draw.
 
@@ -291,6 +293,9 @@ class PyroTarget(LogDensityTarget):
         generator : torch.Generator, optional
             Source of the model's random numbers: torch's global generator is seeded from it inside
             :func:`torch.random.fork_rng`, so its state is the same after the call.
+        progress_bar : bool, default False
+            Show a tqdm bar ("pyro: sites") over the chunks of draws of the particle-plate run when
+            there is more than one (``pyro.infer.Predictive``'s per-draw path has no bar).
 
         Returns
         -------
@@ -320,7 +325,7 @@ class PyroTarget(LogDensityTarget):
             reason = None
             try:
                 if self.batching == "plate":
-                    values = self._plate_site_values(model, z, shapes, args, kwargs)
+                    values = self._plate_site_values(model, z, shapes, args, kwargs, progress_bar)
                     self._check_site_values(model, z, values, args, kwargs)
                     return values
                 if self.batching == "vmap" and not predictive:
@@ -339,15 +344,23 @@ class PyroTarget(LogDensityTarget):
             return self._predictive_site_values(model, z, shapes, args, kwargs)
 
     def _plate_site_values(
-        self, model: Callable, z: Tensor, shapes: dict[str, torch.Size], args: tuple, kwargs: dict
+        self,
+        model: Callable,
+        z: Tensor,
+        shapes: dict[str, torch.Size],
+        args: tuple,
+        kwargs: dict,
+        progress_bar: bool = False,
     ) -> dict[str, Tensor]:
         chunks: dict[str, list[Tensor]] = {name: [] for name in shapes}
-        for block in torch.split(z, self._chunk):
-            values = self._padded_values(block)[0]
-            with pyro.plate(_PARTICLE_PLATE, block.shape[0], dim=self._particle_dim):
-                trace = _conditioned_trace(model, values, args, kwargs)
-            for name, shape in shapes.items():
-                chunks[name].append(_per_draw(trace.nodes[name]["value"], shape, block.shape[0], name))
+        with _progress.chunk_bar(progress_bar, z.shape[0], self._chunk, "pyro: sites") as progress:
+            for block in torch.split(z, self._chunk):
+                values = self._padded_values(block)[0]
+                with pyro.plate(_PARTICLE_PLATE, block.shape[0], dim=self._particle_dim):
+                    trace = _conditioned_trace(model, values, args, kwargs)
+                for name, shape in shapes.items():
+                    chunks[name].append(_per_draw(trace.nodes[name]["value"], shape, block.shape[0], name))
+                progress.update(block.shape[0])
         return {name: torch.cat(parts) for name, parts in chunks.items()}
 
     def _check_site_values(
@@ -462,11 +475,19 @@ class PyroTarget(LogDensityTarget):
         return self._checked(z, self._batched_log_joint(z, self._draw_indices()).to(z.dtype))
 
     # ------------------------------------------------------------------ log joint
-    def _log_joint(self, z: Tensor) -> Tensor:
+    def _evaluate(self, z: Tensor, progress_bar: bool) -> Tensor:
+        return self._log_joint(z, progress_bar)
+
+    def _log_joint(self, z: Tensor, progress_bar: bool = False) -> Tensor:
         if not self.batched:
-            return self._looped_log_joint(z)
+            return self._looped_log_joint(z, progress_bar)
         # bound the (particles x observations) intermediates of large data sets
-        return torch.cat([self._batched_log_joint(chunk) for chunk in torch.split(z, self._chunk)])
+        parts = []
+        with _progress.chunk_bar(progress_bar, z.shape[0], self._chunk, "pyro: log joint") as progress:
+            for chunk in torch.split(z, self._chunk):
+                parts.append(self._batched_log_joint(chunk))
+                progress.update(chunk.shape[0])
+        return torch.cat(parts)
 
     def _single_values(self, u_flat: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Constrained site values of one particle's ``(d,)`` unconstrained vector, and the
@@ -502,9 +523,13 @@ class PyroTarget(LogDensityTarget):
             out = torch.func.vmap(lambda u: self._single_log_joint(u, indices))(z.to(self._model_dtype))
         return out.to(z.dtype)
 
-    def _looped_log_joint(self, z: Tensor) -> Tensor:
+    def _looped_log_joint(self, z: Tensor, progress_bar: bool = False) -> Tensor:
         params = self.unflatten(z.to(self._model_dtype))
-        out = [-self._potential_fn({name: v[i] for name, v in params.items()}) for i in range(z.shape[0])]
+        out = []
+        with _progress.chunk_bar(progress_bar, z.shape[0], 1, "pyro: log joint") as progress:
+            for i in range(z.shape[0]):
+                out.append(-self._potential_fn({name: v[i] for name, v in params.items()}))
+                progress.update(1)
         return torch.stack(out).to(z.dtype)
 
     def _padded_values(self, z: Tensor) -> tuple[dict[str, Tensor], Tensor]:

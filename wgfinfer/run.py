@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from wgfinfer import _progress
 from wgfinfer.errors import NonFiniteLogDensityError, TrainingDivergedError
 from wgfinfer.schemes.base import Info, Scheme
 
@@ -121,10 +122,8 @@ def run_steps(
     """
     bar = None
     if progress_bar:
-        from tqdm.auto import tqdm
-
         total, initial = progress if progress is not None else (n_steps, 0)
-        bar = tqdm(total=total, initial=initial, desc=desc, unit="step")
+        bar = _progress.bar(True, total, desc, unit="step", initial=initial)
     rngs = [generator, *generators]
     try:
         for i in range(n_steps):

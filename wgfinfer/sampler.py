@@ -154,7 +154,14 @@ class WGFSampler:
         times as many Euler substeps) before ``run`` gives up with :class:`TrainingDivergedError`
         (``docs/reliability.md``).
     progress_bar : bool, default True
-        Show a tqdm bar over the steps with the current loss.
+        Show tqdm bars (``tqdm.auto``, on stderr or as notebook widgets) over every phase that can
+        take long: the start fit of ``init="laplace"`` / ``"gaussian"`` ("start: mode search",
+        "start: Hessian", "start: Gaussian fit"), the steps (with the current loss) and, in
+        :meth:`sample`, :meth:`log_prob`, :meth:`diagnostics`, :meth:`summary`,
+        :meth:`get_samples` and :meth:`to_inference_data`, the computations done in chunks (flow
+        draws and inversions, a Pyro model's log joint, log-likelihoods and site values) when they
+        take more than one chunk, so that small calls print nothing.  ``False`` switches all of
+        them off.
     subsample_size : int or dict of str to int, optional
         Train on mini-batches of a Pyro model's data: each training evaluation draws fresh indices
         of the data plate (``int``: the model's only plate around observed sites; ``dict``: sizes by
@@ -404,6 +411,7 @@ class WGFSampler:
                     lambda x: beta * target.training_log_density(x),
                     start,
                     self._generator,
+                    progress_bar=self.progress_bar,
                 )
             state = self.scheme.init(self._base, self._generator, device=self.device)
             x0 = state.particles
@@ -582,7 +590,9 @@ class WGFSampler:
         """
         self._require_trained()
         n = check_positive_int("n", n)
-        return self.flow.sample(n, self._generator_for(seed), return_log_prob=return_log_prob)
+        return self.flow.sample(
+            n, self._generator_for(seed), return_log_prob=return_log_prob, progress_bar=self.progress_bar
+        )
 
     def log_prob(self, y: Tensor, tol: float | None = None, max_iter: int = 100) -> Tensor:
         """Exact log-density of the flow at arbitrary points, by inverting every map.
@@ -607,7 +617,12 @@ class WGFSampler:
             raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
         if y.ndim != 2 or y.shape[1] != self.dim:
             raise ValueError(f"y must have shape (n, {self.dim}), got {tuple(y.shape)}")
-        return self.flow.log_prob(y.to(dtype=self.dtype, device=self.device), tol=tol, max_iter=max_iter)
+        return self.flow.log_prob(
+            y.to(dtype=self.dtype, device=self.device),
+            tol=tol,
+            max_iter=max_iter,
+            progress_bar=self.progress_bar,
+        )
 
     def to_inference_data(
         self,
@@ -687,7 +702,7 @@ class WGFSampler:
         return inference_data(
             self.flow, self.target, self.beta, num_samples, num_chains, self._generator_for(seed),
             log_likelihood, attrs=self.attrs(), posterior_predictive=bool(posterior_predictive),
-            predictions=predictions,
+            predictions=predictions, progress_bar=self.progress_bar,
         )  # fmt: skip
 
     def get_samples(
@@ -743,7 +758,7 @@ class WGFSampler:
         else:
             generator = self._generator_for(seed)
             z, self.last_correction = corrected_draws(
-                self.flow, self.target, self.beta, num_samples, generator, correct
+                self.flow, self.target, self.beta, num_samples, generator, correct, self.progress_bar
             )
         samples = self.target.samples(z)
         if group_by_chain:
@@ -766,7 +781,9 @@ class WGFSampler:
         self._require_trained()
         assert self.target is not None
         n = check_positive_int("num_samples", num_samples)
-        _, log_q, lp = weighted_draws(self.flow, self.target, self.beta, n, self._generator_for(seed))
+        _, log_q, lp = weighted_draws(
+            self.flow, self.target, self.beta, n, self._generator_for(seed), self.progress_bar
+        )
         result = importance_diagnostics(lp - log_q)
         warn_if_unreliable(result)
         return result
@@ -801,10 +818,10 @@ class WGFSampler:
         prob = check_positive_float("prob", prob, upper=1.0)
         flow, generator = self.flow, self._generator_for(seed)
         if flow.has_density:
-            z, log_q, lp = weighted_draws(flow, self.target, self.beta, n, generator)
+            z, log_q, lp = weighted_draws(flow, self.target, self.beta, n, generator, self.progress_bar)
             found = importance_diagnostics(lp - log_q) if n >= 2 else None
         else:
-            z, found = flow.sample(n, generator), None
+            z, found = flow.sample(n, generator, progress_bar=self.progress_bar), None
         print_summary(self.target.samples(z), prob=prob)
         print(_summary_notes(n, found, flow.has_density))
 

@@ -54,8 +54,22 @@ class LogDensityTarget:
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_density(x)
 
-    def log_density(self, x: Tensor) -> Tensor:
+    def log_density(self, x: Tensor, progress_bar: bool = False) -> Tensor:
         """Evaluate and check the log-density at ``(n, d)`` points.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(n, d)`` points.
+        progress_bar : bool, default False
+            Show a tqdm bar over the evaluation where the target evaluates its points in more than
+            one chunk (a Pyro model with much data, or one evaluated per particle); a log-density
+            callable is called once for all points, without a bar.
+
+        Returns
+        -------
+        Tensor
+            ``(n,)`` log-densities.
 
         Raises
         ------
@@ -65,7 +79,11 @@ class LogDensityTarget:
             If the output does not have shape ``(n,)``; :class:`NonFiniteLogDensityError` (a
             ``ValueError``) if it holds NaN/inf values.
         """
-        return self._checked(x, self._fn(x))
+        return self._checked(x, self._evaluate(x, progress_bar))
+
+    def _evaluate(self, x: Tensor, progress_bar: bool) -> object:
+        """The unchecked output of the log-density at ``x`` (a callable has no chunks, so no bar)."""
+        return self._fn(x)
 
     def _checked(self, x: Tensor, out: object) -> Tensor:
         """``out`` if it is a finite ``(n,)`` tensor for the ``(n, d)`` points ``x``, else an error."""
