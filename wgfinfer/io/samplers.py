@@ -59,6 +59,10 @@ OPTION_KEYS = (
     "subsample_size", "max_retries",
 )  # fmt: skip
 """The run options stored under ``"options"``."""
+OPTION_DEFAULTS: dict[str, Any] = {"check": True}
+"""Run options added after the first files of this format: a file without them (older) is read with
+these values; they may differ between a checkpoint and the sampler that resumes it (they change
+nothing the run trains)."""
 RESUME_FREE = ("n_steps", "progress_bar", "max_retries")
 """Run options that may differ between a checkpoint and the sampler that resumes it."""
 STATE_TYPES = {"icnn": ICNNState, "variational": VariationalState, "pwgf": PWGFState}
