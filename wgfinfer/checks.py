@@ -88,6 +88,9 @@ moving per iteration."""
 MODE_TOLERANCE = 0.01
 """A search has converged when half the squared gradient in the draws' whitened coordinates (the
 Newton decrement of a target shaped like the flow) is below this, in nats."""
+MIN_STEP = 1e-12
+"""A search whose step (in the draws' whitened coordinates, per unit gradient) fell below this has
+stalled and stops."""
 MERGE_RADIUS = 1.0
 """Ends of the search closer than this (in standard deviations of the flow's draws) are one mode."""
 LP_QUANTILE = 0.99
@@ -335,7 +338,10 @@ def mode_check(
     the :data:`LP_QUANTILE` quantile of the draws' minus :func:`dimension_margin` and the flow puts no
     mass near it: its exact ``log q`` there is below the draws' smallest minus the same margin, or,
     without densities (or where the flow cannot be inverted), it is farther from every draw than
-    :data:`DISTANCE_FACTOR` times the draws' largest nearest-neighbour distance.
+    :data:`DISTANCE_FACTOR` times the draws' largest nearest-neighbour distance.  A search that has
+    not converged (:data:`MODE_TOLERANCE`) counts only where it has climbed above every draw of the
+    flow: the log-density keeps growing in a region the flow misses (a funnel, an improper
+    posterior), whereas a search still on its way up through the flow's tails says nothing.
 
     Parameters
     ----------
@@ -390,7 +396,15 @@ def mode_check(
     for i in ends:  # highest first: each mode is represented by its highest end
         if all(float((u_end[i] - u_end[j]).norm()) > MERGE_RADIUS for j in modes):
             modes.append(i)
-    high = [i for i in modes if float(lp_end[i]) >= threshold]
+    # a converged end is a mode, high enough at the threshold; an end still climbing counts only
+    # once it is above every draw of the flow (a region the flow misses where the density keeps
+    # growing, as in a funnel), not on its way up through the flow's own tails
+    lp_max = float(lp_draws.max())
+    high = [
+        i
+        for i in modes
+        if (float(lp_end[i]) >= threshold if bool(converged[i]) else float(lp_end[i]) > lp_max)
+    ]
     missed: list[dict[str, Any]] = []
     if high:
         u_high = u_end[high]
@@ -418,9 +432,9 @@ def mode_check(
                 )
     value = {
         "starts": int(starts.shape[0]),
-        "modes": len(modes),
+        "modes": sum(bool(converged[i]) for i in modes),
         "lp_threshold": threshold,
-        "lp_draws_max": float(lp_draws.max()),
+        "lp_draws_max": lp_max,
         "missed": missed,
     }
     if not missed:
@@ -428,7 +442,7 @@ def mode_check(
             name,
             True,
             value,
-            f"{len(modes)} mode(s) found from {starts.shape[0]} starts, none away from the flow's draws",
+            f"{value['modes']} mode(s) found from {starts.shape[0]} starts, none away from the flow's draws",
         )
     first = missed[0]
     unbounded = "" if first["converged"] else (
@@ -439,7 +453,7 @@ def mode_check(
         f"a mode search from {starts.shape[0]} overdispersed starts found {len(missed)} point(s) where "
         f"the log-density is as high as at the flow's draws but the flow puts no mass: the highest at "
         f"x = {_short(torch.tensor(first['x']))} with log-density {first['lp']:.4g} (the flow's draws "
-        f"reach {float(lp_draws.max()):.4g}), {first['distance']:.1f} standard deviations of the flow "
+        f"reach {lp_max:.4g}), {first['distance']:.1f} standard deviations of the flow "
         f"from its nearest draw{unbounded}. Importance weights cannot see a mode the flow never visits. "
         "Start from a wider initial measure that covers every mode (init=wgfinfer.Init('normal', "
         "scale=...) or a distribution), use more particles and a longer flow; a multimodal posterior "
@@ -677,7 +691,7 @@ def _ray_starts(log_density_u: LogDensity, dim: int, generator: torch.Generator,
 
 def _ascend(log_density_u: LogDensity, starts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradient ascent from every start with its own step: ends, their log-density, the log-density
-    at the starts and whether each converged (:data:`MODE_TOLERANCE`)."""
+    at the starts and whether each converged (:data:`MODE_TOLERANCE`, or a step that collapsed)."""
     u = starts.detach().clone()
     f, g = evaluate(log_density_u, u, gradient=True)
     assert g is not None
@@ -692,7 +706,7 @@ def _ascend(log_density_u: LogDensity, starts: Tensor) -> tuple[Tensor, Tensor, 
         return 0.5 * g.square().sum(-1) < MODE_TOLERANCE
 
     for _ in range(MODE_ITERATIONS):
-        active = (~done & ~converged() & (step > 1e-12)).nonzero().squeeze(-1)
+        active = (~done & ~converged() & (step > MIN_STEP)).nonzero().squeeze(-1)
         if active.numel() == 0:
             break
         proposal = u[active] + step[active, None] * g[active]
@@ -704,7 +718,8 @@ def _ascend(log_density_u: LogDensity, starts: Tensor) -> tuple[Tensor, Tensor, 
         u[took], f[took], g[took] = proposal[accept], f_new[accept], g_new[accept]
         step[took] = step[took] * 2.0
         step[active[~accept]] = step[active[~accept]] * 0.25
-    return u, f, f_start, converged() & alive
+    # a search whose step collapsed cannot climb further: numerically at a local maximum
+    return u, f, f_start, (converged() | (step <= MIN_STEP)) & alive
 
 
 def _nearest_neighbour_spread(u: Tensor) -> float:
