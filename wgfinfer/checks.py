@@ -366,10 +366,11 @@ def mode_check(
     Returns
     -------
     dict
-        The record; ``value`` holds ``starts``, ``modes`` (distinct ends of the search), ``lp_threshold``
-        and ``missed``: one dict per missed mode with ``x`` (the point, in the target's coordinates),
-        ``lp``, ``log_q`` (``None`` without density), ``distance`` (to the nearest draw, in standard
-        deviations of the flow's draws) and ``converged``.
+        The record; ``value`` holds ``starts``, ``modes`` (distinct converged ends of the search),
+        ``lp_threshold``, ``lp_draws_max`` and ``missed``: one dict per missed mode with ``x`` (the
+        point, in the target's coordinates), ``lp``, ``log_q`` (``None`` without density),
+        ``distance`` (to the nearest draw, in standard deviations of the flow's draws) and
+        ``converged``.
     """
     name = "modes"
     n, d = draws.shape
@@ -457,7 +458,7 @@ def mode_check(
         f"from its nearest draw{unbounded}. Importance weights cannot see a mode the flow never visits. "
         "Start from a wider initial measure that covers every mode (init=wgfinfer.Init('normal', "
         "scale=...) or a distribution), use more particles and a longer flow; a multimodal posterior "
-        "may need a separate run per mode. The points are in sampler.checks."
+        "may need a separate run per mode. The record lists the points (sampler.checks)."
     )
     return _record(name, False, value, message, MissedModeWarning.__name__)
 
