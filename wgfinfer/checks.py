@@ -253,7 +253,7 @@ def importance_check(lp: Tensor, log_q: Tensor) -> dict[str, Any]:
     value = {k: found[k] for k in ("khat", "ess_is", "ess_is_fraction", "n")}
     khat = found["khat"]
     summary = (
-        f"PSIS k-hat {khat:.2f} over {n} draws of the flow, importance ESS {found['ess_is']:.0f} "
+        f"Pareto k-hat {khat:.2f} (PSIS) over {n} draws of the flow, importance ESS {found['ess_is']:.0f} "
         f"({100 * found['ess_is_fraction']:.1f}%)"
     )
     if not khat > KHAT_THRESHOLD:

@@ -70,6 +70,7 @@ def _check_notes(records: list[dict[str, Any]]) -> list[str]:
             width=100,
             initial_indent="  ",
             subsequent_indent="    ",
+            break_on_hyphens=False,
         )
     return lines
 
