@@ -44,6 +44,9 @@ def test_ou_marginal_at_half_time(dim: int) -> None:
         dtype=torch.float64,
         progress_bar=False,
         seed=0,
+        # the flow at t = 0.5 is the OU marginal, not the target: checks against the target would
+        # rightly fail (k-hat 0.88 in D=4)
+        check=False,
     ).run()
     t = STEP * N_STEPS
     mean_t, cov_t = ou_marginal(a, b, np.zeros(dim), np.eye(dim), t)

@@ -1,13 +1,19 @@
 """wgfinfer: Bayesian posterior sampling with Wasserstein gradient flows (JKO schemes) in PyTorch."""
 
-from wgfinfer import functionals
+from wgfinfer import checks, functionals
 from wgfinfer._version import __version__
 from wgfinfer.errors import (
     CheckpointInUseError,
     DensityNotAvailableError,
+    FlatGradientWarning,
     FlatTargetWarning,
+    GradientWarning,
+    HeavyTailWarning,
+    ImportanceWarning,
+    MissedModeWarning,
     NonFiniteLogDensityError,
     NonPositiveHessianError,
+    PosteriorCheckWarning,
     SaveFileError,
     TrainingDivergedError,
     WGFError,
@@ -24,14 +30,20 @@ __all__ = [
     "BudgetWarning",
     "CheckpointInUseError",
     "DensityNotAvailableError",
+    "FlatGradientWarning",
     "FlatTargetWarning",
     "Flow",
     "ForwardBackward",
+    "GradientWarning",
+    "HeavyTailWarning",
     "ICNN",
+    "ImportanceWarning",
     "Init",
+    "MissedModeWarning",
     "NonFiniteLogDensityError",
     "NonPositiveHessianError",
     "PWGF",
+    "PosteriorCheckWarning",
     "SaveFileError",
     "TrainingDivergedError",
     "Variational",
@@ -39,6 +51,7 @@ __all__ = [
     "WGFWarning",
     "WGFSampler",
     "__version__",
+    "checks",
     "functionals",
     "simulate",
 ]

@@ -62,3 +62,34 @@ class WGFWarning(UserWarning):
 
 class FlatTargetWarning(WGFWarning):
     """The log-density's gradient is exactly zero at every probe point: the flow cannot move."""
+
+
+class PosteriorCheckWarning(WGFWarning):
+    """A check that :meth:`wgfinfer.WGFSampler.run` ran on the trained flow failed
+    (:mod:`wgfinfer.checks`); the message names the problem and what to do about it, and the check's
+    record is in ``sampler.checks``."""
+
+
+class ImportanceWarning(PosteriorCheckWarning):
+    """The importance weights ``lp - log q`` of the flow's draws are unreliable (PSIS Pareto k-hat
+    above 0.7): the flow misses part of the target."""
+
+
+class MissedModeWarning(PosteriorCheckWarning):
+    """A mode search found a point where the target's log-density is as high as at the flow's
+    draws but where the flow puts no mass: the flow misses a mode (or a region) of the target."""
+
+
+class HeavyTailWarning(PosteriorCheckWarning):
+    """Beyond the flow's farthest draws the target's log-density falls off more slowly than the
+    flow's: the target's tails are heavier than the flow's (or the flow is too narrow)."""
+
+
+class GradientWarning(PosteriorCheckWarning):
+    """At some of the trained flow's draws the log-density or its gradient is not finite: the flow
+    moves particles along that gradient."""
+
+
+class FlatGradientWarning(GradientWarning, FlatTargetWarning):
+    """At every checked draw of the trained flow the log-density's gradient is exactly zero: the
+    flow could not have moved its particles (a :class:`FlatTargetWarning` too)."""

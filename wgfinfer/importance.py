@@ -21,6 +21,7 @@ import torch
 from scipy.special import logsumexp
 
 from wgfinfer.convert import pareto_smoothed_log_weights
+from wgfinfer.errors import ImportanceWarning
 
 khat_warning_threshold = 0.7
 """Pareto k-hat above which importance weights are deemed unreliable (as in Stan's Pathfinder)."""
@@ -119,7 +120,8 @@ def _evidence(lw: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def warn_if_unreliable(diagnostics: dict) -> None:
-    """Emit a ``UserWarning`` when the Pareto k-hat in ``diagnostics`` exceeds ``khat_warning_threshold``.
+    """Emit an :class:`~wgfinfer.errors.ImportanceWarning` (a ``UserWarning``) when the Pareto k-hat in
+    ``diagnostics`` exceeds ``khat_warning_threshold``.
 
     Parameters
     ----------
@@ -135,7 +137,7 @@ def warn_if_unreliable(diagnostics: dict) -> None:
             "unreliable. Train longer or use a larger flow, widen the initial distribution, and use "
             'correct="imh" results with care (the chain will stick on rare high-weight draws). Stan\'s '
             "Pathfinder uses the same 0.7 threshold.",
-            UserWarning,
+            ImportanceWarning,
             stacklevel=2,
         )
 

@@ -9,7 +9,10 @@ It holds the run options, a target, a scheme (:mod:`wgfinfer.schemes`) and one e
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import os
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from wgfinfer import checks as wgf_checks
 from wgfinfer import io as wgf_io
 from wgfinfer import stopping
 from wgfinfer._validation import (
@@ -28,7 +32,8 @@ from wgfinfer._validation import (
     resolve_dim,
 )
 from wgfinfer._version import __version__
-from wgfinfer.flow import Flow
+from wgfinfer.errors import DensityNotAvailableError
+from wgfinfer.flow import Flow, sample_distribution
 from wgfinfer.functionals import KLDivergence
 from wgfinfer.importance import importance_diagnostics, khat_warning_threshold, warn_if_unreliable
 from wgfinfer.init import Init, as_init, base_measure, check_scale, whitening
@@ -36,6 +41,8 @@ from wgfinfer.laplace import AffineWhitening
 from wgfinfer.outputs import corrected_draws, inference_data, weighted_draws
 from wgfinfer.run import RunState, run_steps
 from wgfinfer.schemes import Scheme, as_scheme
+from wgfinfer.schemes.icnn import ICNNState
+from wgfinfer.schemes.pwgf import PWGFState
 from wgfinfer.stopping import DEFAULT_MAX_STEPS
 from wgfinfer.targets import LogDensityTarget
 
@@ -50,8 +57,34 @@ which stores no chains, does not have: asking for them raises an ``AttributeErro
 to use instead."""
 
 
-def _summary_notes(num_samples: int, found: dict[str, float] | None, has_density: bool) -> str:
+def _check_notes(records: list[dict[str, Any]]) -> list[str]:
+    """The lines on the checks after ``run()`` that :meth:`WGFSampler.summary` prints last."""
+    if not records:
+        return []
+    bad = wgf_checks.failed(records)
+    ran = [r["check"] for r in records if r["ok"] is not None]
+    if not bad:
+        return [f"Checks after run(): none failed ({', '.join(ran)} ran; sampler.checks has them)."]
+    lines = [f"Checks after run(): {len(bad)} of {len(ran)} failed (sampler.checks has them):"]
+    for record in bad:
+        lines += textwrap.wrap(
+            f"{record['check']}: {record['message']}",
+            width=100,
+            initial_indent="  ",
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
+    return lines
+
+
+def _summary_notes(
+    num_samples: int,
+    found: dict[str, float] | None,
+    has_density: bool,
+    records: list[dict[str, Any]] | None = None,
+) -> str:
     """The lines :meth:`WGFSampler.summary` prints under Pyro's table."""
+    checks_lines = _check_notes(records or [])
     lines = [
         f"{num_samples} independent draws of the flow, not a Markov chain: n_eff is close to the",
         "number of draws and r_hat close to 1 by construction, whatever the flow's quality.",
@@ -61,10 +94,10 @@ def _summary_notes(num_samples: int, found: dict[str, float] | None, has_density
             "Importance diagnostics: unavailable, residual maps (map='resnet' or 'linear') have no "
             "tractable density (map='icnn' has one; wgfinfer.diagnostics.ksd needs none)."
         )
-        return "\n".join(lines)
+        return "\n".join(lines + checks_lines)
     if found is None:
         lines.append("Importance diagnostics: need at least 2 draws.")
-        return "\n".join(lines)
+        return "\n".join(lines + checks_lines)
     khat = found["khat"]
     if khat > khat_warning_threshold:
         reading = "unreliable: the flow misses part of the posterior; see docs/diagnostics.md"
@@ -80,7 +113,7 @@ def _summary_notes(num_samples: int, found: dict[str, float] | None, has_density
         f"  log Z (log evidence of a Pyro model) {found['log_evidence']:.2f} +- "
         f"{found['log_evidence_se']:.2f}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + checks_lines)
 
 
 def data_dtype(model_args: Sequence[Any], model_kwargs: dict[str, Any]) -> torch.dtype:
@@ -168,6 +201,14 @@ class WGFSampler:
         plate name) and Pyro scales the mini-batch log-likelihood by ``N / B``, an unbiased estimate
         of the full one.  The model must index its data with the plate's indices.  ``lp``,
         ``log_weight`` and every diagnostic use the full data.
+    check : bool, default True
+        When :meth:`run` has trained steps, check the flow against the target
+        (:mod:`wgfinfer.checks`): PSIS k-hat and importance ESS of its draws, a multi-start mode
+        search for modes the flow misses, zero or non-finite gradients, and heavy tails where k-hat is
+        high.  Each failed check raises one warning (a :class:`wgfinfer.PosteriorCheckWarning`) that
+        names the remedy; the records are in :attr:`checks`, the last history entry,
+        :meth:`diagnostics`, :meth:`summary` and the ArviZ attrs (``docs/diagnostics.md``).  The
+        checks cost a few hundred evaluations of the log-density on small batches.
 
     Attributes
     ----------
@@ -177,7 +218,9 @@ class WGFSampler:
         to the target minus its unknown ``log Z``) with ``kl_minus_log_z_se``, ``iterations``,
         ``wall_time``, ``retries`` and the scheme's own numbers (:class:`wgfinfer.schemes.Info`).
         ICNN and PWGF: ``kl_minus_log_z`` uses the exact ``log q`` of the monitored particles;
-        variational scheme: it is the variational estimate (no ``log q`` needed).
+        variational scheme: it is the variational estimate (no ``log q`` needed).  The entry of the
+        last step of a :meth:`run` (with ``check=True``) also holds ``checks``, the records of the
+        checks after it.
     run_state : RunState or None
         The explicit state of the run (scheme state, history, training time); ``None`` before the
         first :meth:`run`.
@@ -212,6 +255,7 @@ class WGFSampler:
         max_retries: int = 3,
         progress_bar: bool = True,
         subsample_size: int | dict[str, int] | None = None,
+        check: bool = True,
     ) -> None:
         if (log_density is None) == (model is None):
             raise TypeError("WGFSampler needs exactly one of log_density (a callable) or model (Pyro)")
@@ -227,6 +271,9 @@ class WGFSampler:
             dtype = torch.float64 if model is not None else torch.float32
         check_dtype(dtype)
         check_seed(seed)
+        if not isinstance(check, bool):
+            raise TypeError(f"check must be a bool, got {type(check).__name__}")
+        self.check = check
         self.scheme = as_scheme(scheme, SAMPLER_SCHEMES)
         self.subsample_size = subsample_size
         self.device = torch.device(device)
@@ -295,6 +342,15 @@ class WGFSampler:
     def history(self) -> list[dict[str, Any]]:
         """One dict per completed step (see the class docstring)."""
         return [] if self.run_state is None else [dict(e) for e in self.run_state.history]
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        """The records of the checks after the last :meth:`run` that trained (``[]`` if it did not
+        check): one dict per check, ``{"check", "ok", "value", "message", "warning"}``, with ``ok``
+        ``False`` for a problem, ``True`` for none and ``None`` for a check that could not run
+        (:mod:`wgfinfer.checks`)."""
+        history = () if self.run_state is None else self.run_state.history
+        return copy.deepcopy(list(history[-1].get("checks", []))) if history else []
 
     @property
     def training_time(self) -> float:
@@ -384,17 +440,24 @@ class WGFSampler:
         elif model_args or model_kwargs:
             raise TypeError("run() takes model arguments only when the sampler was given a Pyro model")
         assert self.target is not None
+        told_flat = False
         with checkpoints if checkpoints is not None else contextlib.nullcontext():
             if checkpoints is not None:
                 checkpoints.prepare(self, resume)
             if self.run_state is None:
-                self._start()
-            self._train(checkpoints)
+                told_flat = self._start()
+            trained = self._train(checkpoints)
+            records = self._check_run(checkpoints) if trained and self.check else []
+        # one warning per failed check, pointing at the caller's run(); a flat target told about
+        # before training is not told about again
+        skip = (wgf_checks.FlatGradientWarning.__name__,) if told_flat else ()
+        wgf_checks.warn_failed(records, stacklevel=2, skip=skip)
         return self
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
         """Fit the whitening (``"laplace"`` / ``"gaussian"``), draw the scheme's initial state and check
-        the target on some of its points; on any error the sampler is left as it was."""
+        the target on some of its points; on any error the sampler is left as it was.  Returns whether
+        the target was found flat at the probe points (a :class:`FlatTargetWarning` was raised)."""
         assert self.target is not None and self._base is not None and self.dim is not None
         saved = [g.get_state() for g in self.generators]
         try:
@@ -421,13 +484,14 @@ class WGFSampler:
                     f"got {tuple(x0.shape[1:])} and {x0.dtype}"
                 )
             probe = x0[: min(64, x0.shape[0])]
-            self.target.validate(probe if white is None else white.forward(probe))
+            flat = self.target.validate(probe if white is None else white.forward(probe))
         except BaseException:
             for g, s in zip(self.generators, saved, strict=True):
                 g.set_state(s)
             raise
         self._whitening = white
         self.run_state = RunState(state)
+        return flat
 
     def _to_target_space(self, z: Tensor) -> Tensor:
         """Points of the flow's working coordinates in the target's coordinates."""
@@ -444,7 +508,8 @@ class WGFSampler:
         assert self.target is not None
         return self.target.training_log_density(self._to_target_space(z))
 
-    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None) -> None:
+    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None) -> int:
+        """Train the steps not done yet; returns how many were trained."""
         assert self.run_state is not None
         done, n_steps = self.run_state.step, self.n_steps
         if n_steps is not None and done > n_steps:
@@ -466,7 +531,7 @@ class WGFSampler:
         self.stop_reason = reason(self.run_state)
         if self.stop_reason is not None or done >= cap:
             self.stop_reason = self.stop_reason or (stopping.N_STEPS if n_steps else stopping.MAX_STEPS)
-            return
+            return 0
         beta = self.beta
         correction = 0.0 if self._whitening is None else float(self._whitening.log_abs_det)
 
@@ -522,6 +587,77 @@ class WGFSampler:
                 stopping.BudgetWarning,
                 stacklevel=3,
             )
+        return self.run_state.step - done
+
+    # ------------------------------------------------------------------ checks after a run
+    def _working_flow(self) -> Flow:
+        """The flow in its working coordinates (without the whitening)."""
+        assert self._base is not None and self.run_state is not None
+        return Flow(
+            self._base,
+            list(self.run_state.scheme_state.maps),
+            device=self.device,
+            snapshots=self.scheme.name == "pwgf",
+        )
+
+    def _check_draws(self, flow: Flow, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Draws of the trained flow in working coordinates and their exact ``log q`` (``None``
+        without densities): the monitored particles where the state keeps enough of them with their
+        ``log q``, else fresh draws."""
+        assert self.run_state is not None
+        state = self.run_state.scheme_state
+        tracked = getattr(state, "log_q", None)
+        if tracked is not None and tracked.shape[0] >= wgf_checks.MIN_MONITORED_DRAWS:
+            m = min(wgf_checks.IMPORTANCE_DRAWS, tracked.shape[0])
+            if isinstance(state, ICNNState):  # the pool of rho_K with the log q of its first particles
+                return state.particles[:m], tracked[:m]
+            if isinstance(state, PWGFState) and flow.has_density:  # fixed draws of rho_0
+                z, log_q = flow.push(state.particles[:m], tracked[:m])
+                assert log_q is not None
+                return z, log_q
+        n = wgf_checks.IMPORTANCE_DRAWS
+        if flow.has_density:
+            try:
+                z, log_q = flow.sample(n, generator, return_log_prob=True)
+                return z, log_q
+            except (DensityNotAvailableError, NotImplementedError):  # rho_0 without log_prob
+                pass
+        return flow.sample(n, generator), None
+
+    def _check_run(self, checkpoints: wgf_io.CheckpointDirectory | None) -> list[dict[str, Any]]:
+        """Run the checks on the trained flow and store their records in the last history entry (and
+        the checkpoint); the caller warns."""
+        assert self.run_state is not None and self.target is not None and self._base is not None
+        run = self.run_state
+        # a generator of the checks' own, so that checking changes no draw of the sampler's
+        generator = torch.Generator().manual_seed(((self.seed + 1) * 1_000_003 + run.step) % 2**62)
+        flow = self._working_flow()
+        target, beta = self.target, self.beta
+
+        def log_density(z: Tensor) -> Tensor:
+            return beta * target.unchecked_log_density(self._to_target_space(z))
+
+        def flow_log_prob(y: Tensor) -> Tensor:
+            x0, total, ok = flow.inverse(y)
+            log_q = flow.base.log_prob(x0) - total
+            return torch.where(ok, log_q, torch.full_like(log_q, float("nan")))
+
+        z, log_q = self._check_draws(flow, generator)
+        base_draws = sample_distribution(self._base, wgf_checks.MODE_STARTS, generator, self.device)
+        records = wgf_checks.run_checks(
+            log_density,
+            z,
+            generator,
+            log_q=log_q,
+            flow_log_prob=flow_log_prob if log_q is not None else None,
+            base_draws=base_draws,
+            to_target=self._to_target_space,
+        )
+        last = {**run.history[-1], "checks": records}
+        self.run_state = dataclasses.replace(run, history=(*run.history[:-1], last))
+        if checkpoints is not None:
+            checkpoints.rewrite(self)
+        return records
 
     def _prepare_model(self, model_args: tuple, model_kwargs: dict[str, Any]) -> None:
         from wgfinfer.pyro_target import PyroTarget
@@ -765,7 +901,7 @@ class WGFSampler:
             samples = {k: v.unsqueeze(0) for k, v in samples.items()}
         return samples
 
-    def diagnostics(self, num_samples: int = 4000, seed: int | None = None) -> dict[str, float]:
+    def diagnostics(self, num_samples: int = 4000, seed: int | None = None) -> dict[str, Any]:
         """Importance diagnostics of the flow against the target, from fresh draws.
 
         Returns
@@ -775,8 +911,9 @@ class WGFSampler:
             is raised), ``ess_is`` and ``ess_is_fraction`` (importance-sampling effective sample
             size), ``log_evidence`` (``log Z`` estimate, ``logmeanexp(lp - log q)``, exact in
             expectation because ``log q`` is exact), ``log_evidence_se`` and ``n``.  For a Pyro model
-            ``log_evidence`` estimates the log marginal likelihood ``log p(data)``.  See
-            ``docs/diagnostics.md``.
+            ``log_evidence`` estimates the log marginal likelihood ``log p(data)``.  ``checks``: the
+            records of the checks after the last :meth:`run` (:attr:`checks`; ``[]`` without them).
+            See ``docs/diagnostics.md``.
         """
         self._require_trained()
         assert self.target is not None
@@ -784,8 +921,9 @@ class WGFSampler:
         _, log_q, lp = weighted_draws(
             self.flow, self.target, self.beta, n, self._generator_for(seed), self.progress_bar
         )
-        result = importance_diagnostics(lp - log_q)
+        result: dict[str, Any] = importance_diagnostics(lp - log_q)
         warn_if_unreliable(result)
+        result["checks"] = self.checks
         return result
 
     def summary(self, num_samples: int = 1000, prob: float = 0.9, seed: int | None = None) -> None:
@@ -799,7 +937,8 @@ class WGFSampler:
         posterior.  Under the table come the importance diagnostics of the same draws (their weights
         ``lp - log q``, as in :meth:`diagnostics`): PSIS k-hat with its reading, the
         importance-sampling ESS and the log-evidence estimate.  A flow without densities (residual
-        maps) has no weights, which the last line says.
+        maps) has no weights, which a line says.  Last come the checks after :meth:`run`
+        (:attr:`checks`): the failed ones with their messages.
 
         Parameters
         ----------
@@ -823,10 +962,11 @@ class WGFSampler:
         else:
             z, found = flow.sample(n, generator, progress_bar=self.progress_bar), None
         print_summary(self.target.samples(z), prob=prob)
-        print(_summary_notes(n, found, flow.has_density))
+        print(_summary_notes(n, found, flow.has_density, self.checks))
 
     def attrs(self) -> dict[str, Any]:
-        """Scheme and its options, run options, wgfinfer version and training time (ArviZ attrs)."""
+        """Scheme and its options, run options, wgfinfer version, training time and the names of the
+        checks after the last run that failed (``failed_checks``), as ArviZ attrs."""
         flow = self.flow
         attrs: dict[str, Any] = {
             "inference_library": "wgfinfer",
@@ -847,8 +987,17 @@ class WGFSampler:
             training_time=self.training_time,
             stop_reason=self.stop_reason or "none",
             flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
+            failed_checks=self._failed_checks_attr(),
         )
         return attrs
+
+    def _failed_checks_attr(self) -> str:
+        """The names of the failed checks after the last run, comma-separated (``"none"``; ``"not
+        run"`` without checks): one string, which netCDF attributes hold."""
+        records = self.checks
+        if not records:
+            return "not run"
+        return ", ".join(r["check"] for r in wgf_checks.failed(records)) or "none"
 
     def __getattr__(self, name: str) -> Any:
         # only reached for attributes the sampler does not have: say why the MCMC ones are missing
@@ -992,6 +1141,7 @@ class WGFSampler:
                 max_retries=options["max_retries"],
                 progress_bar=options["progress_bar"],
                 subsample_size=options["subsample_size"],
+                check=options.get("check", wgf_io.OPTION_DEFAULTS["check"]),
             )
         except (TypeError, ValueError) as exc:
             raise wgf_io.SaveFileError(
@@ -1027,4 +1177,5 @@ class WGFSampler:
             "progress_bar": self.progress_bar,
             "subsample_size": dict(subsample) if isinstance(subsample, dict) else subsample,
             "max_retries": self.max_retries,
+            "check": self.check,
         }

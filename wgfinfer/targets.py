@@ -85,8 +85,19 @@ class LogDensityTarget:
         """The unchecked output of the log-density at ``x`` (a callable has no chunks, so no bar)."""
         return self._fn(x)
 
-    def _checked(self, x: Tensor, out: object) -> Tensor:
-        """``out`` if it is a finite ``(n,)`` tensor for the ``(n, d)`` points ``x``, else an error."""
+    def unchecked_log_density(self, x: Tensor) -> Tensor:
+        """The log-density at ``(n, d)`` points with its type and shape checked but NaN and inf
+        left in place (the checks after a run look at where it is not finite).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the output is not a tensor of shape ``(n,)``.
+        """
+        return self._shaped(x, self._fn(x))
+
+    def _shaped(self, x: Tensor, out: object) -> Tensor:
+        """``out`` if it is an ``(n,)`` tensor for the ``(n, d)`` points ``x``, else an error."""
         if not isinstance(out, Tensor):
             raise TypeError(f"log_density must return a torch.Tensor of shape (n,), got {type(out).__name__}")
         n = x.shape[0]
@@ -95,6 +106,12 @@ class LogDensityTarget:
                 f"log_density must map an (n, d) = {tuple(x.shape)} tensor to shape ({n},), "
                 f"got shape {tuple(out.shape)}"
             )
+        return out
+
+    def _checked(self, x: Tensor, out: object) -> Tensor:
+        """``out`` if it is a finite ``(n,)`` tensor for the ``(n, d)`` points ``x``, else an error."""
+        out = self._shaped(x, out)
+        n = x.shape[0]
         finite = torch.isfinite(out)
         if not bool(finite.all()):
             bad = (~finite).nonzero().squeeze(-1)
@@ -109,13 +126,19 @@ class LogDensityTarget:
         """The potential the JKO steps train on (the log-density itself; Pyro targets may subsample)."""
         return self.log_density(x)
 
-    def validate(self, probe: Tensor) -> None:
+    def validate(self, probe: Tensor) -> bool:
         """Check the log-density on probe points: shape, finiteness and differentiability.
 
         Parameters
         ----------
         probe : Tensor
             ``(n, d)`` points, typically draws from the initial measure.
+
+        Returns
+        -------
+        bool
+            Whether the gradient is exactly zero at every probe point (a :class:`FlatTargetWarning`
+            was raised).
 
         Raises
         ------
@@ -158,3 +181,5 @@ class LogDensityTarget:
                 FlatTargetWarning,
                 stacklevel=4,
             )
+            return True
+        return False

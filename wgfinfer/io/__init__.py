@@ -58,6 +58,7 @@ from wgfinfer.io.files import (
     write_save_file,
 )
 from wgfinfer.io.samplers import (
+    OPTION_DEFAULTS,
     check_target,
     init_for_load,
     read_sampler,
@@ -72,6 +73,7 @@ __all__ = [
     "DTYPES",
     "FILTER_RESULT_FORMAT",
     "FORMAT_VERSION",
+    "OPTION_DEFAULTS",
     "SAMPLER_FORMAT",
     "SAVABLE_DISTRIBUTIONS",
     "PathLike",

@@ -173,6 +173,11 @@ class CheckpointDirectory:
             pass
         self._own_lineage = True
 
+    def rewrite(self, sampler: WGFSampler) -> None:
+        """Replace the last checkpoint by the sampler's state at the same step (the records of the
+        checks after a run added to its history), atomically, leaving the previous one as it is."""
+        write_save_file(sampler_content(sampler, checkpoint=True), self.latest)
+
 
 def checkpoint_directory(checkpoint_dir: PathLike | None, resume: bool) -> CheckpointDirectory | None:
     """The run's :class:`CheckpointDirectory` (the directory is created), or ``None``."""

@@ -60,7 +60,11 @@ OPTION_KEYS = (
 )  # fmt: skip
 """The run options stored under ``"options"``."""
 ADDED_OPTION_KEYS = ("max_steps", "time_budget")
-"""Options that files written before they existed lack (loaded with their defaults)."""
+"""Options of ``OPTION_KEYS`` that files written before they existed lack (loaded with their defaults)."""
+OPTION_DEFAULTS: dict[str, Any] = {"check": True}
+"""Run options added after the first files of this format: a file without them (older) is read with
+these values; they may differ between a checkpoint and the sampler that resumes it (they change
+nothing the run trains)."""
 RESUME_FREE = ("n_steps", "max_steps", "time_budget", "progress_bar", "max_retries")
 """Run options that may differ between a checkpoint and the sampler that resumes it."""
 STATE_TYPES = {"icnn": ICNNState, "variational": VariationalState, "pwgf": PWGFState}

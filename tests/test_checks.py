@@ -1,0 +1,254 @@
+"""The checks after ``run()`` (wgfinfer.checks): each against a known answer.
+
+Trained flows use small ICNN settings (a few seconds each); the check functions are also run on
+exact "flows" (torch distributions), where the answer is certain without any training.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import wgfinfer
+from wgfinfer import checks
+from wgfinfer.io import CHECKPOINT_NAME
+from wgfinfer.io.files import PREVIOUS_CHECKPOINT_NAME, SAMPLER_FORMAT, read_save_file, write_save_file
+
+SMALL = dict(
+    scheme=wgfinfer.ICNN(iters_per_step=50, batch_size=128, hidden=(16,)), n_steps=3, progress_bar=False
+)
+FAR = torch.tensor([20.0, 0.0])  # the second mode, 20 standard deviations from the first
+
+
+def gaussian(dim: int):
+    scales = torch.linspace(0.5, 2.0, dim)
+    return lambda x: -0.5 * ((x - 1.0) / scales).square().sum(-1)
+
+
+def bimodal(x: torch.Tensor) -> torch.Tensor:
+    """Two unit Gaussians of weight 1/2 at 0 and at FAR: init='laplace' starts at the first."""
+    near = -0.5 * x.square().sum(-1)
+    far = -0.5 * (x - FAR.to(x)).square().sum(-1)
+    return torch.logsumexp(torch.stack([near, far]), 0) + math.log(0.5)
+
+
+def cauchy(x: torch.Tensor) -> torch.Tensor:
+    return -torch.log1p(x.square()).sum(-1)
+
+
+def run_recording(log_density, dim: int, **kwargs) -> tuple[wgfinfer.WGFSampler, list]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler = wgfinfer.WGFSampler(log_density, dim=dim, **{**SMALL, **kwargs}).run()
+    return sampler, caught
+
+
+def check_warnings(caught: list) -> list:
+    return [w for w in caught if issubclass(w.category, wgfinfer.PosteriorCheckWarning)]
+
+
+def by_name(records: list[dict]) -> dict[str, dict]:
+    return {r["check"]: r for r in records}
+
+
+@pytest.fixture(scope="module")
+def missed() -> tuple[wgfinfer.WGFSampler, list]:
+    """A flow started (init='laplace') at one of two equal, well separated modes: it never sees the
+    other one, so its importance weights look perfect."""
+    return run_recording(bimodal, 2, init="laplace", seed=0)
+
+
+# ------------------------------------------------------------------------------- no crying wolf
+@pytest.mark.parametrize("dim", [2, 5])
+def test_a_flow_that_reaches_a_gaussian_raises_no_check_warning(dim: int) -> None:
+    # the Laplace start of a Gaussian is the Gaussian itself: the flow stays on the target
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wgfinfer.PosteriorCheckWarning)
+        sampler = wgfinfer.WGFSampler(gaussian(dim), dim=dim, init="laplace", **SMALL).run()
+    records = by_name(sampler.checks)
+    assert list(records) == list(checks.CHECK_NAMES)
+    assert records["gradient"]["ok"] and records["importance"]["ok"] and records["modes"]["ok"]
+    assert records["importance"]["value"]["khat"] < 0.5
+    assert records["importance"]["value"]["n"] == checks.IMPORTANCE_DRAWS  # the monitored particles
+    assert records["modes"]["value"]["modes"] == 1 and records["modes"]["value"]["missed"] == []
+    assert records["tails"]["ok"] is None  # runs only to explain a high k-hat
+    assert sampler.attrs()["failed_checks"] == "none"
+
+
+# ------------------------------------------------------------------------------------ a missed mode
+def test_a_mode_the_flow_never_visits_is_found_and_named(missed) -> None:
+    sampler, caught = missed
+    told = check_warnings(caught)
+    assert [w.category for w in told] == [wgfinfer.MissedModeWarning]
+    assert "mode search" in str(told[0].message) and "init=wgfinfer.Init('normal'" in str(told[0].message)
+    assert told[0].filename == __file__  # the warning points at the caller's run()
+    records = by_name(sampler.checks)
+    assert records["importance"]["ok"]  # the weights cannot see the other mode: k-hat is small
+    record = records["modes"]
+    assert record["ok"] is False and record["warning"] == "MissedModeWarning"
+    (point,) = record["value"]["missed"]
+    assert torch.allclose(torch.tensor(point["x"]), FAR, atol=0.1)
+    assert point["converged"] and point["log_q"] < -100  # the flow has no mass there
+    assert point["lp"] == pytest.approx(math.log(0.5), abs=0.01)
+
+
+def test_the_records_reach_history_diagnostics_attrs_and_summary(missed, capsys) -> None:
+    sampler, _ = missed
+    assert sampler.history[-1]["checks"] == sampler.checks
+    assert all("checks" not in entry for entry in sampler.history[:-1])
+    found = sampler.diagnostics(num_samples=500, seed=1)
+    assert found["checks"] == sampler.checks
+    assert sampler.attrs()["failed_checks"] == "modes"
+    idata = sampler.to_inference_data(num_samples=20, seed=2)
+    assert idata.posterior.attrs["failed_checks"] == "modes"
+    sampler.summary(num_samples=200, seed=3)
+    printed = capsys.readouterr().out
+    assert "Checks after run(): 1 of 3 failed" in printed  # the tail check did not run
+    assert "modes: a mode search" in printed
+
+
+def test_a_save_file_round_trip_keeps_the_records_and_the_option(missed, tmp_path: Path) -> None:
+    sampler, _ = missed
+    path = tmp_path / "bimodal.pt"
+    sampler.save(path)
+    loaded = wgfinfer.WGFSampler.load(path, bimodal)
+    assert loaded.checks == sampler.checks and loaded.history == sampler.history
+    assert loaded.check is True and loaded.attrs()["failed_checks"] == "modes"
+    # a file written before the option existed loads with the checks on
+    content = read_save_file(path, SAMPLER_FORMAT)
+    del content["options"]["check"]
+    write_save_file(content, tmp_path / "old.pt")
+    assert wgfinfer.WGFSampler.load(tmp_path / "old.pt", bimodal).check is True
+
+
+def test_check_false_runs_no_check_and_changes_no_draw() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wgfinfer.PosteriorCheckWarning)
+        quiet = wgfinfer.WGFSampler(bimodal, dim=2, init="laplace", check=False, **SMALL).run()
+    assert quiet.checks == [] and "checks" not in quiet.history[-1]
+    assert quiet.attrs()["failed_checks"] == "not run" and quiet.diagnostics(200, seed=0)["checks"] == []
+    checked, _ = run_recording(bimodal, 2, init="laplace", seed=0)
+    # the checks draw from a generator of their own: the sampler's continues identically
+    assert torch.equal(quiet.sample(50), checked.sample(50))
+    with pytest.raises(TypeError, match="check must be a bool"):
+        wgfinfer.WGFSampler(bimodal, dim=2, check="yes")
+
+
+def test_checkpoints_hold_the_records_and_a_finished_resume_checks_nothing(tmp_path: Path) -> None:
+    sampler = wgfinfer.WGFSampler(gaussian(2), dim=2, init="laplace", **SMALL)
+    sampler.run(checkpoint_dir=tmp_path)
+    last = read_save_file(tmp_path / CHECKPOINT_NAME, SAMPLER_FORMAT)["history"]
+    assert last[-1]["checks"] == sampler.checks and len(last) == SMALL["n_steps"]
+    previous = read_save_file(tmp_path / PREVIOUS_CHECKPOINT_NAME, SAMPLER_FORMAT)["history"]
+    assert len(previous) == SMALL["n_steps"] - 1  # the step before is still kept
+    resumed = wgfinfer.WGFSampler(gaussian(2), dim=2, init="laplace", **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed.run(checkpoint_dir=tmp_path, resume=True)  # nothing left to train: nothing checked
+    assert resumed.checks == sampler.checks
+
+
+# ------------------------------------------------------------------------------------ heavy tails
+def test_a_cauchy_target_raises_the_importance_and_the_heavy_tail_warnings() -> None:
+    # the ICNN maps are gradients of convex functions with quadratic growth: the flow keeps the
+    # Gaussian tails of its start and cannot reach a Cauchy's
+    sampler, caught = run_recording(cauchy, 1)
+    assert [w.category for w in check_warnings(caught)] == [
+        wgfinfer.ImportanceWarning,
+        wgfinfer.HeavyTailWarning,
+    ]
+    records = by_name(sampler.checks)
+    assert records["importance"]["value"]["khat"] > 0.7
+    assert records["tails"]["value"]["heavy"] >= checks.TAIL_MIN_DIRECTIONS
+    assert records["modes"]["ok"]  # one mode, which the flow covers
+    assert sampler.attrs()["failed_checks"] == "importance, tails"
+
+
+# ------------------------------------------------------------------------------------ the gradient
+def test_a_constant_log_density_is_told_about_once() -> None:
+    def constant(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(-1) * 0.0
+
+    sampler, caught = run_recording(constant, 2)
+    flat = [w for w in caught if issubclass(w.category, wgfinfer.FlatTargetWarning)]
+    assert len(flat) == 1  # before training; the check after it does not repeat it
+    assert check_warnings(caught) == []
+    records = by_name(sampler.checks)
+    assert records["gradient"]["ok"] is False and records["gradient"]["warning"] == "FlatGradientWarning"
+    assert records["gradient"]["value"]["zero"]
+    assert all(records[name]["ok"] is None for name in ("importance", "modes", "tails"))
+
+
+def test_the_gradient_check_finds_zero_and_non_finite_gradients() -> None:
+    z = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
+    flat = checks.gradient_check(lambda x: x.sum(-1) * 0.0, z)
+    assert flat["ok"] is False and flat["warning"] == "FlatGradientWarning"
+    assert flat["value"] == {"n": checks.GRADIENT_POINTS, "non_finite": 0, "zero": True}
+    kinked = checks.gradient_check(lambda x: -x.abs().sqrt().sum(-1), torch.cat([z[:5], torch.zeros(1, 3)]))
+    assert kinked["ok"] is False and kinked["warning"] == "GradientWarning"
+    assert kinked["value"]["non_finite"] == 1
+    assert checks.gradient_check(lambda x: -x.square().sum(-1), z)["ok"]
+    with pytest.warns(wgfinfer.FlatTargetWarning):  # FlatGradientWarning is one too
+        checks.warn_failed([flat])
+    with pytest.warns(wgfinfer.GradientWarning, match="NaN or inf at 1 of 6 draws"):
+        checks.warn_failed([kinked])
+
+
+# ------------------------------------------------------------------ the checks on exact "flows"
+def exact_flow(n: int = 2000, dim: int = 2):
+    """Draws of N(0, I) with their exact log-density, and that log-density (an exact "flow")."""
+    q = torch.distributions.MultivariateNormal(torch.zeros(dim), torch.eye(dim))
+    z = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    return q.log_prob, z, q.log_prob(z)
+
+
+def test_the_mode_search_with_and_without_densities() -> None:
+    q, z, log_q = exact_flow()
+    lp = bimodal(z)
+    generator = torch.Generator().manual_seed(1)
+    with_density = checks.mode_check(bimodal, z, lp, generator, log_q=log_q, flow_log_prob=q)
+    without = checks.mode_check(bimodal, z, lp, torch.Generator().manual_seed(1))  # nearest draws only
+    for record in (with_density, without):
+        assert record["ok"] is False
+        (point,) = record["value"]["missed"]
+        assert torch.allclose(torch.tensor(point["x"]), FAR, atol=0.1)
+    assert (
+        with_density["value"]["missed"][0]["log_q"] < -100 and without["value"]["missed"][0]["log_q"] is None
+    )
+    # the same flow on a unimodal target that it covers: nothing missed
+    one = lambda x: -0.5 * x.square().sum(-1)
+    assert checks.mode_check(one, z, one(z), generator, log_q=log_q, flow_log_prob=q)["ok"]
+    assert checks.mode_check(one, z, one(z), generator)["ok"]
+
+
+def test_importance_and_tail_checks_of_exact_flows() -> None:
+    q, z, log_q = exact_flow(4096, 1)
+    assert checks.importance_check(q(z), log_q)["value"]["khat"] == -math.inf  # equal weights
+    # a target of sd s > 1 gives weights exp(x^2 (1 - 1 / s^2) / 2), of Pareto tail k = 1 - 1 / s^2
+    wide = lambda x: torch.distributions.Normal(0.0, 3.0).log_prob(x).sum(-1)
+    record = checks.importance_check(wide(z), log_q)
+    assert record["ok"] is False and record["warning"] == "ImportanceWarning"
+    assert record["value"]["khat"] > 0.7  # 8 / 9 in theory
+    tails = checks.tail_check(cauchy, z, cauchy(z), log_q, q)
+    assert tails["ok"] is False and tails["warning"] == "HeavyTailWarning"
+    narrow = lambda x: torch.distributions.Normal(0.0, 0.8).log_prob(x).sum(-1)  # lighter than the flow
+    assert checks.tail_check(narrow, z, narrow(z), log_q, q)["ok"]
+    assert checks.importance_check(z[:10, 0], log_q[:10])["ok"] is None  # too few draws
+
+
+def test_a_check_that_fails_to_run_is_recorded_not_raised() -> None:
+    q, z, log_q = exact_flow()
+
+    def broken_flow_log_prob(y: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no inverse here")
+
+    wide = lambda x: torch.distributions.Normal(0.0, 3.0).log_prob(x).sum(-1)
+    records = by_name(
+        checks.run_checks(wide, z, torch.Generator().manual_seed(0), log_q, broken_flow_log_prob)
+    )
+    assert records["importance"]["ok"] is False
+    assert records["tails"]["ok"] is None and "no inverse here" in records["tails"]["message"]

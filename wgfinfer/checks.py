@@ -1,0 +1,733 @@
+"""Checks of a trained flow against its target, run by :meth:`wgfinfer.WGFSampler.run` when it ends.
+
+Each check is a function that returns a plain record (JSON-like, so that it travels in the history of
+save files and checkpoints)::
+
+    {"check": name, "ok": bool or None, "value": ..., "message": str, "warning": class name}
+
+``ok`` is ``False`` when the check found a problem (``message`` then says what it is and what to do,
+as Stan's and Pathfinder's warnings do), ``True`` when it found none and ``None`` when it could not
+run (no density, too few draws, a target that failed there; ``message`` says why).  The checks are
+
+* ``"gradient"`` (:func:`gradient_check`): the log-density and its gradient are finite at the
+  flow's draws, and the gradient is not exactly zero at all of them;
+* ``"importance"`` (:func:`importance_check`): PSIS Pareto k-hat (Vehtari et al. 2024, by ArviZ)
+  and the importance ESS of the flow's draws, from their exact ``log q``;
+* ``"modes"`` (:func:`mode_check`): a multi-start mode search from overdispersed starts (the idea of
+  Pathfinder's many starts, Zhang et al. 2022): a mode as high as the flow's draws where the flow
+  puts no mass is invisible to the importance weights, which only look where the flow's draws are;
+* ``"tails"`` (:func:`tail_check`, only when k-hat is high): whether ``log p - log q`` keeps rising
+  beyond the flow's farthest draws, i.e. the target's tails are heavier than the flow's.
+
+:func:`run_checks` runs them all on one set of draws and :func:`warn_failed` raises one warning (a
+subclass of :class:`wgfinfer.errors.PosteriorCheckWarning`) per failed check.  Everything runs in
+the flow's working coordinates (whitened for ``init="laplace"`` / ``"gaussian"``): importance
+weights, mode heights and log-density differences do not depend on that affine change of variables.
+Every constant below bounds the cost or sets a threshold; together the checks take a few hundred
+evaluations of the log-density on small batches, and a handful of inversions of the flow.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wgfinfer.errors import (
+    FlatGradientWarning,
+    GradientWarning,
+    HeavyTailWarning,
+    ImportanceWarning,
+    MissedModeWarning,
+    PosteriorCheckWarning,
+    first_line,
+)
+from wgfinfer.importance import importance_diagnostics, khat_warning_threshold
+
+LogDensity = Callable[[Tensor], Tensor]
+"""A batched log-density ``(n, d) -> (n,)`` in the flow's working coordinates, differentiable, that
+may return NaN or inf (the checks look at where it does)."""
+
+IMPORTANCE_DRAWS = 4096
+"""Draws of the flow the checks use: the monitored particles of the scheme's state when it keeps at
+least :data:`MIN_MONITORED_DRAWS` of them with their exact ``log q`` (no extra cost), else fresh
+draws.  As many as :meth:`wgfinfer.WGFSampler.diagnostics` takes by default (4000), so that k-hat
+is as steady."""
+MIN_MONITORED_DRAWS = 1024
+"""Fewest monitored particles used in place of fresh draws (PSIS k-hat of fewer is noisy)."""
+MIN_IMPORTANCE_DRAWS = 100
+"""Fewer draws than this give no k-hat worth a warning: the importance check does not run."""
+KHAT_THRESHOLD = khat_warning_threshold
+"""PSIS k-hat above which the importance weights are unreliable: 0.7, ArviZ's, Stan's and
+Pathfinder's threshold (Vehtari et al. 2024)."""
+GRADIENT_POINTS = 64
+"""Draws at which the gradient is checked (as many as the probe before training)."""
+
+MODE_STARTS = 8
+"""Overdispersed starts of the mode search: half of them draws of the flow, half draws of
+``rho_0``, moved away from their mean by the factors of :data:`OVERDISPERSION`."""
+OVERDISPERSION = (3.0, 6.0, 12.0, 24.0)
+"""Factors by which the starts are moved away from the mean, cycled over the starts: a ladder, since
+the distance of a missed mode is unknown (3 is the classical overdispersion of MCMC starts)."""
+RAY_DIRECTIONS = 32
+"""Random directions (each both ways) along which the log-density is probed from the flow's mean at
+the radii of :data:`RAY_RADII`, in one batch: a bump along a ray (the log-density rising again away
+from the flow) is the basin of another mode, and its top point is a further start."""
+RAY_RADII = tuple(2.0 ** (k / 2) for k in range(11))
+"""Radii of the ray probe, in standard deviations of the flow's draws: 1 to 32 on a geometric grid."""
+RAY_STARTS = 4
+"""Highest bumps of the ray probe added to the starts."""
+MODE_ITERATIONS = 100
+"""Iterations of the mode search at most: one batched evaluation (with gradient) of the points still
+moving per iteration."""
+MODE_TOLERANCE = 0.01
+"""A search has converged when half the squared gradient in the draws' whitened coordinates (the
+Newton decrement of a target shaped like the flow) is below this, in nats."""
+MIN_STEP = 1e-12
+"""A search whose step (in the draws' whitened coordinates, per unit gradient) fell below this has
+stalled and stops."""
+MERGE_RADIUS = 1.0
+"""Ends of the search closer than this (in standard deviations of the flow's draws) are one mode."""
+LP_QUANTILE = 0.99
+"""A mode is as high as the flow's draws if its log-density is at least this quantile of theirs
+minus :func:`dimension_margin`."""
+DISTANCE_FACTOR = 2.0
+"""Without exact densities a mode is away from the flow if it is farther from every draw than this
+times the largest nearest-neighbour distance among the draws (in their whitened coordinates)."""
+DISTANCE_DRAWS = 1024
+"""Draws among which the nearest-neighbour distances are computed (a ``n^2`` matrix)."""
+
+TAIL_DIRECTIONS = 8
+"""Directions of the tail probe: from the flow's mean through its farthest draws."""
+TAIL_FACTORS = (1.5, 2.0, 3.0)
+"""Radii of the tail probe, as multiples of the farthest draws' distance from the mean."""
+TAIL_RISE = 1.0
+"""``log p - log q`` must rise by more than this (nats) from a draw to the farthest probe, at every
+probe, for that direction to count as heavy-tailed."""
+TAIL_MIN_DIRECTIONS = 2
+"""Heavy-tailed directions needed for the warning (one could be an inversion's error)."""
+
+CHECK_NAMES = ("gradient", "importance", "modes", "tails")
+"""The checks, in the order they run."""
+WARNINGS: dict[str, type[PosteriorCheckWarning]] = {
+    cls.__name__: cls
+    for cls in (ImportanceWarning, MissedModeWarning, HeavyTailWarning, GradientWarning, FlatGradientWarning)
+}
+"""The warning classes of the checks, by the name a record gives."""
+
+
+def dimension_margin(dim: int) -> float:
+    """``d / 2 + 3 sqrt(d / 2)``: how far ``log q`` (or ``log p``) of draws spreads below its maximum
+    for a Gaussian in ``d`` dimensions (``chi^2_d / 2``, its mean plus three standard deviations)."""
+    return dim / 2.0 + 3.0 * math.sqrt(dim / 2.0)
+
+
+def _record(check: str, ok: bool | None, value: Any, message: str, warning: str = "") -> dict[str, Any]:
+    return {"check": check, "ok": ok, "value": _plain(value), "message": message, "warning": warning}
+
+
+def _plain(value: Any) -> Any:
+    """Python numbers, strings, lists and dicts only (no tuples, tensors or NumPy scalars), so that a
+    record equals itself after a save file round trip; NaN becomes ``None``."""
+    if isinstance(value, (Tensor, np.ndarray)):
+        return _plain(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def _skipped(check: str, why: str) -> dict[str, Any]:
+    return _record(check, None, None, f"not run: {why}")
+
+
+# ------------------------------------------------------------------------------ evaluation helpers
+def evaluate(log_density: LogDensity, z: Tensor, gradient: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``log_density`` at the rows of ``z``, NaN where it fails, and optionally its gradient.
+
+    The batch is evaluated at once; if that raises (a Pyro distribution's validation, say), each row
+    is evaluated alone and the rows that raise get NaN (and a NaN gradient).
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(n, d) -> (n,)``, differentiable when ``gradient``.
+    z : Tensor
+        ``(n, d)`` points.
+    gradient : bool, default False
+        Also return the ``(n, d)`` gradient (zero where the output does not depend on the input).
+
+    Returns
+    -------
+    values : Tensor
+        ``(n,)``, detached.
+    grad : Tensor or None
+        ``(n, d)``, detached; ``None`` unless ``gradient``.
+    """
+    try:
+        return _evaluate(log_density, z, gradient)
+    except Exception:
+        if z.shape[0] <= 1:
+            nan = torch.full((z.shape[0],), math.nan, dtype=z.dtype, device=z.device)
+            return nan, (torch.full_like(z, math.nan) if gradient else None)
+    rows = [evaluate(log_density, z[i : i + 1], gradient) for i in range(z.shape[0])]
+    values = torch.cat([r[0] for r in rows])
+    return values, (torch.cat([r[1] for r in rows]) if gradient else None)  # type: ignore[misc]
+
+
+def _evaluate(log_density: LogDensity, z: Tensor, gradient: bool) -> tuple[Tensor, Tensor | None]:
+    if not gradient:
+        with torch.no_grad():
+            return log_density(z).detach(), None
+    with torch.enable_grad():
+        x = z.detach().clone().requires_grad_(True)
+        out = log_density(x)
+        grad = None
+        if out.requires_grad:
+            (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    return out.detach(), (torch.zeros_like(x) if grad is None else grad.detach())
+
+
+class _Whitener:
+    """The affine map to coordinates in which the flow's draws have mean 0 and covariance ``I``."""
+
+    def __init__(self, draws: Tensor) -> None:
+        z = draws.detach().to(torch.float64)
+        d = z.shape[1]
+        self.mean = z.mean(0)
+        centred = z - self.mean
+        cov = centred.T @ centred / max(z.shape[0] - 1, 1)
+        jitter = 1e-10 * max(float(torch.diagonal(cov).mean()), 1e-300)
+        self.factor = torch.linalg.cholesky(cov + jitter * torch.eye(d, dtype=z.dtype, device=z.device))
+        self.dtype = draws.dtype
+
+    def to_u(self, z: Tensor) -> Tensor:
+        centred = (z.detach().to(torch.float64) - self.mean).T
+        return torch.linalg.solve_triangular(self.factor, centred, upper=False).T.to(self.dtype)
+
+    def to_z(self, u: Tensor) -> Tensor:
+        return self.mean.to(self.dtype) + u @ self.factor.T.to(self.dtype)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def importance_check(lp: Tensor, log_q: Tensor) -> dict[str, Any]:
+    """PSIS Pareto k-hat and importance ESS of draws of the flow with their exact ``log q``.
+
+    Parameters
+    ----------
+    lp : Tensor
+        ``(n,)`` (tempered) log target at the draws; ``-inf`` is a zero weight, NaN or ``+inf`` make
+        the check skip (the gradient check reports them).
+    log_q : Tensor
+        ``(n,)`` exact log-density of the flow at the draws.
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds ``khat``, ``ess_is``, ``ess_is_fraction`` and ``n``.  Fails when
+        k-hat exceeds :data:`KHAT_THRESHOLD` (Vehtari et al. 2024).
+    """
+    name = "importance"
+    lw = (lp.detach().double() - log_q.detach().double()).cpu()
+    n = lw.shape[0]
+    if n < MIN_IMPORTANCE_DRAWS:
+        return _skipped(name, f"{n} draws, fewer than {MIN_IMPORTANCE_DRAWS}")
+    bad = int((torch.isnan(lw) | torch.isposinf(lw)).sum())
+    if bad:
+        return _skipped(name, f"the log weights are NaN or +inf at {bad} of {n} draws")
+    if bool(torch.isneginf(lw).all()):
+        return _skipped(name, f"the target is -inf at all {n} draws")
+    found = importance_diagnostics(lw)
+    value = {k: found[k] for k in ("khat", "ess_is", "ess_is_fraction", "n")}
+    khat = found["khat"]
+    summary = (
+        f"Pareto k-hat {khat:.2f} (PSIS) over {n} draws of the flow, importance ESS {found['ess_is']:.0f} "
+        f"({100 * found['ess_is_fraction']:.1f}%)"
+    )
+    if not khat > KHAT_THRESHOLD:
+        return _record(name, True, value, summary)
+    message = (
+        f"{summary}: k-hat > {KHAT_THRESHOLD} (Vehtari et al. 2024), the importance weights lp - log q "
+        "are heavy-tailed: the flow puts too little mass where the posterior has mass, so estimates "
+        "from its draws, the log-evidence and importance-weighted corrections are unreliable. Train "
+        "longer (n_steps, the scheme's iters_per_step) or with a richer map (hidden; another scheme, "
+        "e.g. wgfinfer.PWGF(map='coupling') for scales that depend on other coordinates), widen init; "
+        "sampler.get_samples(resample=True) (PSIS) or correct='imh' correct the draws but stay limited "
+        "to what the flow covers (docs/diagnostics.md)."
+    )
+    return _record(name, False, value, message, ImportanceWarning.__name__)
+
+
+def gradient_check(log_density: LogDensity, points: Tensor) -> dict[str, Any]:
+    """Whether the log-density and its gradient are finite at the flow's draws and the gradient is
+    not exactly zero at all of them (the flow moves particles along it).
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(n, d) -> (n,)`` in the flow's coordinates, NaN/inf allowed.
+    points : Tensor
+        ``(n, d)`` draws of the flow (the first :data:`GRADIENT_POINTS` are used).
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds ``n``, ``non_finite`` (points where the value or the gradient is
+        NaN or inf) and ``zero`` (whether the gradient is zero at all of them).
+    """
+    name = "gradient"
+    z = points[:GRADIENT_POINTS].detach()
+    values, grad = evaluate(log_density, z, gradient=True)
+    assert grad is not None
+    n = z.shape[0]
+    finite = torch.isfinite(values) & torch.isfinite(grad).all(-1)
+    non_finite = int((~finite).sum())
+    zero = n > 1 and non_finite == 0 and not bool(grad.any())
+    value = {"n": n, "non_finite": non_finite, "zero": zero}
+    if non_finite:
+        example = z[int((~finite).nonzero()[0, 0])]
+        message = (
+            f"the log-density or its gradient is NaN or inf at {non_finite} of {n} draws of the trained "
+            f"flow (e.g. at z = {_short(example)} in the flow's coordinates): the flow moves particles "
+            "along this gradient, so its draws there are unreliable. Check that log_density is finite "
+            "and differentiable on all of R^d (sample constrained parameters on an unconstrained scale, "
+            "guard logs and divisions)."
+        )
+        return _record(name, False, value, message, GradientWarning.__name__)
+    if zero:
+        message = (
+            f"the gradient of the log-density is exactly zero at all {n} checked draws of the trained "
+            "flow: the flow moves particles along this gradient and cannot have followed the target. "
+            "Is the target flat there (a plateau, a clamp), or is part of it computed outside autograd "
+            "(.detach(), .item(), numpy)?"
+        )
+        return _record(name, False, value, message, FlatGradientWarning.__name__)
+    return _record(name, True, value, f"finite, non-zero gradient at {n} draws")
+
+
+def mode_check(
+    log_density: LogDensity,
+    draws: Tensor,
+    lp: Tensor,
+    generator: torch.Generator,
+    log_q: Tensor | None = None,
+    flow_log_prob: Callable[[Tensor], Tensor] | None = None,
+    base_draws: Tensor | None = None,
+    to_target: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Any]:
+    """Search for modes of the target that the flow misses.
+
+    Starts: :data:`MODE_STARTS` draws of the flow and of ``rho_0`` moved away from their mean by the
+    factors of :data:`OVERDISPERSION`, and the tops of the highest bumps of the log-density along
+    :data:`RAY_DIRECTIONS` random rays from the flow's mean (:data:`RAY_RADII`).  From each, a
+    gradient ascent with a step per start (doubled after an accepted step, cut after a rejected one,
+    Armijo's condition) in the coordinates that whiten the flow's draws, for at most
+    :data:`MODE_ITERATIONS` batched evaluations.  A mode is *missed* if its log-density is at least
+    the :data:`LP_QUANTILE` quantile of the draws' minus :func:`dimension_margin` and the flow puts no
+    mass near it: its exact ``log q`` there is below the draws' smallest minus the same margin, or,
+    without densities (or where the flow cannot be inverted), it is farther from every draw than
+    :data:`DISTANCE_FACTOR` times the draws' largest nearest-neighbour distance.  A search that has
+    not converged (:data:`MODE_TOLERANCE`) counts only where it has climbed above every draw of the
+    flow: the log-density keeps growing in a region the flow misses (a funnel, an improper
+    posterior), whereas a search still on its way up through the flow's tails says nothing.
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(n, d) -> (n,)`` in the flow's coordinates, differentiable, NaN/inf allowed.
+    draws : Tensor
+        ``(n, d)`` draws of the flow.
+    lp : Tensor
+        ``(n,)`` ``log_density`` at ``draws``.
+    generator : torch.Generator
+        Source of the starts and the ray directions (CPU).
+    log_q : Tensor, optional
+        ``(n,)`` exact log-density of the flow at ``draws``.
+    flow_log_prob : callable, optional
+        Exact log-density of the flow at arbitrary ``(m, d)`` points, NaN where it cannot be
+        computed; with ``log_q``, decides whether the flow puts mass at a mode.
+    base_draws : Tensor, optional
+        ``(m, d)`` draws of ``rho_0`` (for half of the starts; flow draws otherwise).
+    to_target : callable, optional
+        The flow's coordinates to the target's, for the points the record names.
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds ``starts``, ``modes`` (distinct converged ends of the search),
+        ``lp_threshold``, ``lp_draws_max`` and ``missed``: one dict per missed mode with ``x`` (the
+        point, in the target's coordinates), ``lp``, ``log_q`` (``None`` without density),
+        ``distance`` (to the nearest draw, in standard deviations of the flow's draws) and
+        ``converged``.
+    """
+    name = "modes"
+    n, d = draws.shape
+    finite = torch.isfinite(lp)
+    if int(finite.sum()) < 2:
+        return _skipped(name, "the log-density is finite at fewer than 2 draws")
+    white = _Whitener(draws[finite])
+    u_draws = white.to_u(draws[finite])
+    lp_draws = lp[finite].double().cpu()
+    threshold = float(torch.quantile(lp_draws, LP_QUANTILE)) - dimension_margin(d)
+
+    def log_density_u(u: Tensor) -> Tensor:
+        return log_density(white.to_z(u))
+
+    starts = _starts(u_draws, None if base_draws is None else white.to_u(base_draws), generator)
+    starts = torch.cat([starts, _ray_starts(log_density_u, d, generator, u_draws)])
+    u_end, lp_end, lp_start, converged = _ascend(log_density_u, starts)
+    ends = [
+        i
+        for i in torch.argsort(lp_end, descending=True).tolist()
+        if math.isfinite(float(lp_end[i])) and float(lp_end[i]) > float(lp_start[i])
+    ]
+    modes: list[int] = []
+    for i in ends:  # highest first: each mode is represented by its highest end
+        if all(float((u_end[i] - u_end[j]).norm()) > MERGE_RADIUS for j in modes):
+            modes.append(i)
+    # a converged end is a mode, high enough at the threshold; an end still climbing counts only
+    # once it is above every draw of the flow (a region the flow misses where the density keeps
+    # growing, as in a funnel), not on its way up through the flow's own tails
+    lp_max = float(lp_draws.max())
+    high = [
+        i
+        for i in modes
+        if (float(lp_end[i]) >= threshold if bool(converged[i]) else float(lp_end[i]) > lp_max)
+    ]
+    missed: list[dict[str, Any]] = []
+    if high:
+        u_high = u_end[high]
+        distance = torch.cdist(u_high.double(), u_draws.double()).min(1).values
+        spread = _nearest_neighbour_spread(u_draws)
+        far_by_distance = distance > DISTANCE_FACTOR * spread
+        lq_high: Tensor | None = None
+        if log_q is not None and flow_log_prob is not None:
+            lq_floor = float(log_q[finite].double().min()) - dimension_margin(d)
+            lq_high = flow_log_prob(white.to_z(u_high)).double().cpu()
+        for k, i in enumerate(high):
+            lq = None if lq_high is None else float(lq_high[k])
+            far = bool(far_by_distance[k]) if lq is None or not math.isfinite(lq) else lq < lq_floor
+            if far:
+                z = white.to_z(u_end[i : i + 1])
+                x = z if to_target is None else to_target(z)
+                missed.append(
+                    {
+                        "x": x[0].detach().double().cpu().tolist(),
+                        "lp": float(lp_end[i]),
+                        "log_q": lq if lq is not None and math.isfinite(lq) else None,
+                        "distance": float(distance[k]),
+                        "converged": bool(converged[i]),
+                    }
+                )
+    value = {
+        "starts": int(starts.shape[0]),
+        "modes": sum(bool(converged[i]) for i in modes),
+        "lp_threshold": threshold,
+        "lp_draws_max": lp_max,
+        "missed": missed,
+    }
+    if not missed:
+        return _record(
+            name,
+            True,
+            value,
+            f"{value['modes']} mode(s) found from {starts.shape[0]} starts, none away from the flow's draws",
+        )
+    first = missed[0]
+    unbounded = "" if first["converged"] else (
+        " (the search had not converged there: the log-density may keep growing, as in a funnel or an "
+        "improper posterior; a non-centred parameterisation helps with funnels)"
+    )  # fmt: skip
+    message = (
+        f"a mode search from {starts.shape[0]} overdispersed starts found {len(missed)} point(s) where "
+        f"the log-density is as high as at the flow's draws but the flow puts no mass: the highest at "
+        f"x = {_short(torch.tensor(first['x']))} with log-density {first['lp']:.4g} (the flow's draws "
+        f"reach {lp_max:.4g}), {first['distance']:.1f} standard deviations of the flow "
+        f"from its nearest draw{unbounded}. Importance weights cannot see a mode the flow never visits. "
+        "Start from a wider initial measure that covers every mode (init=wgfinfer.Init('normal', "
+        "scale=...) or a distribution), use more particles and a longer flow; a multimodal posterior "
+        "may need a separate run per mode. The record lists the points (sampler.checks)."
+    )
+    return _record(name, False, value, message, MissedModeWarning.__name__)
+
+
+def tail_check(
+    log_density: LogDensity,
+    draws: Tensor,
+    lp: Tensor,
+    log_q: Tensor,
+    flow_log_prob: Callable[[Tensor], Tensor],
+) -> dict[str, Any]:
+    """Whether ``log p - log q`` keeps rising beyond the flow's farthest draws.
+
+    Along :data:`TAIL_DIRECTIONS` rays from the draws' mean through the draws farthest from it (in
+    their whitened coordinates), the log weight ``log p - log q`` is computed at
+    :data:`TAIL_FACTORS` times their distance.  A direction is heavy-tailed when the log weight at
+    every probe exceeds the draw's by more than :data:`TAIL_RISE` and rises from probe to probe; the
+    check fails with at least :data:`TAIL_MIN_DIRECTIONS` such directions.  Meant for flows whose
+    k-hat is high, to say why.
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(n, d) -> (n,)`` in the flow's coordinates, NaN/inf allowed.
+    draws, lp, log_q : Tensor
+        ``(n, d)`` draws of the flow, ``(n,)`` the log-density and the flow's exact log-density there.
+    flow_log_prob : callable
+        The flow's exact log-density at arbitrary points (NaN where it cannot be computed).
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds ``directions``, ``heavy`` (heavy-tailed directions), ``max_rise``
+        (nats, over the directions) and ``factors``.
+    """
+    name = "tails"
+    finite = torch.isfinite(lp) & torch.isfinite(log_q)
+    if int(finite.sum()) < 2:
+        return _skipped(name, "fewer than 2 draws with finite log weights")
+    z, lw_draws = draws[finite], (lp[finite] - log_q[finite]).double().cpu()
+    white = _Whitener(z)
+    u = white.to_u(z)
+    far = torch.argsort(u.norm(dim=-1), descending=True)[:TAIL_DIRECTIONS]
+    factors = torch.tensor(TAIL_FACTORS, dtype=u.dtype, device=u.device)
+    probes = (u[far][:, None, :] * factors[None, :, None]).reshape(-1, u.shape[1])
+    zp = white.to_z(probes)
+    lp_probe, _ = evaluate(log_density, zp)
+    lw = (lp_probe.double().cpu() - flow_log_prob(zp).double().cpu()).reshape(len(far), len(TAIL_FACTORS))
+    rise = lw - lw_draws[far.cpu()][:, None]
+    steps = torch.cat([rise[:, :1], rise[:, 1:] - rise[:, :-1]], dim=1)
+    heavy = torch.isfinite(rise).all(1) & (rise > TAIL_RISE).all(1) & (steps > 0).all(1)
+    max_rise = rise[torch.isfinite(rise)].max() if bool(torch.isfinite(rise).any()) else None
+    n_heavy = int(heavy.sum())
+    value = {
+        "directions": len(far),
+        "heavy": n_heavy,
+        "max_rise": None if max_rise is None else float(max_rise),
+        "factors": list(TAIL_FACTORS),
+    }
+    if n_heavy < TAIL_MIN_DIRECTIONS:
+        return _record(
+            name, True, value, f"log p - log q does not keep rising beyond the flow's farthest draws "
+            f"({n_heavy} of {len(far)} directions)"
+        )  # fmt: skip
+    top = float(rise[heavy].max())
+    message = (
+        f"beyond the flow's farthest draws log p - log q keeps rising (by up to {top:.1f} nats at "
+        f"{TAIL_FACTORS[-1]:g} times their distance from the flow's mean, in {n_heavy} of {len(far)} "
+        "directions): the target's tails are heavier than the flow's, or the flow is too narrow, and "
+        "the importance weights are unbounded out there. Use a heavier-tailed initial measure (a "
+        "Student-t init distribution), reparameterise the model (e.g. a log scale for a positive "
+        "parameter), train longer; treat importance-weighted estimates and corrections with care."
+    )
+    return _record(name, False, value, message, HeavyTailWarning.__name__)
+
+
+# ------------------------------------------------------------------------------------ all of them
+def run_checks(
+    log_density: LogDensity,
+    draws: Tensor,
+    generator: torch.Generator,
+    log_q: Tensor | None = None,
+    flow_log_prob: Callable[[Tensor], Tensor] | None = None,
+    base_draws: Tensor | None = None,
+    to_target: Callable[[Tensor], Tensor] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every check on one set of draws of the flow; a check that raises is recorded as not run.
+
+    The gradient check runs first: when the gradient is zero everywhere, the other checks, whose
+    findings would only restate it, do not run.  The tail check runs only when the
+    importance check failed.
+
+    Parameters
+    ----------
+    log_density : callable
+        The (tempered) target ``(n, d) -> (n,)`` in the flow's coordinates, differentiable, NaN/inf
+        allowed.
+    draws : Tensor
+        ``(n, d)`` draws of the flow.
+    generator : torch.Generator
+        Source of the mode search's starts and directions.
+    log_q : Tensor, optional
+        ``(n,)`` exact log-density of the flow at ``draws`` (flows with densities).
+    flow_log_prob : callable, optional
+        Exact log-density of the flow at arbitrary points, NaN where it cannot be computed.
+    base_draws : Tensor, optional
+        Draws of ``rho_0``, for the mode search's starts.
+    to_target : callable, optional
+        The flow's coordinates to the target's (for the points the records name).
+
+    Returns
+    -------
+    list of dict
+        One record per check, in the order of :data:`CHECK_NAMES`.
+    """
+    draws = draws.detach()
+    lp, _ = evaluate(log_density, draws)
+    records: list[dict[str, Any]] = []
+
+    def guarded(name: str, check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            record = check()
+        except Exception as exc:  # a check never makes a finished run fail
+            record = _skipped(name, f"{type(exc).__name__}: {first_line(exc)}")
+        records.append(record)
+        return record
+
+    gradient = guarded("gradient", lambda: gradient_check(log_density, draws))
+    flat = bool(gradient["value"] and gradient["value"].get("zero"))
+    if flat:  # an improper target: the weights would only restate it
+        importance = guarded(
+            "importance", lambda: _skipped("importance", "the gradient is zero at every checked draw")
+        )
+    elif log_q is None:
+        importance = guarded("importance", lambda: _skipped("importance", "the flow has no density"))
+    else:
+        importance = guarded("importance", lambda: importance_check(lp, log_q))
+    if flat:
+        guarded("modes", lambda: _skipped("modes", "the gradient is zero at every checked draw"))
+    else:
+        guarded(
+            "modes",
+            lambda: mode_check(
+                log_density, draws, lp, generator, log_q, flow_log_prob, base_draws, to_target
+            ),
+        )
+    if importance["ok"] is not False or flat or flow_log_prob is None:
+        why = (
+            "the gradient is zero at every checked draw"
+            if flat
+            else "the importance check passed"
+            if importance["ok"]
+            else "no high k-hat to explain"
+        )
+        guarded("tails", lambda: _skipped("tails", why))
+    else:
+        assert log_q is not None
+        guarded("tails", lambda: tail_check(log_density, draws, lp, log_q, flow_log_prob))
+    return records
+
+
+def failed(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the checks that found a problem (``ok`` is ``False``)."""
+    return [r for r in records if r.get("ok") is False]
+
+
+def warn_failed(records: Sequence[dict[str, Any]], stacklevel: int = 2, skip: Sequence[str] = ()) -> None:
+    """Raise one warning per failed check, of the class its record names.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Records of :func:`run_checks`.
+    stacklevel : int, default 2
+        As in :func:`warnings.warn`, counted from the caller of this function.
+    skip : sequence of str
+        Names of warning classes not to raise (a problem told about already).
+    """
+    for record in failed(records):
+        name = record.get("warning") or ""
+        if name in skip:
+            continue
+        warnings.warn(
+            str(record["message"]), WARNINGS.get(name, PosteriorCheckWarning), stacklevel=stacklevel + 1
+        )
+
+
+# ------------------------------------------------------------------------------- mode search parts
+def _short(v: Tensor, limit: int = 6) -> str:
+    values = [f"{float(x):.3g}" for x in v.reshape(-1)[:limit]]
+    return "[" + ", ".join(values) + (", ...]" if v.numel() > limit else "]")
+
+
+def _starts(u_draws: Tensor, u_base: Tensor | None, generator: torch.Generator) -> Tensor:
+    """Draws of the flow (and of ``rho_0``) moved away from their mean by the overdispersion ladder."""
+    half = MODE_STARTS // 2
+    pick = torch.randint(0, u_draws.shape[0], (MODE_STARTS,), generator=generator).to(u_draws.device)
+    factors = torch.tensor(
+        [OVERDISPERSION[j % len(OVERDISPERSION)] for j in range(MODE_STARTS)],
+        dtype=u_draws.dtype,
+        device=u_draws.device,
+    )[:, None]
+    starts = factors * u_draws[pick]  # the draws' mean is 0 in these coordinates
+    if u_base is not None and u_base.shape[0] >= 1:
+        centre = u_base.mean(0) if u_base.shape[0] > 1 else torch.zeros_like(u_base[0])
+        rows = torch.randint(0, u_base.shape[0], (MODE_STARTS - half,), generator=generator)
+        base = u_base[rows.to(u_base.device)]
+        starts[half:] = centre + factors[half:] * (base - centre)
+    return starts
+
+
+def _ray_starts(log_density_u: LogDensity, dim: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    """The tops of the highest bumps of the log-density along random rays from the flow's mean."""
+    directions = torch.randn(RAY_DIRECTIONS, dim, generator=generator, dtype=torch.float64)
+    directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    rays = torch.cat([directions, -directions]).to(dtype=like.dtype, device=like.device)
+    radii = torch.tensor(RAY_RADII, dtype=like.dtype, device=like.device)
+    points = rays[:, None, :] * radii[None, :, None]
+    values, _ = evaluate(log_density_u, points.reshape(-1, dim))
+    v = values.reshape(len(rays), len(RAY_RADII)).double().cpu()
+    v = torch.where(torch.isfinite(v), v, torch.full_like(v, -math.inf))
+    previous = torch.cat([torch.full_like(v[:, :1], math.inf), v[:, :-1]], dim=1)  # never a bump at radius 1
+    following = torch.cat([v[:, 1:], torch.full_like(v[:, :1], -math.inf)], dim=1)
+    bump = (v > previous) & (v >= following) & torch.isfinite(v)
+    if not bool(bump.any()):
+        return like.new_zeros((0, dim))
+    height = torch.where(bump, v, torch.full_like(v, -math.inf)).reshape(-1)
+    top = torch.argsort(height, descending=True)[: min(RAY_STARTS, int(bump.sum()))]
+    return points.reshape(-1, dim)[top.to(points.device)]
+
+
+def _ascend(log_density_u: LogDensity, starts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradient ascent from every start with its own step: ends, their log-density, the log-density
+    at the starts and whether each converged (:data:`MODE_TOLERANCE`, or a step that collapsed)."""
+    u = starts.detach().clone()
+    f, g = evaluate(log_density_u, u, gradient=True)
+    assert g is not None
+    alive = torch.isfinite(f) & torch.isfinite(g).all(-1)
+    f = torch.where(alive, f, torch.full_like(f, -math.inf))
+    g = torch.where(alive[:, None], g, torch.zeros_like(g))
+    f_start = f.clone()
+    step = torch.ones_like(f)
+    done = ~alive
+
+    def converged() -> Tensor:
+        return 0.5 * g.square().sum(-1) < MODE_TOLERANCE
+
+    for _ in range(MODE_ITERATIONS):
+        active = (~done & ~converged() & (step > MIN_STEP)).nonzero().squeeze(-1)
+        if active.numel() == 0:
+            break
+        proposal = u[active] + step[active, None] * g[active]
+        f_new, g_new = evaluate(log_density_u, proposal, gradient=True)
+        assert g_new is not None
+        gain = 1e-4 * step[active] * g[active].square().sum(-1)
+        accept = torch.isfinite(f_new) & torch.isfinite(g_new).all(-1) & (f_new >= f[active] + gain)
+        took = active[accept]
+        u[took], f[took], g[took] = proposal[accept], f_new[accept], g_new[accept]
+        step[took] = step[took] * 2.0
+        step[active[~accept]] = step[active[~accept]] * 0.25
+    # a search whose step collapsed cannot climb further: numerically at a local maximum
+    return u, f, f_start, (converged() | (step <= MIN_STEP)) & alive
+
+
+def _nearest_neighbour_spread(u: Tensor) -> float:
+    """The largest distance from one of (at most :data:`DISTANCE_DRAWS`) draws to its nearest other."""
+    x = u[:DISTANCE_DRAWS].double()
+    if x.shape[0] < 2:
+        return 0.0
+    dist = torch.cdist(x, x)
+    dist.fill_diagonal_(math.inf)
+    return float(dist.min(1).values.max())
