@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import wgfinfer
-from wgfinfer import _progress, outputs
+from wgfinfer import bars, outputs
 from wgfinfer.laplace import AffineWhitening, fit_gaussian, laplace_whitening
 
 START_BARS = ("start: mode search", "start: Hessian", "start: Gaussian fit")
@@ -72,7 +72,7 @@ def small_chunks(pyro_sampler: wgfinfer.WGFSampler, monkeypatch: pytest.MonkeyPa
 def every_chunk_loop_has_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunked computation of one chunk gets a bar too (when asked for one): small calls then go
     through every bar there is."""
-    monkeypatch.setattr(_progress, "MIN_CHUNKS_FOR_BAR", 1)
+    monkeypatch.setattr(bars, "MIN_CHUNKS_FOR_BAR", 1)
 
 
 @pytest.mark.usefixtures("every_chunk_loop_has_a_bar")
@@ -157,7 +157,7 @@ def test_the_start_functions_are_quiet_by_default(capfd: pytest.CaptureFixture[s
 
 
 def test_chunk_bar_needs_more_than_one_chunk() -> None:
-    assert isinstance(_progress.chunk_bar(True, 100, 100, "x"), _progress.NoBar)
-    assert isinstance(_progress.chunk_bar(False, 1000, 10, "x"), _progress.NoBar)
-    with _progress.chunk_bar(True, 101, 100, "x") as bar:
-        assert not isinstance(bar, _progress.NoBar)
+    assert isinstance(bars.chunk_bar(True, 100, 100, "x"), bars.NoBar)
+    assert isinstance(bars.chunk_bar(False, 1000, 10, "x"), bars.NoBar)
+    with bars.chunk_bar(True, 101, 100, "x") as bar:
+        assert not isinstance(bar, bars.NoBar)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from wgfinfer import _progress
+from wgfinfer import bars
 from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.errors import DensityNotAvailableError
 from wgfinfer.laplace import AffineWhitening
@@ -64,7 +64,7 @@ def push_points(
         Applied after the maps.
     progress_bar : bool, default False
         Show a tqdm bar ("flow: draws") over the points when they take more than one chunk
-        (:data:`wgfinfer._progress.MIN_CHUNKS_FOR_BAR`).
+        (:data:`wgfinfer.bars.MIN_CHUNKS_FOR_BAR`).
 
     Returns
     -------
@@ -77,7 +77,7 @@ def push_points(
         return x0.clone(), (log_q0.clone() if log_q0 is not None else None)
     xs, lqs = [], []
     lq_all = log_q0 if log_q0 is not None else torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-    with _progress.chunk_bar(progress_bar, x0.shape[0], chunk_size, "flow: draws") as progress:
+    with bars.chunk_bar(progress_bar, x0.shape[0], chunk_size, "flow: draws") as progress:
         for start in range(0, x0.shape[0], chunk_size):
             x, lq = x0[start : start + chunk_size], lq_all[start : start + chunk_size]
             for psi in maps:
@@ -295,7 +295,7 @@ class Flow:
         if not all(self.map_has_density(m) for m in maps):
             self.require_density()
         outs: list[tuple[Tensor, Tensor, Tensor]] = []
-        with _progress.chunk_bar(progress_bar, y.shape[0], self.chunk_size, "flow: inverse") as progress:
+        with bars.chunk_bar(progress_bar, y.shape[0], self.chunk_size, "flow: inverse") as progress:
             for (chunk,) in self._chunks(y):
                 x = chunk
                 total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wgfinfer import _progress
+from wgfinfer import bars
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def find_mode(
         line_search_fn="strong_wolfe",
     )
 
-    progress = _progress.bar(progress_bar, max_iter, "start: mode search", unit="iter")
+    progress = bars.bar(progress_bar, max_iter, "start: mode search", unit="iter")
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -170,7 +170,7 @@ def hessian_of_negative_log_density(
         if loss.requires_grad:  # a constant log-density has a zero Hessian
             (gradient,) = torch.autograd.grad(loss, point, create_graph=True, allow_unused=True)
     rows = []
-    with _progress.bar(progress_bar, d, "start: Hessian", unit="row") as progress:
+    with bars.bar(progress_bar, d, "start: Hessian", unit="row") as progress:
         for i in range(d):
             row = None
             if gradient is not None and gradient.requires_grad:
@@ -341,7 +341,7 @@ def fit_gaussian(
         return torch.tril(raw, -1) + torch.diag(F.softplus(torch.diagonal(raw) + offset))
 
     every = max(1, n_iter // 50)
-    with _progress.bar(progress_bar, n_iter, "start: Gaussian fit", unit="iter") as progress:
+    with bars.bar(progress_bar, n_iter, "start: Gaussian fit", unit="iter") as progress:
         for it in range(n_iter):
             e = torch.randn(batch_size, d, generator=generator, dtype=dtype).to(device)
             b = factor()

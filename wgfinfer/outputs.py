@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wgfinfer import _progress
+from wgfinfer import bars
 from wgfinfer.convert import build_inference_data
 from wgfinfer.flow import Flow
 from wgfinfer.importance import independence_metropolis, psis_resample
@@ -58,7 +58,7 @@ def weighted_draws(
     progress_bar : bool, default False
         Show tqdm bars over the draws ("flow: draws") and the target's evaluation ("pyro: log
         joint"), each only when it takes more than one chunk
-        (:data:`wgfinfer._progress.MIN_CHUNKS_FOR_BAR`).
+        (:data:`wgfinfer.bars.MIN_CHUNKS_FOR_BAR`).
 
     Returns
     -------
@@ -188,7 +188,7 @@ def log_likelihood_group(
     n = z.shape[0]
     group = {name: np.empty((n, *shape), dtype=np.float64) for name, shape in shapes.items()}
     step = _chunk_draws(_n_observations(target))
-    with _progress.chunk_bar(progress_bar, n, step, "pyro: log_likelihood") as progress:
+    with bars.chunk_bar(progress_bar, n, step, "pyro: log_likelihood") as progress:
         for start in range(0, n, step):
             chunk = target.pointwise_log_likelihood(z[start : start + step])
             for name, values in chunk.items():

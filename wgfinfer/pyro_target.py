@@ -50,7 +50,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from wgfinfer import _progress
+from wgfinfer import bars
 from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.errors import first_line
 from wgfinfer.targets import LogDensityTarget
@@ -353,7 +353,7 @@ class PyroTarget(LogDensityTarget):
         progress_bar: bool = False,
     ) -> dict[str, Tensor]:
         chunks: dict[str, list[Tensor]] = {name: [] for name in shapes}
-        with _progress.chunk_bar(progress_bar, z.shape[0], self._chunk, "pyro: sites") as progress:
+        with bars.chunk_bar(progress_bar, z.shape[0], self._chunk, "pyro: sites") as progress:
             for block in torch.split(z, self._chunk):
                 values = self._padded_values(block)[0]
                 with pyro.plate(_PARTICLE_PLATE, block.shape[0], dim=self._particle_dim):
@@ -483,7 +483,7 @@ class PyroTarget(LogDensityTarget):
             return self._looped_log_joint(z, progress_bar)
         # bound the (particles x observations) intermediates of large data sets
         parts = []
-        with _progress.chunk_bar(progress_bar, z.shape[0], self._chunk, "pyro: log joint") as progress:
+        with bars.chunk_bar(progress_bar, z.shape[0], self._chunk, "pyro: log joint") as progress:
             for chunk in torch.split(z, self._chunk):
                 parts.append(self._batched_log_joint(chunk))
                 progress.update(chunk.shape[0])
@@ -526,7 +526,7 @@ class PyroTarget(LogDensityTarget):
     def _looped_log_joint(self, z: Tensor, progress_bar: bool = False) -> Tensor:
         params = self.unflatten(z.to(self._model_dtype))
         out = []
-        with _progress.chunk_bar(progress_bar, z.shape[0], 1, "pyro: log joint") as progress:
+        with bars.chunk_bar(progress_bar, z.shape[0], 1, "pyro: log joint") as progress:
             for i in range(z.shape[0]):
                 out.append(-self._potential_fn({name: v[i] for name, v in params.items()}))
                 progress.update(1)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from wgfinfer import _progress
+from wgfinfer import bars
 from wgfinfer.errors import NonFiniteLogDensityError, TrainingDivergedError
 from wgfinfer.schemes.base import Info, Scheme
 
@@ -123,7 +123,7 @@ def run_steps(
     bar = None
     if progress_bar:
         total, initial = progress if progress is not None else (n_steps, 0)
-        bar = _progress.bar(True, total, desc, unit="step", initial=initial)
+        bar = bars.bar(True, total, desc, unit="step", initial=initial)
     rngs = [generator, *generators]
     try:
         for i in range(n_steps):
