@@ -304,7 +304,9 @@ def run_wgf(loaded: Loaded, args: argparse.Namespace) -> dict[str, Any]:
     z, log_q = drawn if has_density else (drawn, None)
     target = sampler.target
     row: dict[str, Any] = {
-        "settings": sampler.method + (" defaults" if args.scheme is None else f" scheme {args.scheme}"),
+        "settings": f"{sampler.method} ("
+        + ("--quick" if args.quick else "WGFSampler defaults" if args.scheme is None else "scheme defaults")
+        + ")",
         "warnings": found,
         "cpu_s": clock.cpu,
         "wall_s": clock.wall,
