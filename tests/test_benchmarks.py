@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,55 @@ def test_benchmark_sections_go_to_out_and_into_docs_only_with_docs(writes_only_i
     empty.mkdir()
     done = subprocess.run([*command, "--no-write"], cwd=empty, capture_output=True, text=True)
     assert done.returncode == 0 and "waveform" in done.stdout and list(empty.iterdir()) == []
+
+
+def test_posterior_suite_quick_rows_reference_cache_and_section(writes_only_in_cwd):
+    """``benchmarks/posteriors.py --quick`` (tiny flow and NUTS, meaningless numbers) on an exact and a
+    NUTS-referenced problem: the JSON rows carry every metric, the eight-schools reference is cached
+    and reused by the other parameterisation, and only --out and --json are written."""
+    import importlib.util
+
+    tmp_path = writes_only_in_cwd
+    script = [sys.executable, str(ROOT / "benchmarks" / "posteriors.py"), "--quick", "--out", "out"]
+    problems = ["mixture-0.7-0.3-4d", "eight_schools-noncentered"]
+    command = [*script, "--problems", *problems, "--methods", "wgf", "nuts", "--json", "rows.json"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    rows, meta = saved["rows"], saved["meta"]
+    assert [(r["problem"], r["method"]) for r in rows] == [(p, m) for p in problems for m in ("wgf", "nuts")]
+    for row in rows:
+        assert "error" not in row, row.get("error")
+        for key in ("dim", "max_abs_mean_err", "sd_ratio_min", "sd_ratio_max", "cpu_s", "wall_s"):
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), key
+        assert isinstance(row["warnings"], list) and isinstance(row["pass"], bool)
+        assert row["cpu_s"] > 0 and row["ess"] > 0 and len(row["sd_ratio"]) == row["dim"]
+    wgf, nuts = rows[0], rows[1]
+    assert math.isfinite(wgf["khat"]) and wgf["ess_kind"] == "importance" and nuts["khat"] is None
+    assert {"max_ks", "mode_weight", "mode_weight_err"} <= set(wgf) and "divergences" in nuts
+    assert rows[2]["dim"] == 10 and "noncentered, 2 chains" in rows[2]["reference_source"]
+    assert meta["scheme"] is None and meta["torch_threads"] >= 1 and "torch" in meta["versions"]
+    cache = tmp_path / "out" / "reference_cache" / "eight_schools-quick.json"
+    assert json.loads(cache.read_text())["reference"]["names"][:2] == ["mu", "tau"]
+    section = (tmp_path / "out" / "posteriors-default.md").read_text()
+    assert "| mixture-0.7-0.3-4d | 4 | wgf |" in section and "<!--" not in section
+
+    # the centred parameterisation reads the same cached reference; NumPyro where it is installed
+    command = [*script, "--problems", "eight_schools-centered", "--methods", "wgf", "numpyro"]
+    command += ["--scheme", "pwgf", "--json", "rows2.json"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "reference from" in done.stdout
+    saved = json.loads((tmp_path / "rows2.json").read_text())
+    methods = [r["method"] for r in saved["rows"]]
+    if importlib.util.find_spec("numpyro") is None:
+        assert methods == ["wgf"] and "no NumPyro rows" in saved["meta"]["notes"][0]
+    else:
+        assert methods == ["wgf", "numpyro"] and "error" not in saved["rows"][1]
+    assert saved["rows"][0]["settings"] == "pwgf (--quick)" and saved["meta"]["scheme"] == "pwgf"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "posteriors-default.md",
+        "posteriors-pwgf.md",
+        "reference_cache",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rows.json", "rows2.json"]
