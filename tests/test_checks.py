@@ -107,7 +107,7 @@ def test_the_records_reach_history_diagnostics_attrs_and_summary(missed, capsys)
     assert idata.posterior.attrs["failed_checks"] == "modes"
     sampler.summary(num_samples=200, seed=3)
     printed = capsys.readouterr().out
-    assert "Checks after run(): 1 of 3 failed" in printed  # the tail check did not run
+    assert "Checks after run(): 1 of 4 failed" in printed  # the tail check did not run
     assert "modes: a mode search" in printed
 
 
@@ -252,3 +252,46 @@ def test_a_check_that_fails_to_run_is_recorded_not_raised() -> None:
     )
     assert records["importance"]["ok"] is False
     assert records["tails"]["ok"] is None and "no inverse here" in records["tails"]["message"]
+
+
+# ------------------------------------------------------------------------------- moments check
+def _normal_log_prob(x: torch.Tensor, mean: float, sd: float) -> torch.Tensor:
+    return torch.distributions.Normal(mean, sd).log_prob(x).sum(-1)
+
+
+def test_moment_check_passes_exact_draws_and_finds_biased_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 2, generator=g, dtype=torch.float64)
+    log_q = _normal_log_prob(x, 0.0, 1.0)
+    # draws of the target itself: uniform weights, nothing to find
+    assert checks.moment_check(x, log_q, log_q)["ok"] is True
+    # the target's mean is 0.3 sd away: the weighted mean finds it, the raw one does not
+    shifted = checks.moment_check(x, _normal_log_prob(x, 0.3, 1.0), log_q)
+    assert shifted["ok"] is False and shifted["warning"] == "BiasedDrawsWarning"
+    assert shifted["value"]["max_mean_error"] == pytest.approx(-0.3, abs=0.06)  # about 3 se
+    # the target is 25% wider: raw sds are about 0.8 of the weighted ones
+    wider = checks.moment_check(x, _normal_log_prob(x, 0.0, 1.25), log_q)
+    assert wider["ok"] is False and wider["value"]["sd_ratio_min"] < 0.9
+    # a 5% shift is within the tolerance
+    assert checks.moment_check(x, _normal_log_prob(x, 0.05, 1.0), log_q)["ok"] is True
+
+
+def test_moment_check_finds_wrong_mode_weights() -> None:
+    # the flow puts 60% on the mode of weight 70%: means off by 0.1 * 3 / 1.8 = 0.17 sd
+    g = torch.Generator().manual_seed(1)
+    n, offset = 8192, 1.5
+    upper = torch.rand(n, generator=g) < 0.6
+    x = torch.randn(n, 1, generator=g, dtype=torch.float64) + torch.where(upper, offset, -offset).unsqueeze(
+        -1
+    )
+
+    def mixture(weight: float) -> torch.Tensor:
+        a = math.log(weight) + _normal_log_prob(x, offset, 1.0)
+        b = math.log(1.0 - weight) + _normal_log_prob(x, -offset, 1.0)
+        return torch.logaddexp(a, b)
+
+    record = checks.moment_check(x, mixture(0.7), mixture(0.6))
+    assert record["ok"] is False
+    assert record["value"]["max_mean_error"] == pytest.approx(
+        -0.3 / math.sqrt(1 + 4 * 0.21 * offset**2), abs=0.05
+    )

@@ -3,6 +3,7 @@
 from wgfinfer import checks, functionals
 from wgfinfer._version import __version__
 from wgfinfer.errors import (
+    BiasedDrawsWarning,
     CheckpointInUseError,
     DensityNotAvailableError,
     FlatGradientWarning,
@@ -37,6 +38,7 @@ __all__ = [
     "GradientWarning",
     "HeavyTailWarning",
     "ICNN",
+    "BiasedDrawsWarning",
     "ImportanceWarning",
     "Init",
     "MissedModeWarning",

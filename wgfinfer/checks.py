@@ -13,6 +13,8 @@ run (no density, too few draws, a target that failed there; ``message`` says why
   flow's draws, and the gradient is not exactly zero at all of them;
 * ``"importance"`` (:func:`importance_check`): PSIS Pareto k-hat (Vehtari et al. 2024, by ArviZ)
   and the importance ESS of the flow's draws, from their exact ``log q``;
+* ``"moments"`` (:func:`moment_check`, only when k-hat is reliable): the raw draws' means and sds
+  against their own importance-weighted estimates (good weights do not make good draws);
 * ``"modes"`` (:func:`mode_check`): a multi-start mode search from overdispersed starts (the idea of
   Pathfinder's many starts, Zhang et al. 2022): a mode as high as the flow's draws where the flow
   puts no mass is invisible to the importance weights, which only look where the flow's draws are;
@@ -39,6 +41,7 @@ import torch
 from torch import Tensor
 
 from wgfinfer.errors import (
+    BiasedDrawsWarning,
     FlatGradientWarning,
     GradientWarning,
     HeavyTailWarning,
@@ -112,13 +115,98 @@ probe, for that direction to count as heavy-tailed."""
 TAIL_MIN_DIRECTIONS = 2
 """Heavy-tailed directions needed for the warning (one could be an inversion's error)."""
 
-CHECK_NAMES = ("gradient", "importance", "modes", "tails")
+CHECK_NAMES = ("gradient", "importance", "moments", "modes", "tails")
 """The checks, in the order they run."""
 WARNINGS: dict[str, type[PosteriorCheckWarning]] = {
     cls.__name__: cls
-    for cls in (ImportanceWarning, MissedModeWarning, HeavyTailWarning, GradientWarning, FlatGradientWarning)
+    for cls in (
+        ImportanceWarning,
+        BiasedDrawsWarning,
+        MissedModeWarning,
+        HeavyTailWarning,
+        GradientWarning,
+        FlatGradientWarning,
+    )
 }
 """The warning classes of the checks, by the name a record gives."""
+
+
+MEAN_TOLERANCE = 0.1
+"""The moments check fails when a raw mean is off its importance-weighted estimate by more than this
+many (weighted) posterior sds ... (the mean half of the suite's "NUTS quality" bar)"""
+SD_RATIO_BOUNDS = (0.9, 1.1)
+"""... or a raw sd is outside these bounds relative to its weighted estimate (the sd half)."""
+MOMENT_Z = 3.0
+"""Either difference must also exceed this many of its own standard errors (not Monte-Carlo noise)."""
+
+
+def moment_check(x: Tensor, lp: Tensor, log_q: Tensor) -> dict[str, Any]:
+    """Whether the flow's raw draws agree with their own importance-weighted moments.
+
+    With exact ``log q`` and a reliable k-hat the self-normalised importance estimates of the
+    posterior's means and sds are consistent, while the raw draws carry the flow's error; a flow can
+    have excellent weights (k-hat near 0) and still put 61% of its mass on a mode of weight 70%,
+    which shifts the raw means by 0.15 sd.  Per coordinate, the check compares the raw mean with the
+    weighted one (in weighted sds) and the raw sd with the weighted one, each difference with its
+    delta-method standard error ``sqrt(sum_i (w_i - 1/n)^2 (f_i - E_w f)^2)``.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(n, d)`` draws in the coordinates the moments are reported in (the target's).
+    lp, log_q : Tensor
+        ``(n,)`` log target and exact flow log-density at the draws.
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds the largest ``mean_error`` (weighted sds), the ``sd_ratio``
+        range and the coordinates where they are.
+    """
+    name = "moments"
+    lw = (lp.detach().double() - log_q.detach().double()).cpu()
+    if not bool(torch.isfinite(lw).all()):
+        return _skipped(name, "some log weights are not finite")
+    x = x.detach().double().cpu()
+    n = x.shape[0]
+    w = torch.softmax(lw, dim=0).unsqueeze(-1)
+    excess = w - 1.0 / n
+    mean_w = (w * x).sum(0)
+    centred = x - mean_w
+    var_w = (w * centred.square()).sum(0)
+    sd_w = var_w.clamp_min(torch.finfo(torch.float64).tiny).sqrt()
+    mean_raw = x.mean(0)
+    mean_se = (excess.square() * centred.square()).sum(0).sqrt()
+    var_raw = (x - mean_raw).square().mean(0)
+    var_se = (excess.square() * (centred.square() - var_w).square()).sum(0).sqrt()
+    mean_error = (mean_raw - mean_w) / sd_w
+    ratio = (var_raw / var_w.clamp_min(torch.finfo(torch.float64).tiny)).sqrt()
+    lo, hi = SD_RATIO_BOUNDS
+    bad_mean = (mean_error.abs() > MEAN_TOLERANCE) & ((mean_raw - mean_w).abs() > MOMENT_Z * mean_se)
+    bad_sd = ((ratio < lo) | (ratio > hi)) & ((var_raw - var_w).abs() > MOMENT_Z * var_se)
+    j_mean, j_lo, j_hi = int(mean_error.abs().argmax()), int(ratio.argmin()), int(ratio.argmax())
+    value = {
+        "max_mean_error": float(mean_error[j_mean]),
+        "mean_coordinate": j_mean,
+        "sd_ratio_min": float(ratio[j_lo]),
+        "sd_ratio_max": float(ratio[j_hi]),
+        "sd_coordinates": [j_lo, j_hi],
+    }
+    summary = (
+        f"raw draws against their importance-weighted estimates: largest mean difference "
+        f"{float(mean_error[j_mean]):+.2f} sd (coordinate {j_mean}), sd ratios "
+        f"{float(ratio[j_lo]):.2f}-{float(ratio[j_hi]):.2f}"
+    )
+    if not bool((bad_mean | bad_sd).any()):
+        return _record(name, True, value, summary)
+    message = (
+        f"{summary}: the flow's draws are biased by more than {MEAN_TOLERANCE} sd in a mean or "
+        f"{int(100 * (hi - 1))}% in an sd, beyond Monte-Carlo error, while its importance weights are "
+        "reliable (k-hat <= 0.7), e.g. mass split between modes in the wrong proportions. Use the "
+        "importance-corrected draws (sampler.get_samples(n, correct='psis') or correct='imh') "
+        "or train longer (a larger max_steps, the scheme's iters_per_step) (docs/diagnostics.md)."
+    )
+    return _record(name, False, value, message, BiasedDrawsWarning.__name__)
 
 
 def dimension_margin(dim: int) -> float:
@@ -596,6 +684,12 @@ def run_checks(
         importance = guarded("importance", lambda: _skipped("importance", "the flow has no density"))
     else:
         importance = guarded("importance", lambda: importance_check(lp, log_q))
+    if importance["ok"] is True:
+        assert log_q is not None
+        x = draws if to_target is None else to_target(draws)
+        guarded("moments", lambda: moment_check(x, lp, log_q))
+    else:
+        guarded("moments", lambda: _skipped("moments", "no reliable importance weights"))
     if flat:
         guarded("modes", lambda: _skipped("modes", "the gradient is zero at every checked draw"))
     else:

@@ -75,6 +75,12 @@ class ImportanceWarning(PosteriorCheckWarning):
     above 0.7): the flow misses part of the target."""
 
 
+class BiasedDrawsWarning(PosteriorCheckWarning):
+    """The flow's draws disagree with their own importance-weighted estimates (reliable, k-hat at
+    most 0.7) by more than a tenth of a posterior sd in a mean, or 10% in an sd: the draws are biased
+    and the weighted ones are better."""
+
+
 class MissedModeWarning(PosteriorCheckWarning):
     """A mode search found a point where the target's log-density is as high as at the flow's
     draws but where the flow puts no mass: the flow misses a mode (or a region) of the target."""
