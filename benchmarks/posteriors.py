@@ -238,7 +238,7 @@ def make_reference(problem: suite.Problem, args: argparse.Namespace) -> suite.Re
             return ref
     chains, warmup, draws = args.reference_chains, args.reference_warmup, args.reference_draws
     if args.quick:
-        chains, warmup, draws = 2, 10, 20
+        chains, warmup, draws = 1, 10, 20
     print(f"{problem.name}: reference by Pyro NUTS, {chains} x ({warmup} + {draws}) ...", flush=True)
     model_args = spec.model_args()
     coords = []
@@ -249,7 +249,8 @@ def make_reference(problem: suite.Problem, args: argparse.Namespace) -> suite.Re
                 samples = spec.derive(dict(samples))
             coords.append(problem.coordinates(samples))
     source = (
-        f"Pyro NUTS on {spec.model.__name__}, {chains} chains x ({warmup} warmup + {draws} draws), "
+        f"Pyro NUTS on {spec.model.__name__}, {chains} chain{'s' if chains > 1 else ''} x "
+        f"({warmup} warmup + {draws} draws), "
         f"jit, seeds 10000+; {clock.wall:.0f} s"
     )
     ref = suite.reference_from_chains(names, np.stack(coords), source)
