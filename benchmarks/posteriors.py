@@ -238,7 +238,7 @@ def make_reference(problem: suite.Problem, args: argparse.Namespace) -> suite.Re
             return ref
     chains, warmup, draws = args.reference_chains, args.reference_warmup, args.reference_draws
     if args.quick:
-        chains, warmup, draws = 2, 10, 20
+        chains, warmup, draws = 1, 10, 20
     print(f"{problem.name}: reference by Pyro NUTS, {chains} x ({warmup} + {draws}) ...", flush=True)
     model_args = spec.model_args()
     coords = []
@@ -249,7 +249,8 @@ def make_reference(problem: suite.Problem, args: argparse.Namespace) -> suite.Re
                 samples = spec.derive(dict(samples))
             coords.append(problem.coordinates(samples))
     source = (
-        f"Pyro NUTS on {spec.model.__name__}, {chains} chains x ({warmup} warmup + {draws} draws), "
+        f"Pyro NUTS on {spec.model.__name__}, {chains} chain{'s' if chains > 1 else ''} x "
+        f"({warmup} warmup + {draws} draws), "
         f"jit, seeds 10000+; {clock.wall:.0f} s"
     )
     ref = suite.reference_from_chains(names, np.stack(coords), source)
@@ -635,7 +636,7 @@ HEADER = [
     "sd ratio",
     "k-hat",
     "max KS / mode w err",
-    "ESS",
+    "ESS (NUTS: divergences)",
     "CPU s",
     "wall s",
     "warnings",
@@ -662,6 +663,8 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[object]]:
         ess = _fmt(r.get("ess"), ".0f") + (
             " (IS)" if r.get("ess_kind") == "importance" and r.get("ess") else ""
         )
+        if r.get("divergences"):
+            ess += f", {r['divergences']} div."
         out.append(
             head
             + [
@@ -700,7 +703,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "max |mean error| in reference sds (with its coordinate), the range of sd / reference sd, "
         "PSIS k-hat of the flow's 4096 draws (where it has densities), the largest marginal KS "
         "distance to the exact CDFs and the error of the first mode's weight (exact problems), ESS "
-        "(NUTS: min bulk ESS over the coordinates; wgf: importance-sampling ESS), process CPU and "
+        "(NUTS: min bulk ESS over the coordinates, and the divergent transitions; wgf: importance-sampling "
+        "ESS), process CPU and "
         "wall seconds of `run()` + 4096 draws (NUTS: `MCMC.run`, JIT compilation included), the "
         f"warnings raised.  *NUTS quality*: max |mean err| <= {MEAN_TOL}, sd ratios in "
         f"[{SD_RANGE[0]}, {SD_RANGE[1]}], k-hat < {KHAT_TOL} where there is one.\n\n"

@@ -96,7 +96,7 @@ def test_posterior_suite_quick_rows_reference_cache_and_section(writes_only_in_c
     wgf, nuts = rows[0], rows[1]
     assert math.isfinite(wgf["khat"]) and wgf["ess_kind"] == "importance" and nuts["khat"] is None
     assert {"max_ks", "mode_weight", "mode_weight_err"} <= set(wgf) and "divergences" in nuts
-    assert rows[2]["dim"] == 10 and "noncentered, 2 chains" in rows[2]["reference_source"]
+    assert rows[2]["dim"] == 10 and "noncentered, 1 chain x" in rows[2]["reference_source"]
     assert meta["scheme"] is None and meta["torch_threads"] >= 1 and "torch" in meta["versions"]
     cache = tmp_path / "out" / "reference_cache" / "eight_schools-quick.json"
     assert json.loads(cache.read_text())["reference"]["names"][:2] == ["mu", "tau"]
