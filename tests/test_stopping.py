@@ -147,3 +147,9 @@ def test_an_icnn_step_at_its_target_stops_early_and_the_option_turns_it_off() ->
             assert iterations < 200 and iterations % 20 == 0
         else:
             assert iterations == 200
+
+
+def test_recent_improvement_is_what_the_plateau_rule_compares() -> None:
+    assert stopping.recent_improvement(_history([1.0, 0.5])) == float("inf")  # too few steps
+    assert stopping.recent_improvement(_history([1.0, 0.5, 0.6, 0.45])) == pytest.approx(0.05)
+    assert stopping.recent_improvement(_history([1.0, 0.5, 0.7, 0.8])) == pytest.approx(-0.2)

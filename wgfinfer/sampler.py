@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import os
 import textwrap
 import warnings
@@ -528,9 +529,8 @@ class WGFSampler:
                 state.history, n_steps, self.max_steps, state.training_time - started, self.time_budget
             )
 
-        self.stop_reason = reason(self.run_state)
-        if self.stop_reason is not None or done >= cap:
-            self.stop_reason = self.stop_reason or (stopping.N_STEPS if n_steps else stopping.MAX_STEPS)
+        self.stop_reason = reason(self.run_state)  # never None once done >= cap
+        if self.stop_reason is not None:
             return 0
         beta = self.beta
         correction = 0.0 if self._whitening is None else float(self._whitening.log_abs_det)
@@ -571,19 +571,22 @@ class WGFSampler:
         )
         self.stop_reason = reason(self.run_state)
         if self.stop_reason in (stopping.MAX_STEPS, stopping.TIME_BUDGET):
-            values = stopping.monitored_values(self.run_state.history)
-            fell = values[-1 - min(stopping.PATIENCE, len(values) - 1)] - values[-1]
+            fell = stopping.recent_improvement(self.run_state.history)
             what = (
                 f"max_steps={self.max_steps} steps"
                 if self.stop_reason == stopping.MAX_STEPS
                 else f"its time_budget of {self.time_budget:g} s"
             )
             remedy = "a larger max_steps" if self.stop_reason == stopping.MAX_STEPS else "more time"
+            how = (
+                f"fell by {fell:.3g} nats over the last {stopping.PATIENCE} steps"
+                if math.isfinite(fell)
+                else f"has fewer than {stopping.PATIENCE + 1} steps to judge by"
+            )
             warnings.warn(
                 f"the flow was still improving when it reached {what}: its free-energy estimate "
-                f"fell by {fell:.3g} nats over the last steps (the rule stops below "
-                f"{stopping.TOLERANCE:g}). Call run() again with {remedy} to continue it, or check the "
-                "posterior with diagnostics()",
+                f"{how} (the rule stops at {stopping.TOLERANCE:g} or less). Call run() again with "
+                f"{remedy} to continue it, or check the posterior with diagnostics()",
                 stopping.BudgetWarning,
                 stacklevel=3,
             )
@@ -1131,8 +1134,8 @@ class WGFSampler:
                 scheme=scheme,
                 init=init_arg,
                 n_steps=options["n_steps"],
-                max_steps=options.get("max_steps", DEFAULT_MAX_STEPS),
-                time_budget=options.get("time_budget"),
+                max_steps=options.get("max_steps", wgf_io.OPTION_DEFAULTS["max_steps"]),
+                time_budget=options.get("time_budget", wgf_io.OPTION_DEFAULTS["time_budget"]),
                 step_size=options["step_size"],
                 beta=options["beta"],
                 seed=options["seed"],

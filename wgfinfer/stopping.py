@@ -10,6 +10,7 @@ resumed run stops where an uninterrupted one would, and a converged run trains n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,27 @@ def monitored_values(history: Sequence[dict[str, Any]]) -> list[float]:
     return [float(e["loss"]) for e in history]
 
 
+def recent_improvement(history: Sequence[dict[str, Any]], patience: int = PATIENCE) -> float:
+    """How far the lowest value of the last ``patience`` steps lies below the lowest before them
+    (negative for a rise; ``inf`` with fewer than ``patience + 1`` steps).
+
+    Parameters
+    ----------
+    history : sequence of dict
+        The sampler's history (one entry per completed step).
+    patience : int
+        Steps the improvement is looked for over.
+
+    Returns
+    -------
+    float
+    """
+    values = monitored_values(history)
+    if len(values) < patience + 1:
+        return math.inf
+    return min(values[:-patience]) - min(values[-patience:])
+
+
 def has_plateaued(
     history: Sequence[dict[str, Any]], patience: int = PATIENCE, tolerance: float = TOLERANCE
 ) -> bool:
@@ -58,12 +80,9 @@ def has_plateaued(
     bool
         ``True`` when at least ``patience + 1`` steps are done and the lowest value of the last
         ``patience`` steps is not below the lowest value before them by more than ``tolerance``
-        (a rise counts as no improvement).
+        (a rise counts as no improvement): :func:`recent_improvement` at most ``tolerance``.
     """
-    values = monitored_values(history)
-    if len(values) < patience + 1:
-        return False
-    return min(values[:-patience]) - min(values[-patience:]) <= tolerance
+    return recent_improvement(history, patience) <= tolerance
 
 
 def stop_reason(

@@ -50,6 +50,7 @@ from wgfinfer.schemes import SCHEMES, Scheme
 from wgfinfer.schemes.icnn import ICNNState
 from wgfinfer.schemes.pwgf import PWGFState
 from wgfinfer.schemes.variational import VariationalState
+from wgfinfer.stopping import DEFAULT_MAX_STEPS
 
 if TYPE_CHECKING:
     from wgfinfer.sampler import WGFSampler
@@ -59,12 +60,9 @@ OPTION_KEYS = (
     "subsample_size", "max_retries", "max_steps", "time_budget",
 )  # fmt: skip
 """The run options stored under ``"options"``."""
-ADDED_OPTION_KEYS = ("max_steps", "time_budget")
-"""Options of ``OPTION_KEYS`` that files written before they existed lack (loaded with their defaults)."""
-OPTION_DEFAULTS: dict[str, Any] = {"check": True}
+OPTION_DEFAULTS: dict[str, Any] = {"max_steps": DEFAULT_MAX_STEPS, "time_budget": None, "check": True}
 """Run options added after the first files of this format: a file without them (older) is read with
-these values; they may differ between a checkpoint and the sampler that resumes it (they change
-nothing the run trains)."""
+these values."""
 RESUME_FREE = ("n_steps", "max_steps", "time_budget", "progress_bar", "max_retries")
 """Run options that may differ between a checkpoint and the sampler that resumes it."""
 STATE_TYPES = {"icnn": ICNNState, "variational": VariationalState, "pwgf": PWGFState}
@@ -240,7 +238,7 @@ def read_sampler(path: PathLike) -> dict[str, Any]:
     """
     content = read_save_file(path, SAMPLER_FORMAT)
     options = get_entry(content, "options", path, dict)
-    missing = [k for k in OPTION_KEYS if k not in options and k not in ADDED_OPTION_KEYS]
+    missing = [k for k in OPTION_KEYS if k not in options and k not in OPTION_DEFAULTS]
     if missing:
         raise SaveFileError(f"{str(path)!r} is damaged: option entries {missing} are missing")
     target = get_entry(content, "target", path, dict)
