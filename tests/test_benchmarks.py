@@ -42,6 +42,19 @@ def test_vectorisation_benchmark_writes_its_table_into_out_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vectorisation.json", "vectorisation.md"]
 
 
+def test_icnn_blocks_benchmark_writes_its_table_into_out_only(tmp_path):
+    script = ROOT / "benchmarks" / "icnn_blocks.py"
+    args = ["--dims", "2", "--points", "64", "--blocks", "16", "64", "--repeats", "1", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "icnn_blocks.json").read_text())
+    assert [(r["order"], r["block"]) for r in saved["rows"]] == [(1, 16), (1, 64), (2, 16), (2, 64)]
+    assert all(r["cpu_ms_per_1000"] > 0 for r in saved["rows"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icnn_blocks.json", "icnn_blocks.md"]
+
+
 def test_benchmark_sections_go_to_out_and_into_docs_only_with_docs(writes_only_in_cwd):
     """The default writes ``blr.md`` into the current directory; ``--docs FILE`` replaces the section in
     FILE (the repository's docs/benchmarks.md is never written by default)."""

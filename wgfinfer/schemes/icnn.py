@@ -300,11 +300,13 @@ def step(
     particles = torch.cat([monitored, rest])
     check_finite(particles, where, log_q=log_q)
     check_explosion(pool, particles, where)
-    energy, energy_se = monitor_energy(monitor, particles, log_q, options.n_monitor)
+    monitored_estimate = monitor_energy(monitor, particles, log_q, options.n_monitor)
     info = Info(
         loss=fit.loss,
-        energy=energy,
-        energy_se=energy_se,
+        energy=monitored_estimate.energy,
+        energy_se=monitored_estimate.energy_se,
+        kl=monitored_estimate.kl,
+        kl_se=monitored_estimate.kl_se,
         iterations=fit.iterations,
         wall_time=time.perf_counter() - start,
         w2=fit.w2,

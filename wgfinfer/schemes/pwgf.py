@@ -245,11 +245,13 @@ def step(
         check_finite(pushed, where, log_q=log_q)
         before = state.maps[-1](x0) if state.maps else x0
     check_explosion(before, pushed, where)
-    energy, energy_se = monitor_energy(monitor, pushed, log_q, options.n_monitor)
+    monitored_estimate = monitor_energy(monitor, pushed, log_q, options.n_monitor)
     info = Info(
         loss=fit.energy,
-        energy=energy,
-        energy_se=energy_se,
+        energy=monitored_estimate.energy,
+        energy_se=monitored_estimate.energy_se,
+        kl=monitored_estimate.kl,
+        kl_se=monitored_estimate.kl_se,
         iterations=options.substeps,
         wall_time=time.perf_counter() - start,
         loss_se=fit.energy_se,
