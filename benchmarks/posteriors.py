@@ -227,7 +227,10 @@ def make_reference(problem: suite.Problem, args: argparse.Namespace) -> suite.Re
     chains of Pyro NUTS on :attr:`Problem.nuts_reference`'s model and cached."""
     spec = problem.nuts_reference
     assert spec is not None
-    key = spec.key + ("-quick" if args.quick else "")
+    by_numpyro = args.reference_sampler == "numpyro"
+    if by_numpyro and (problem.name not in NUMPYRO_PROBLEMS or spec.derive is not None):
+        raise SystemExit(f"{problem.name}: no NumPyro reference in this script; use --reference-sampler pyro")
+    key = spec.key + ("-numpyro" if by_numpyro else "") + ("-quick" if args.quick else "")
     path = args.reference_cache / f"{key}.json"
     names = problem.coordinate_names()
     if path.exists():
@@ -239,19 +242,24 @@ def make_reference(problem: suite.Problem, args: argparse.Namespace) -> suite.Re
     chains, warmup, draws = args.reference_chains, args.reference_warmup, args.reference_draws
     if args.quick:
         chains, warmup, draws = 1, 10, 20
-    print(f"{problem.name}: reference by Pyro NUTS, {chains} x ({warmup} + {draws}) ...", flush=True)
+    sampler = "NumPyro" if by_numpyro else "Pyro"
+    print(f"{problem.name}: reference by {sampler} NUTS, {chains} x ({warmup} + {draws}) ...", flush=True)
     model_args = spec.model_args()
     coords = []
     with timed() as clock:
         for chain in range(chains):
-            samples, _ = _pyro_nuts_draws(spec.model, model_args, warmup, draws, seed=10_000 + chain)
-            if spec.derive is not None:
-                samples = spec.derive(dict(samples))
+            if by_numpyro:
+                samples = _numpyro_nuts_draws(problem.name, model_args, warmup, draws, seed=10_000 + chain)
+            else:
+                samples, _ = _pyro_nuts_draws(spec.model, model_args, warmup, draws, seed=10_000 + chain)
+                if spec.derive is not None:
+                    samples = spec.derive(dict(samples))
             coords.append(problem.coordinates(samples))
+    model_name = f"{problem.name}'s NumPyro model" if by_numpyro else spec.model.__name__
     source = (
-        f"Pyro NUTS on {spec.model.__name__}, {chains} chain{'s' if chains > 1 else ''} x "
+        f"{sampler} NUTS on {model_name}, {chains} chain{'s' if chains > 1 else ''} x "
         f"({warmup} warmup + {draws} draws), "
-        f"jit, seeds 10000+; {clock.wall:.0f} s"
+        f"{'' if by_numpyro else 'jit, '}seeds 10000+; {clock.wall:.0f} s"
     )
     ref = suite.reference_from_chains(names, np.stack(coords), source)
     if args.write_cache:
@@ -567,6 +575,22 @@ NUMPYRO_PROBLEMS = (
 """Problems with a NumPyro version in this script (not the two HMMs)."""
 
 
+def _numpyro_nuts_draws(
+    name: str, args: tuple[Any, ...], warmup: int, draws: int, seed: int
+) -> dict[str, np.ndarray]:
+    """One chain of NumPyro NUTS on the NumPyro version of a problem's model (a reference chain)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC, NUTS
+
+    model, potential_fn = _numpyro_models()[name]()
+    if model is None:
+        raise SystemExit(f"{name}: a log-density problem has an exact reference")
+    mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), *[jnp.asarray(a.detach().cpu().numpy()) for a in args])
+    return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+
+
 def run_numpyro(loaded: Loaded, args: argparse.Namespace) -> dict[str, Any]:
     """NumPyro NUTS with the counts of :func:`run_nuts`, one chain; compilation is timed with it."""
     import jax
@@ -755,6 +779,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nuts-draws", type=int, default=NUTS_DRAWS)
     parser.add_argument(
         "--reference-cache", type=Path, default=None, metavar="DIR", help="default: OUT/reference_cache"
+    )
+    parser.add_argument(
+        "--reference-sampler",
+        choices=("pyro", "numpyro"),
+        default="pyro",
+        help="NUTS of the references that are made (cached apart; numpyro: needs the bench extra)",
     )
     parser.add_argument("--reference-chains", type=int, default=4)
     parser.add_argument("--reference-warmup", type=int, default=1000)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -135,3 +137,28 @@ def test_posterior_suite_quick_rows_reference_cache_and_section(writes_only_in_c
         "reference_cache",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rows.json", "rows2.json"]
+
+
+def _numpyro_reference_command() -> list[str]:
+    script = [sys.executable, str(ROOT / "benchmarks" / "posteriors.py"), "--quick", "--out", "out"]
+    return [*script, "--methods", "wgf", "--reference-sampler", "numpyro"]
+
+
+def test_posterior_suite_refuses_numpyro_references_it_cannot_make(writes_only_in_cwd):
+    """``--reference-sampler numpyro`` on a problem without a NumPyro model is refused by name."""
+    command = [*_numpyro_reference_command(), "--problems", "eight_schools-noncentered"]
+    done = subprocess.run(command, cwd=writes_only_in_cwd, capture_output=True, text=True)
+    assert done.returncode != 0 and "eight_schools-noncentered: no NumPyro reference" in done.stderr
+
+
+@pytest.mark.slow
+def test_posterior_suite_caches_numpyro_references_under_their_own_key(writes_only_in_cwd):
+    """A NumPyro reference is cached apart from the Pyro one, and its source names NumPyro."""
+    pytest.importorskip("numpyro")
+    tmp_path = writes_only_in_cwd
+    command = [*_numpyro_reference_command(), "--problems", "blr-pima", "--json", "rows.json"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cache = json.loads((tmp_path / "out" / "reference_cache" / "blr-pima-numpyro-quick.json").read_text())
+    reference = cache["reference"]
+    assert reference["names"][:2] == ["alpha", "w[1]"] and "NumPyro NUTS" in reference["source"]
