@@ -163,3 +163,21 @@ def test_sampler_with_gaussian_init_starts_at_the_conjugate_posterior() -> None:
         < 0.01
     )
     assert sampler.attrs()["init"] == "gaussian"
+
+
+def test_mode_search_restarts_where_a_steep_start_exhausts_lbfgs() -> None:
+    """ARMA(1, 1) (posteriordb arma11, packaged data) from Pyro's ``init_to_uniform`` point: one L-BFGS
+    run stops at ``-log p`` = 5901, far from the mode; the restarts reach the point where the
+    gradient vanishes, the same mode as a search from the prior medians."""
+    from wgfinfer.laplace import find_mode
+    from wgfinfer.problems import posteriordb as pdb
+    from wgfinfer.pyro_target import PyroTarget
+
+    target = PyroTarget(pdb.get("arma-arma11").model, pdb.model_args("arma-arma11"), dtype=torch.float64)
+    assert float(target.log_density(target.initial_point.unsqueeze(0))) < -1e30  # the steep start
+    mode = find_mode(target.log_density, target.initial_point)
+    from_medians = find_mode(target.log_density, torch.zeros(target.dim, dtype=torch.float64))
+    x = mode.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(target.log_density(x.unsqueeze(0)).sum(), x)
+    assert float(grad.abs().max()) < 1e-5
+    torch.testing.assert_close(mode, from_medians, atol=1e-6, rtol=0)
