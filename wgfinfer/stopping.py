@@ -33,16 +33,15 @@ TIME_BUDGET = "time_budget"
 
 
 def monitored_values(history: Sequence[dict[str, Any]]) -> list[float]:
-    """The quantity the rule watches, one value per step: the importance estimate of the KL itself
-    (``kl``) when every step has it, else ``kl_minus_log_z``, else the step's ``loss`` (flows without
-    densities, the variational scheme without monitor).
+    """The quantity the rule watches, one value per step: ``kl_minus_log_z`` when every step has it,
+    else the step's ``loss`` (flows without densities, the variational scheme without monitor).
 
-    ``kl`` and ``kl_minus_log_z`` differ by the constant ``log Z`` in expectation, so they fall by the
-    same amounts; ``kl`` is the less noisy of the two (on the sblri regression its standard error
-    was 0.0016-0.0037 nats against 0.0037-0.0049)."""
-    for key in ("kl", "kl_minus_log_z"):
-        if history and all(key in e for e in history):
-            return [float(e[key]) for e in history]
+    Not the importance estimate ``kl`` of the KL itself, although it is less noisy where the flow is
+    good: where it is not, ``log mean(p / q)`` is carried by a few large weights and falls too
+    slowly.  On breast-cancer BLR ``kl`` fell by less than 0.01 nats over two steps at step 15
+    (0.87, with k-hat 0.87) while ``kl_minus_log_z``, an unbiased mean, still fell by 0.05 a step."""
+    if history and all("kl_minus_log_z" in e for e in history):
+        return [float(e["kl_minus_log_z"]) for e in history]
     return [float(e["loss"]) for e in history]
 
 
