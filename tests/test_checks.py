@@ -361,12 +361,13 @@ def test_a_variational_run_that_stopped_too_early_raises_the_stein_warning(capsy
     sampler, caught = run_recording(
         gaussian(3), 3, scheme=scheme, n_steps=1, init=wgfinfer.Init("normal", scale=3.0), seed=0
     )
-    assert [w.category for w in check_warnings(caught)] == [wgfinfer.SteinWarning]
+    assert [w.category for w in check_warnings(caught)] == [wgfinfer.SteinWarning, wgfinfer.DriftWarning]
     records = by_name(sampler.checks)
     assert list(records) == list(checks.CHECK_NAMES)
     assert records["importance"]["ok"] is None and records["stein"]["ok"] is False
     assert records["stein"]["value"]["found"][0]["change"] == "shrink"
-    assert sampler.attrs()["failed_checks"] == "stein"
+    assert records["drift"]["value"]["log_p_change"] > 0  # the chains climb into the target
+    assert sampler.attrs()["failed_checks"] == "stein, drift"
     assert sampler.history[-1]["checks"] == sampler.checks
     with pytest.raises(wgfinfer.DensityNotAvailableError):  # importance diagnostics need log q
         sampler.diagnostics(num_samples=100, seed=1)
@@ -386,3 +387,44 @@ def test_a_variational_run_on_target_raises_no_stein_warning() -> None:
         ).run()
     record = by_name(sampler.checks)["stein"]
     assert record["ok"] is True and record["value"]["coordinates"] == "target"
+    assert by_name(sampler.checks)["drift"]["ok"] is True
+
+
+# ------------------------------------------------------------------------- the drift check (no density)
+def _funnel_draws(seed: int) -> tuple:
+    from wgfinfer.problems.suite import funnel_log_density
+
+    generator = torch.Generator().manual_seed(seed)
+    v = 3.0 * torch.randn(4096, 1, generator=generator, dtype=torch.float64)
+    x = torch.randn(4096, 9, generator=generator, dtype=torch.float64) * torch.exp(v / 2)
+    return funnel_log_density, torch.cat([v, x], 1)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "student", "loggamma", "funnel"])
+def test_the_drift_check_passes_exact_draws(name: str) -> None:
+    # exact draws: a chain that leaves the target invariant moves no statistic in expectation
+    log_density, draws = _funnel_draws(0) if name == "funnel" else _exact_draws(name, 0)
+    record = checks.drift_check(log_density, draws, torch.Generator().manual_seed(0))
+    assert record["ok"] is True, record["message"]
+    assert record["value"]["acceptance"] >= checks.DRIFT_ACCEPTANCE - 0.2  # the chains do move
+    assert abs(record["value"]["log_p_change"]) < 4 * record["value"]["log_p_change_se"]
+
+
+@pytest.mark.parametrize(
+    ("change", "statistic"), [("wide", "spread"), ("narrow", "spread"), ("shift", "mean")]
+)
+def test_the_drift_check_finds_wrong_draws(change: str, statistic: str) -> None:
+    log_density, draws = _exact_draws("gaussian", 1)
+    wrong = draws.clone()
+    if change == "shift":
+        wrong[:, 3] += 0.3 * (0.5 + 1.5 * 3 / 9)  # 0.3 sd
+    else:
+        wrong[:, 3] *= 3.0 if change == "wide" else 0.5
+    record = checks.drift_check(log_density, wrong, torch.Generator().manual_seed(0))
+    assert record["ok"] is False and record["warning"] == "DriftWarning"
+    top = record["value"]["found"][0]
+    assert (top["statistic"], top["coordinate"]) == (statistic, 3)
+    sign = {"wide": -1, "narrow": 1, "shift": -1}[change]  # spread shrinks / grows, mean falls back
+    assert sign * top["change"] > 0
+    with pytest.warns(wgfinfer.DriftWarning, match="scheme='icnn'"):
+        checks.warn_failed([record])

@@ -98,6 +98,13 @@ class SteinWarning(PosteriorCheckWarning):
     off-centre there."""
 
 
+class DriftWarning(PosteriorCheckWarning):
+    """For a flow without densities: a short Langevin MCMC run that leaves the target invariant,
+    started at the flow's draws, moves their mean log-density or a coordinate's mean or spread by
+    more than its standard error allows, which it cannot do from exact draws: the draws are too wide,
+    too narrow, off-centre or have stray draws where the target has little mass."""
+
+
 class GradientWarning(PosteriorCheckWarning):
     """At some of the trained flow's draws the log-density or its gradient is not finite: the flow
     moves particles along that gradient."""
