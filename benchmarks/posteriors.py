@@ -322,6 +322,8 @@ def run_wgf(loaded: Loaded, args: argparse.Namespace) -> dict[str, Any]:
         "khat": None,
         "ess": None,
         "ess_kind": "importance",
+        # the checks after run(): which ran and which failed (None: could not run)
+        "checks": {r["check"]: r["ok"] for r in sampler.checks},
     }
     row.update(compare(loaded.problem.coordinates(target.samples(z)), loaded.reference, problem))
     if log_q is not None:

@@ -295,3 +295,136 @@ def test_moment_check_finds_wrong_mode_weights() -> None:
     assert record["value"]["max_mean_error"] == pytest.approx(
         -0.3 / math.sqrt(1 + 4 * 0.21 * offset**2), abs=0.05
     )
+
+
+# ------------------------------------------------------------------------- the Stein check (no density)
+def _exact_draws(name: str, seed: int) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    if name == "gaussian":
+        scales = torch.linspace(0.5, 2.0, 10, dtype=torch.float64)
+        draws = torch.randn(4096, 10, generator=generator, dtype=torch.float64) * scales
+        return (lambda x: -0.5 * (x / scales).square().sum(-1)), draws
+    if name == "student":
+        t = torch.distributions.StudentT(torch.tensor(3.0, dtype=torch.float64))
+        torch.manual_seed(seed)
+        return (lambda x: t.log_prob(x).sum(-1)), t.sample((4096, 5))
+    # log of Gamma(2) draws: skewed
+    gamma = torch.distributions.Gamma(torch.tensor(2.0, dtype=torch.float64), 1.0)
+    torch.manual_seed(seed)
+    return (lambda x: (gamma.log_prob(x.exp()) + x).sum(-1)), gamma.sample((4096, 4)).log()
+
+
+@pytest.mark.parametrize("name", ["gaussian", "student", "loggamma"])
+def test_the_stein_check_passes_exact_draws(name: str) -> None:
+    # exact draws: every change raises the KSD in expectation; a warning has probability <= 0.01
+    log_density, draws = _exact_draws(name, 0)
+    record = checks.stein_check(log_density, draws)
+    assert record["ok"] is True, record["message"]
+    assert record["value"]["n"] == checks.STEIN_DRAWS
+    assert abs(record["value"]["ksd2"]) < 4 * record["value"]["ksd2_se"]
+
+
+@pytest.mark.parametrize("factor", [3.0, 0.5])
+def test_the_stein_check_finds_draws_too_wide_or_too_narrow_in_one_coordinate(factor: float) -> None:
+    log_density, draws = _exact_draws("gaussian", 1)
+    wrong = draws.clone()
+    wrong[:, 3] *= factor
+    record = checks.stein_check(log_density, wrong)
+    assert record["ok"] is False and record["warning"] == "SteinWarning"
+    top = record["value"]["found"][0]
+    assert (top["change"], top["coordinate"]) == ("shrink" if factor > 1 else "widen", 3)
+    assert "scheme='icnn'" in record["message"]
+    with pytest.warns(wgfinfer.SteinWarning, match="too wide"):
+        checks.warn_failed([record])
+
+
+def test_the_stein_check_names_the_target_coordinates_through_an_affine_map() -> None:
+    # the flow's coordinates are a whitening of the target's: the record names the target's
+    log_density, draws = _exact_draws("gaussian", 2)
+    wrong = draws.clone()
+    wrong[:, 7] += 0.8 * (0.5 + 1.5 * 7 / 9)  # 0.8 sd of coordinate 7 up
+    loc = torch.arange(10.0, dtype=torch.float64)
+    noise = torch.randn(10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    matrix = 2.0 * torch.linalg.qr(noise)[0]
+    to_target = lambda z: loc + z @ matrix.T  # noqa: E731
+    flow_draws = torch.linalg.solve(matrix, (wrong - loc).T).T
+    record = checks.stein_check(lambda z: log_density(to_target(z)), flow_draws, to_target)
+    assert record["ok"] is False and record["value"]["coordinates"] == "target"
+    top = record["value"]["found"][0]
+    assert (top["change"], top["coordinate"]) == ("shift down", 7)
+
+
+def test_a_variational_run_that_stopped_too_early_raises_the_stein_warning(capsys) -> None:
+    # one short step from N(0, 3^2 I): the draws stay about three times too wide, and a residual map
+    # has no density, so only the Stein check can tell
+    scheme = wgfinfer.Variational(iters_per_step=5, batch_size=128, hidden=(8,), dual_hidden=(8,))
+    sampler, caught = run_recording(
+        gaussian(3), 3, scheme=scheme, n_steps=1, init=wgfinfer.Init("normal", scale=3.0), seed=0
+    )
+    assert [w.category for w in check_warnings(caught)] == [wgfinfer.SteinWarning, wgfinfer.DriftWarning]
+    records = by_name(sampler.checks)
+    assert list(records) == list(checks.CHECK_NAMES)
+    assert records["importance"]["ok"] is None and records["stein"]["ok"] is False
+    assert records["stein"]["value"]["found"][0]["change"] == "shrink"
+    assert records["drift"]["value"]["log_p_change"] > 0  # the chains climb into the target
+    assert sampler.attrs()["failed_checks"] == "stein, drift"
+    assert sampler.history[-1]["checks"] == sampler.checks
+    with pytest.raises(wgfinfer.DensityNotAvailableError):  # importance diagnostics need log q
+        sampler.diagnostics(num_samples=100, seed=1)
+    sampler.summary(num_samples=100, seed=2)
+    assert "stein: squared KSD" in capsys.readouterr().out
+
+
+def test_a_variational_run_on_target_raises_no_stein_warning() -> None:
+    # the Laplace start of a Gaussian is the Gaussian: an affine map that barely moves stays on it
+    scheme = wgfinfer.Variational(
+        map="linear", iters_per_step=20, batch_size=128, hidden=(8,), dual_hidden=(8,)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wgfinfer.PosteriorCheckWarning)
+        sampler = wgfinfer.WGFSampler(
+            gaussian(3), dim=3, scheme=scheme, n_steps=2, init="laplace", progress_bar=False, seed=0
+        ).run()
+    record = by_name(sampler.checks)["stein"]
+    assert record["ok"] is True and record["value"]["coordinates"] == "target"
+    assert by_name(sampler.checks)["drift"]["ok"] is True
+
+
+# ------------------------------------------------------------------------- the drift check (no density)
+def _funnel_draws(seed: int) -> tuple:
+    from wgfinfer.problems.suite import funnel_log_density
+
+    generator = torch.Generator().manual_seed(seed)
+    v = 3.0 * torch.randn(4096, 1, generator=generator, dtype=torch.float64)
+    x = torch.randn(4096, 9, generator=generator, dtype=torch.float64) * torch.exp(v / 2)
+    return funnel_log_density, torch.cat([v, x], 1)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "student", "loggamma", "funnel"])
+def test_the_drift_check_passes_exact_draws(name: str) -> None:
+    # exact draws: a chain that leaves the target invariant moves no statistic in expectation
+    log_density, draws = _funnel_draws(0) if name == "funnel" else _exact_draws(name, 0)
+    record = checks.drift_check(log_density, draws, torch.Generator().manual_seed(0))
+    assert record["ok"] is True, record["message"]
+    assert record["value"]["acceptance"] >= checks.DRIFT_ACCEPTANCE - 0.2  # the chains do move
+    assert abs(record["value"]["log_p_change"]) < 4 * record["value"]["log_p_change_se"]
+
+
+@pytest.mark.parametrize(
+    ("change", "statistic"), [("wide", "spread"), ("narrow", "spread"), ("shift", "mean")]
+)
+def test_the_drift_check_finds_wrong_draws(change: str, statistic: str) -> None:
+    log_density, draws = _exact_draws("gaussian", 1)
+    wrong = draws.clone()
+    if change == "shift":
+        wrong[:, 3] += 0.3 * (0.5 + 1.5 * 3 / 9)  # 0.3 sd
+    else:
+        wrong[:, 3] *= 3.0 if change == "wide" else 0.5
+    record = checks.drift_check(log_density, wrong, torch.Generator().manual_seed(0))
+    assert record["ok"] is False and record["warning"] == "DriftWarning"
+    top = record["value"]["found"][0]
+    assert (top["statistic"], top["coordinate"]) == (statistic, 3)
+    sign = {"wide": -1, "narrow": 1, "shift": -1}[change]  # spread shrinks / grows, mean falls back
+    assert sign * top["change"] > 0
+    with pytest.warns(wgfinfer.DriftWarning, match="scheme='icnn'"):
+        checks.warn_failed([record])

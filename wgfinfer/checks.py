@@ -20,6 +20,13 @@ run (no density, too few draws, a target that failed there; ``message`` says why
   puts no mass is invisible to the importance weights, which only look where the flow's draws are;
 * ``"tails"`` (:func:`tail_check`, only when k-hat is high): whether ``log p - log q`` keeps rising
   beyond the flow's farthest draws, i.e. the target's tails are heavier than the flow's.
+* ``"stein"`` (:func:`stein_check`, only for flows without densities, where the importance checks
+  cannot run): whether shrinking, widening or shifting the flow's draws along a coordinate lowers
+  their kernel Stein discrepancy to the target beyond its standard error.
+* ``"drift"`` (:func:`drift_check`, only for flows without densities): whether 30 steps of a
+  Langevin MCMC kernel that leaves the target invariant move the draws' mean ``log p`` or a
+  coordinate's mean or spread beyond their standard errors (stray draws far out, which the Stein
+  discrepancy barely sees, make ``log p`` rise).
 
 :func:`run_checks` runs them all on one set of draws and :func:`warn_failed` raises one warning (a
 subclass of :class:`wgfinfer.errors.PosteriorCheckWarning`) per failed check.  Everything runs in
@@ -34,6 +41,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -42,12 +50,14 @@ from torch import Tensor
 
 from wgfinfer.errors import (
     BiasedDrawsWarning,
+    DriftWarning,
     FlatGradientWarning,
     GradientWarning,
     HeavyTailWarning,
     ImportanceWarning,
     MissedModeWarning,
     PosteriorCheckWarning,
+    SteinWarning,
     first_line,
 )
 from wgfinfer.importance import importance_diagnostics, khat_warning_threshold
@@ -115,7 +125,32 @@ probe, for that direction to count as heavy-tailed."""
 TAIL_MIN_DIRECTIONS = 2
 """Heavy-tailed directions needed for the warning (one could be an inversion's error)."""
 
-CHECK_NAMES = ("gradient", "importance", "moments", "modes", "tails")
+STEIN_DRAWS = 1024
+"""Draws of the flow the Stein check uses (its kernel matrices are ``n x n``)."""
+STEIN_COORDINATES = 32
+"""Coordinates of the target (the first ones) that the Stein check changes one at a time."""
+STEIN_SCALE = 1.5
+"""Factor by which the Stein check widens the draws about their mean (and ``1 /`` it, shrinks)."""
+STEIN_SHIFT = 0.5
+"""Shift of the Stein check, in sds of the draws along the coordinate."""
+STEIN_ALPHA = 0.01
+"""Probability of a Stein warning for exact draws, at most (a Bonferroni bound over the changes)."""
+DRIFT_DRAWS = 1024
+"""Draws of the flow the drift check runs chains from (as many more tune the step size)."""
+DRIFT_STEPS = 30
+"""MALA steps of the drift check's chains."""
+DRIFT_COORDINATES = 32
+"""Coordinates of the target (the first ones) whose mean and spread the drift check follows."""
+DRIFT_ALPHA = 0.01
+"""Probability of a drift warning for exact draws, at most (a Bonferroni bound over the statistics)."""
+DRIFT_ACCEPTANCE = 0.5
+"""Smallest mean acceptance rate of the tuning chains for a step size to be used."""
+DRIFT_TUNING_STEPS = 3
+"""MALA steps per step size tried in the tuning."""
+DRIFT_TUNING_HALVINGS = 12
+"""Step sizes tried, halving from ``2 d^{-1/3}``."""
+
+CHECK_NAMES = ("gradient", "importance", "moments", "modes", "tails", "stein", "drift")
 """The checks, in the order they run."""
 WARNINGS: dict[str, type[PosteriorCheckWarning]] = {
     cls.__name__: cls
@@ -126,6 +161,8 @@ WARNINGS: dict[str, type[PosteriorCheckWarning]] = {
         HeavyTailWarning,
         GradientWarning,
         FlatGradientWarning,
+        SteinWarning,
+        DriftWarning,
     )
 }
 """The warning classes of the checks, by the name a record gives."""
@@ -623,6 +660,350 @@ def tail_check(
     return _record(name, False, value, message, HeavyTailWarning.__name__)
 
 
+# ------------------------------------------------------------------------ the Stein check (no density)
+def stein_check(
+    log_density: LogDensity,
+    draws: Tensor,
+    to_target: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Any]:
+    """Whether moving the flow's draws brings them closer to the target, by the kernel Stein
+    discrepancy (Liu, Lee and Jordan 2016; Gorham and Mackey 2017), which needs the target's score
+    only: the check for flows without densities.
+
+    The squared KSD ``S(P, Q)`` is zero when ``P = Q`` and positive otherwise, so for exact draws
+    every change of them raises it.  The check compares the draws with a few changed copies: every
+    coordinate ``j`` of the target (at most :data:`STEIN_COORDINATES` of them), and all of them
+    together, scaled about its mean by ``1 / STEIN_SCALE`` and by ``STEIN_SCALE``, and each
+    coordinate shifted by ``+-STEIN_SHIFT`` of its sd.  If a changed copy has a lower KSD than the
+    draws, beyond its standard error, the draws are too wide, too narrow or off-centre along that
+    coordinate.  The difference of the two KSDs is itself a U-statistic (of the difference of the
+    Stein kernels, on the same draws), with the standard error of :func:`wgfinfer.diagnostics.ksd`;
+    a change counts when the difference exceeds ``z`` of its standard errors, ``z`` the one-sided
+    normal quantile of ``STEIN_ALPHA / m`` for ``m`` changes (Bonferroni), so that exact draws warn
+    with probability at most ``STEIN_ALPHA`` whatever the target.  The threshold is relative: no KSD
+    value has to be judged large; the price is that a flow that is wrong in another way (a missed
+    mode, wrong correlations) may not be caught.
+
+    The KSD is computed in the draws' whitened coordinates (mean 0, covariance ``I``, where the
+    median-distance bandwidth suits every coordinate), with one bandwidth for the draws and all
+    their changed copies.
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(n, d) -> (n,)`` in the flow's coordinates, differentiable.
+    draws : Tensor
+        ``(n, d)`` draws of the flow; the first :data:`STEIN_DRAWS` are used.
+    to_target : callable, optional
+        The flow's coordinates to the target's; when it is affine (a whitening) the coordinates
+        changed are the target's, else the flow's.
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds the draws' squared KSD and its standard error, the number of
+        changes tested, the threshold ``z`` and the changes that lowered the KSD (``found``, each with
+        its kind, coordinate, difference and ``z`` score, the most significant first).
+    """
+    name = "stein"
+    z = draws.detach()[:STEIN_DRAWS]
+    lp, grad = evaluate(log_density, z, gradient=True)
+    assert grad is not None
+    finite = torch.isfinite(lp) & torch.isfinite(grad).all(1)
+    z, grad = z[finite], grad[finite]
+    n, d = z.shape
+    if n < MIN_IMPORTANCE_DRAWS:
+        return _skipped(name, f"only {n} draws with a finite log-density and gradient")
+    whitener = _Whitener(z)
+    factor = whitener.factor.to(z.dtype)
+    u = whitener.to_u(z).double()
+    bandwidth = float(torch.pdist(u[:2000]).median())
+    if not bandwidth > 0:
+        return _skipped(name, "the draws coincide")
+    base = _stein_matrix(u, (grad @ factor).double(), bandwidth)
+    value0, se0 = _u_statistic(base)
+    axes, in_target = _target_axes(z, to_target)
+    x_centred = (z - z.mean(0)) @ torch.linalg.pinv(axes).T  # coordinates along the axes, centred
+    sd = x_centred.std(0)
+    changes: list[tuple[str, int | None, Tensor]] = [
+        ("shrink", None, z - (1 - 1 / STEIN_SCALE) * (z - z.mean(0))),
+        ("widen", None, z + (STEIN_SCALE - 1) * (z - z.mean(0))),
+    ]
+    for j in range(min(d, STEIN_COORDINATES)):
+        along = axes[:, j]
+        changes += [
+            ("shrink", j, z - (1 - 1 / STEIN_SCALE) * x_centred[:, j : j + 1] * along),
+            ("widen", j, z + (STEIN_SCALE - 1) * x_centred[:, j : j + 1] * along),
+            ("shift up", j, z + STEIN_SHIFT * sd[j] * along),
+            ("shift down", j, z - STEIN_SHIFT * sd[j] * along),
+        ]
+    results = []
+    for kind, j, moved in changes:
+        _, moved_grad = evaluate(log_density, moved, gradient=True)
+        assert moved_grad is not None
+        if not bool(torch.isfinite(moved_grad).all()):
+            continue  # the change leaves the target's support: nothing to compare
+        other = _stein_matrix(whitener.to_u(moved).double(), (moved_grad @ factor).double(), bandwidth)
+        diff, diff_se = _u_statistic(base - other)
+        score = diff / diff_se if diff_se > 0 else (math.inf if diff > 0 else -math.inf)
+        results.append({"change": kind, "coordinate": j, "difference": diff, "z": score})
+    m = len(results)
+    if m == 0:
+        return _skipped(name, "every changed copy of the draws left the target's support")
+    threshold = NormalDist().inv_cdf(1.0 - STEIN_ALPHA / m)
+    found = sorted((r for r in results if r["z"] > threshold), key=lambda r: -r["z"])
+    value = {
+        "ksd2": value0,
+        "ksd2_se": se0,
+        "n": n,
+        "changes": m,
+        "threshold_z": threshold,
+        "found": found[:8],
+        "coordinates": "target" if in_target else "flow",
+    }
+    summary = (
+        f"squared KSD of {n} draws {value0:.3g} +- {se0:.2g}; of {m} changed copies (scaled by "
+        f"{1 / STEIN_SCALE:.2f} or {STEIN_SCALE:g}, shifted by +-{STEIN_SHIFT:g} sd) "
+    )
+    if not found:
+        return _record(name, True, value, summary + f"none is closer to the target beyond {threshold:.1f} se")
+    frame = "the target's" if in_target else "the flow's"
+    where = ", ".join(f"{_change_name(r)} (z = {r['z']:.1f})" for r in found[:4])
+    message = (
+        f"{summary}{len(found)} are closer to the target beyond {threshold:.1f} standard errors: "
+        f"{where}. The flow's draws are too wide (if shrinking helps), too narrow (widening) or "
+        f"off-centre (shifting) along those of {frame} coordinates, and this flow has no density to "
+        "check or correct them by importance weights. Use scheme='icnn' (exact densities, importance "
+        "checks and corrections) or scheme='pwgf', or train longer (a larger max_steps, the scheme's "
+        "iters_per_step), and compare (docs/diagnostics.md)."
+    )
+    return _record(name, False, value, message, SteinWarning.__name__)
+
+
+def _change_name(result: dict[str, Any]) -> str:
+    j = result["coordinate"]
+    return f"{result['change']} {'all coordinates' if j is None else f'coordinate {j}'}"
+
+
+def _target_axes(z: Tensor, to_target: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, bool]:
+    """Directions in the flow's coordinates along which the target's coordinates move (the columns
+    of the inverse of an affine ``to_target``) and ``True``; the flow's own axes and ``False`` when
+    ``to_target`` is missing or not affine."""
+    d = z.shape[1]
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    if to_target is not None:
+        with torch.no_grad():
+            points = torch.cat([torch.zeros_like(eye[:1]), eye])
+            image = to_target(points)
+            if image.shape == points.shape:
+                offset, matrix = image[0], (image[1:] - image[0]).T
+                probe = z[:4]
+                affine = torch.allclose(to_target(probe), offset + probe @ matrix.T, rtol=1e-4, atol=1e-6)
+                if affine and bool(torch.isfinite(matrix).all()):
+                    return torch.linalg.inv(matrix), True
+    return eye, False
+
+
+def _stein_matrix(u: Tensor, s: Tensor, bandwidth: float) -> Tensor:
+    """The RBF Stein kernel ``u_ij`` of :func:`wgfinfer.diagnostics.ksd` between points ``u`` with
+    scores ``s`` (float64), with a zero diagonal."""
+    d = u.shape[1]
+    inv_l2 = 1.0 / bandwidth**2
+    uu, su = u.square().sum(1), (s * u).sum(1)
+    sq_dist = (uu[:, None] + uu[None, :] - 2 * u @ u.T).clamp_min(0)
+    s_dot_r = su[:, None] + su[None, :] - s @ u.T - u @ s.T
+    kernel = torch.exp(-0.5 * inv_l2 * sq_dist) * (s @ s.T + inv_l2 * (s_dot_r + d) - inv_l2**2 * sq_dist)
+    return kernel.fill_diagonal_(0.0)
+
+
+def _u_statistic(kernel: Tensor) -> tuple[float, float]:
+    """The U-statistic of a symmetric ``(n, n)`` kernel matrix with a zero diagonal and its standard
+    error, as :func:`wgfinfer.diagnostics.ksd` computes them."""
+    n = kernel.shape[0]
+    pairs = n * (n - 1)
+    estimate = float(kernel.sum()) / pairs
+    zeta1 = float((kernel.sum(1) / (n - 1)).var())
+    zeta2 = max(float(kernel.square().sum()) / pairs - estimate**2, 0.0)
+    return estimate, math.sqrt(max(4 * (n - 2) * zeta1 + 2 * zeta2, 0.0) / pairs)
+
+
+# ------------------------------------------------------------------- the Langevin drift check (no density)
+def drift_check(
+    log_density: LogDensity,
+    draws: Tensor,
+    generator: torch.Generator,
+    to_target: Callable[[Tensor], Tensor] | None = None,
+) -> dict[str, Any]:
+    """Whether a short MCMC run that leaves the target invariant moves the flow's draws: the check for
+    flows without densities that sees stray draws in regions of very low density.
+
+    If ``X_0`` are exact draws of the target ``p``, ``X_K`` after ``K`` steps of any ``p``-invariant
+    Markov kernel are exact draws too, so ``E[f(X_K) - f(X_0)] = 0`` for every ``f``; the paired
+    differences of independent chains are independent, which makes their mean's standard error
+    exact.  The kernel here is the Metropolis-adjusted Langevin algorithm (Roberts and Tweedie
+    1996), preconditioned by the robust scales (interquartile ranges) of the flow's draws, with a
+    step size tuned on draws other than those tested (so that the kernel does not depend on them);
+    it needs the target's log-density up to a constant and its gradient, no ``log q``.  The
+    statistics are ``log p`` and, per coordinate of the target (the first
+    :data:`DRIFT_COORDINATES`), its value and its squared distance from the tuning draws' mean:
+    ``log p`` rises when draws lie where the target has little mass (too wide, or a few stray draws
+    far out), a coordinate's mean moves when it is off-centre, its spread shrinks when it is too wide
+    and grows when it is too narrow.  A difference counts when it exceeds ``z`` standard errors,
+    ``z`` the two-sided normal quantile of ``DRIFT_ALPHA / m`` for ``m`` statistics (Bonferroni), so
+    that exact draws warn with probability at most ``DRIFT_ALPHA`` whatever the target.  A chain that
+    cannot move (a step size that no draw accepts) makes the check lose power, never warn.
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(n, d) -> (n,)`` in the flow's coordinates, differentiable.
+    draws : Tensor
+        ``(n, d)`` draws of the flow: the first :data:`DRIFT_DRAWS` are tested, the next as many tune
+        the step size.
+    generator : torch.Generator
+        Source of the chains' noise.
+    to_target : callable, optional
+        The flow's coordinates to the target's, in which the coordinates' statistics are taken.
+
+    Returns
+    -------
+    dict
+        The record; ``value`` holds the step size, the acceptance rate, the change of mean ``log p``
+        with its standard error, the threshold ``z`` and the statistics that moved (``found``).
+    """
+    name = "drift"
+    draws = draws.detach()
+    n = min(DRIFT_DRAWS, draws.shape[0] // 2)
+    if n < MIN_IMPORTANCE_DRAWS:
+        return _skipped(name, f"{draws.shape[0]} draws are too few")
+    tested, tuning = draws[:n], draws[n : 2 * n]
+    lp0, grad0 = evaluate(log_density, tested, gradient=True)
+    assert grad0 is not None
+    keep = torch.isfinite(lp0) & torch.isfinite(grad0).all(1)
+    tested, lp0, grad0 = tested[keep], lp0[keep], grad0[keep]
+    if tested.shape[0] < MIN_IMPORTANCE_DRAWS:
+        return _skipped(name, f"only {tested.shape[0]} draws with a finite log-density and gradient")
+    scale = (torch.quantile(tuning, 0.75, dim=0) - torch.quantile(tuning, 0.25, dim=0)) / 1.349
+    fallback = tuning.std(0)
+    scale = torch.where(scale > 0, scale, fallback).clamp_min(torch.finfo(draws.dtype).tiny)
+    step = _tune_step(log_density, tuning, scale, generator)
+    if step is None:
+        return _skipped(name, "no step size of the Langevin chains was accepted")
+    z, lp, grad = tested, lp0, grad0
+    accepted = torch.zeros((), dtype=torch.float64)
+    for _ in range(DRIFT_STEPS):
+        z, lp, grad, rate = _mala_step(log_density, z, lp, grad, scale, step, generator)
+        accepted = accepted + rate
+    x0 = tested if to_target is None else to_target(tested)
+    xk = z if to_target is None else to_target(z)
+    x0, xk = x0.detach().double(), xk.detach().double()
+    centre = (tuning if to_target is None else to_target(tuning)).detach().double().mean(0)
+    k = min(x0.shape[1], DRIFT_COORDINATES)
+    stats = [("log p", None, (lp - lp0).double())]
+    for j in range(k):
+        stats.append(("mean", j, xk[:, j] - x0[:, j]))
+        stats.append(("spread", j, (xk[:, j] - centre[j]).square() - (x0[:, j] - centre[j]).square()))
+    threshold = NormalDist().inv_cdf(1.0 - DRIFT_ALPHA / (2 * len(stats)))
+    results = []
+    for kind, j, diff in stats:
+        mean, se = float(diff.mean()), float(diff.std() / math.sqrt(diff.shape[0]))
+        score = mean / se if se > 0 else 0.0
+        results.append({"statistic": kind, "coordinate": j, "change": mean, "se": se, "z": score})
+    found = sorted((r for r in results if abs(r["z"]) > threshold), key=lambda r: -abs(r["z"]))
+    rate = float(accepted) / DRIFT_STEPS
+    value = {
+        "n": int(x0.shape[0]),
+        "steps": DRIFT_STEPS,
+        "step_size": step,
+        "acceptance": rate,
+        "log_p_change": results[0]["change"],
+        "log_p_change_se": results[0]["se"],
+        "statistics": len(results),
+        "threshold_z": threshold,
+        "found": found[:8],
+    }
+    summary = (
+        f"{DRIFT_STEPS} Langevin (MALA) steps from {x0.shape[0]} draws, acceptance {rate:.2f}: mean "
+        f"log p changed by {results[0]['change']:+.3g} +- {results[0]['se']:.2g}"
+    )
+    if not found:
+        return _record(name, True, value, f"{summary}; no statistic moved beyond {threshold:.1f} se")
+    where = ", ".join(_drift_name(r) for r in found[:4])
+    message = (
+        f"{summary}; {len(found)} of {len(results)} statistics moved beyond {threshold:.1f} standard "
+        f"errors ({where}), which a chain that leaves the target invariant cannot do from exact draws: "
+        "the flow's draws are not the target's (log p rising: draws where the target has little mass, "
+        "too wide or stray draws far out; a spread shrinking: too wide there; growing: too narrow; a "
+        "mean moving: off-centre), and this flow has no density to check or correct them by "
+        "importance weights. Use scheme='icnn' (exact densities, importance checks and corrections) "
+        "or scheme='pwgf', or train longer (a larger max_steps, the scheme's iters_per_step), and "
+        "compare (docs/diagnostics.md)."
+    )
+    return _record(name, False, value, message, DriftWarning.__name__)
+
+
+def _drift_name(result: dict[str, Any]) -> str:
+    j = result["coordinate"]
+    what = "log p" if j is None else f"{result['statistic']} of coordinate {j}"
+    return f"{what} {result['change']:+.3g} (z = {result['z']:+.1f})"
+
+
+def _mala_step(
+    log_density: LogDensity,
+    z: Tensor,
+    lp: Tensor,
+    grad: Tensor,
+    scale: Tensor,
+    step: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """One preconditioned MALA step (preconditioner ``diag(scale^2)``) of every chain at once."""
+    m = scale.square()
+    noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+    proposal = z + 0.5 * step * m * grad + math.sqrt(step) * scale * noise
+    lp_new, grad_new = evaluate(log_density, proposal, gradient=True)
+    assert grad_new is not None
+    ok = torch.isfinite(lp_new) & torch.isfinite(grad_new).all(1)
+    lp_new = torch.where(ok, lp_new, torch.full_like(lp_new, -math.inf))
+    grad_new = torch.where(ok[:, None], grad_new, torch.zeros_like(grad_new))
+
+    def log_kernel(to: Tensor, at: Tensor, g: Tensor) -> Tensor:  # log q(to | at), up to a constant
+        return -((to - at - 0.5 * step * m * g) / scale).square().sum(1) / (2 * step)
+
+    log_ratio = lp_new - lp + log_kernel(z, proposal, grad_new) - log_kernel(proposal, z, grad)
+    u = torch.rand(z.shape[0], generator=generator, dtype=z.dtype).to(z.device)
+    accept = ok & (torch.log(u) < log_ratio)
+    z = torch.where(accept[:, None], proposal, z)
+    lp = torch.where(accept, lp_new, lp)
+    grad = torch.where(accept[:, None], grad_new, grad)
+    return z, lp, grad, float(accept.double().mean())
+
+
+def _tune_step(
+    log_density: LogDensity, draws: Tensor, scale: Tensor, generator: torch.Generator
+) -> float | None:
+    """The largest step size of a halving ladder whose MALA chains, started at ``draws``, accept at
+    least :data:`DRIFT_ACCEPTANCE` of their moves over a few steps; ``None`` if none does."""
+    lp, grad = evaluate(log_density, draws, gradient=True)
+    assert grad is not None
+    keep = torch.isfinite(lp) & torch.isfinite(grad).all(1)
+    z, lp, grad = draws[keep], lp[keep], grad[keep]
+    if z.shape[0] < 2:
+        return None
+    d = z.shape[1]
+    step = 2.0 * d ** (-1.0 / 3.0)  # Roberts and Rosenthal (1998): h of order d^{-1/3}
+    for _ in range(DRIFT_TUNING_HALVINGS):
+        rates = []
+        zz, ll, gg = z, lp, grad
+        for _ in range(DRIFT_TUNING_STEPS):
+            zz, ll, gg, rate = _mala_step(log_density, zz, ll, gg, scale, step, generator)
+            rates.append(rate)
+        if sum(rates) / len(rates) >= DRIFT_ACCEPTANCE:
+            return step
+        step /= 2.0
+    return None
+
+
 # ------------------------------------------------------------------------------------ all of them
 def run_checks(
     log_density: LogDensity,
@@ -711,6 +1092,18 @@ def run_checks(
     else:
         assert log_q is not None
         guarded("tails", lambda: tail_check(log_density, draws, lp, log_q, flow_log_prob))
+    if flat:
+        guarded("stein", lambda: _skipped("stein", "the gradient is zero at every checked draw"))
+    elif log_q is not None:
+        guarded("stein", lambda: _skipped("stein", "the flow has densities: the importance checks run"))
+    else:
+        guarded("stein", lambda: stein_check(log_density, draws, to_target))
+    if flat:
+        guarded("drift", lambda: _skipped("drift", "the gradient is zero at every checked draw"))
+    elif log_q is not None:
+        guarded("drift", lambda: _skipped("drift", "the flow has densities: the importance checks run"))
+    else:
+        guarded("drift", lambda: drift_check(log_density, draws, generator, to_target))
     return records
 
 

@@ -91,6 +91,20 @@ class HeavyTailWarning(PosteriorCheckWarning):
     flow's: the target's tails are heavier than the flow's (or the flow is too narrow)."""
 
 
+class SteinWarning(PosteriorCheckWarning):
+    """For a flow without densities (the variational scheme's residual maps): moving the flow's draws
+    (shrinking, widening or shifting them along a coordinate) lowers their kernel Stein discrepancy
+    to the target by more than its standard error allows, so the draws are too wide, too narrow or
+    off-centre there."""
+
+
+class DriftWarning(PosteriorCheckWarning):
+    """For a flow without densities: a short Langevin MCMC run that leaves the target invariant,
+    started at the flow's draws, moves their mean log-density or a coordinate's mean or spread by
+    more than its standard error allows, which it cannot do from exact draws: the draws are too wide,
+    too narrow, off-centre or have stray draws where the target has little mass."""
+
+
 class GradientWarning(PosteriorCheckWarning):
     """At some of the trained flow's draws the log-density or its gradient is not finite: the flow
     moves particles along that gradient."""

@@ -205,10 +205,12 @@ class WGFSampler:
     check : bool, default True
         When :meth:`run` has trained steps, check the flow against the target
         (:mod:`wgfinfer.checks`): PSIS k-hat and importance ESS of its draws, a multi-start mode
-        search for modes the flow misses, zero or non-finite gradients, and heavy tails where k-hat is
-        high.  Each failed check raises one warning (a :class:`wgfinfer.PosteriorCheckWarning`) that
-        names the remedy; the records are in :attr:`checks`, the last history entry,
-        :meth:`diagnostics`, :meth:`summary` and the ArviZ attrs (``docs/diagnostics.md``).  The
+        search for modes the flow misses, zero or non-finite gradients, heavy tails where k-hat is
+        high, and, for a flow without densities, a kernel Stein discrepancy check of its draws that
+        needs no ``log q`` and a short Langevin MCMC run from them.  Each failed check raises one
+        warning (a :class:`wgfinfer.PosteriorCheckWarning`) that names the remedy; the records are in
+        :attr:`checks`, the last history entry, :meth:`diagnostics` (flows with densities),
+        :meth:`summary` and the ArviZ attrs (``docs/diagnostics.md``).  The
         checks cost a few hundred evaluations of the log-density on small batches.
 
     Attributes

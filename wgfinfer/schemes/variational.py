@@ -96,7 +96,9 @@ class Variational(Scheme):
         Size of the particle pool (default ``iters_per_step * batch_size``).
     n_monitor : int, default 4096
         Pool particles the variational estimate of the KL divergence is computed on after each
-        step (only for a :class:`~wgfinfer.functionals.KLDivergence` monitor).
+        step (only for a :class:`~wgfinfer.functionals.KLDivergence` monitor).  They are held out:
+        the last :attr:`held_out` particles of the pool never enter a training batch of the maps or
+        of the dual, so that the estimate is not fitted to them (see :func:`variational_kl`).
     """
 
     map: str = "resnet"
@@ -138,6 +140,12 @@ class Variational(Scheme):
     def pool_size(self) -> int:
         """``n_particles``, or its default ``iters_per_step * batch_size``."""
         return self.iters_per_step * self.batch_size if self.n_particles is None else self.n_particles
+
+    @property
+    def held_out(self) -> int:
+        """Particles at the end of the pool that the monitor uses and training never sees:
+        ``n_monitor``, at most a quarter of the pool."""
+        return min(self.n_monitor, self.pool_size // 4)
 
     @property
     def dual_learning_rate(self) -> float:
@@ -199,7 +207,9 @@ def step(
     """One variational JKO step: fit the map and the duals, push the pool through the map once.
 
     With a :class:`~wgfinfer.functionals.KLDivergence` ``monitor``, ``Info.energy`` is the
-    variational estimate of ``beta^{-1}(KL - log Z)`` after the step (no log-density needed).
+    variational estimate of ``beta^{-1}(KL - log Z)`` after the step (no log-density needed), on the
+    pool's last ``scheme.held_out`` particles, which the map and the dual are not trained on: in
+    expectation it is then at most the exact value (:func:`variational_kl`).
     Arguments as in :func:`wgfinfer.schemes.icnn.step`.
     """
     functional = as_functional(functional)
@@ -209,16 +219,29 @@ def step(
     args = (pool.shape[1], options, generator, pool.dtype, pool.device)
     warm = state.maps[-1] if state.maps else new_map(*args)
     duals = state.duals or tuple(new_dual(*args) for _ in functional.internal_energies())
+    # the monitor's particles are held out of every step's training (the same indices at every
+    # step, so no earlier map or dual was fitted to them either): independent draws of rho_{k+1}
+    monitoring = isinstance(monitor, KLDivergence) and len(duals) == 1 and options.held_out > 0
+    n_train = pool.shape[0] - (options.held_out if monitoring else 0)
     transport, new_duals, fit = variational_fit(
-        warm, list(duals), pool, functional, step_size, options, generator, step_index=k, callback=callback
+        warm,
+        list(duals),
+        pool[:n_train],
+        functional,
+        step_size,
+        options,
+        generator,
+        step_index=k,
+        callback=callback,
     )
     particles, _ = push_points([transport], pool)
     where = f"JKO step {k}"
     check_finite(particles, where)
     check_explosion(pool, particles, where)
     energy = energy_se = None
-    if isinstance(monitor, KLDivergence) and len(new_duals) == 1 and options.n_monitor:
-        monitored = particles[: options.n_monitor]
+    if monitoring:
+        assert isinstance(monitor, KLDivergence)
+        monitored = particles[n_train:]
         with torch.no_grad():
             lp = monitor.log_density(monitored)
         kl, kl_se = variational_kl(new_duals[0], fit.reference, monitored, lp, generator, monitor.beta)
@@ -546,13 +569,42 @@ def variational_kl(
     """The variational estimate of ``KL(T # rho_k || Q) - log Z`` after a step (Fan et al. 2022 Fig. 3b).
 
     ``1 + E[log h(Y) + log mu_k(Y) - beta * lp(Y)] - E_{mu_k}[h(Z)]`` over the pushed particles ``Y``
-    (with their log target values ``lp``) and as many draws of ``mu_k``.  In expectation it is a
-    lower bound of the exact value for any ``h`` and equals it at the optimal ``h``.
+    (with their log target values ``lp``) and as many fresh draws ``Z`` of ``mu_k``.
+
+    For a fixed ``h``, ``log(rho / mu) >= log h + 1 - h rho / mu`` pointwise (``log t <= t - 1``)
+    gives ``KL(rho || mu) >= 1 + E_rho[log h] - E_mu[h]``, with equality at ``h = rho / mu``
+    (Nguyen, Wainwright and Jordan 2010): on draws independent of ``h`` the formula is an unbiased
+    estimate of a lower bound of the exact value, and a poorly fitted ``h`` can only make it read
+    low.  On the draws ``h`` was trained on, it is not: the dual maximises the same average, and a
+    flexible ``h`` raises ``log h`` at exactly those draws, so the in-sample estimate is biased
+    upwards by the dual's overfitting and can exceed the exact value.  Pass ``pushed`` particles
+    that did not enter the dual's (or any map's) training batches, as :func:`step` does.
+
+    The estimate cannot tell a flow that is too wide: a lower bound that reads low is consistent
+    with any flow.  Use a density-free check of the draws for that (the ``"stein"`` check of
+    :mod:`wgfinfer.checks`).
+
+    Parameters
+    ----------
+    dual : DualNetwork
+        The trained ``h``.
+    reference : ReferenceGaussian
+        ``mu_k``.
+    pushed : Tensor
+        ``(n, d)`` particles of ``T # rho_k``, held out of training, ``n >= 2``.
+    lp : Tensor
+        ``(n,)`` log target at ``pushed``.
+    generator : torch.Generator
+        Source of the draws of ``mu_k``.
+    beta : float
+        Inverse temperature.
 
     Returns
     -------
     estimate, standard_error : float
-        The estimate and its Monte-Carlo standard error (the two averages are independent).
+        The estimate and its Monte-Carlo standard error given ``h``: the two averages are over
+        independent draws, so their variances add.  Given ``h`` it is exact for held-out particles;
+        for the particles ``h`` was trained on it understates the error (it ignores the bias).
     """
     n = pushed.shape[0]
     z = reference.sample(n, generator)
