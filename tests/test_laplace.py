@@ -181,3 +181,40 @@ def test_mode_search_restarts_where_a_steep_start_exhausts_lbfgs() -> None:
     (grad,) = torch.autograd.grad(target.log_density(x.unsqueeze(0)).sum(), x)
     assert float(grad.abs().max()) < 1e-5
     torch.testing.assert_close(mode, from_medians, atol=1e-6, rtol=0)
+
+
+def _log_gamma_product(shape: float, dim: int):
+    """``dim`` independent logs of Gamma(shape, 1) variables: ``log p = sum(shape x - exp(x))``."""
+    return lambda x: (shape * x - x.exp()).sum(-1)
+
+
+def test_auto_init_keeps_the_laplace_start_where_it_is_right() -> None:
+    """A Gaussian target: the Laplace approximation is exact, its KL estimate is zero, and ``"auto"``
+    returns it unchanged."""
+    from wgfinfer.init import AUTO_REFINE_KL, laplace_kl
+
+    target = correlated_gaussian()
+    start = torch.zeros(3, dtype=torch.float64)
+    laplace = whitening(
+        Init("laplace"), target.log_prob, target.log_prob, start, torch.Generator().manual_seed(0)
+    )
+    assert laplace_kl(target.log_prob, laplace, torch.Generator().manual_seed(1)) < 1e-6 < AUTO_REFINE_KL
+    auto = whitening(Init("auto"), target.log_prob, target.log_prob, start, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(auto.loc, laplace.loc, rtol=0, atol=0)
+    torch.testing.assert_close(auto.scale_tril, laplace.scale_tril, rtol=0, atol=0)
+
+
+def test_auto_init_refines_a_laplace_start_that_is_far_off() -> None:
+    """Twenty skewed coordinates (logs of Gamma(0.5) variables): the Laplace approximation is more
+    than one nat away, so ``"auto"`` refines it, and the refined Gaussian is closer to the target."""
+    from wgfinfer.init import AUTO_REFINE_KL, laplace_kl
+
+    log_p = _log_gamma_product(0.5, 20)
+    start = torch.zeros(20, dtype=torch.float64)
+    laplace = whitening(Init("laplace"), log_p, log_p, start, torch.Generator().manual_seed(0))
+    before = laplace_kl(log_p, laplace, torch.Generator().manual_seed(1), n_draws=8192)
+    assert before > AUTO_REFINE_KL
+    auto = whitening(Init("auto"), log_p, log_p, start, torch.Generator().manual_seed(0))
+    assert not torch.equal(auto.loc, laplace.loc)
+    after = laplace_kl(log_p, auto, torch.Generator().manual_seed(1), n_draws=8192)
+    assert after < before / 2

@@ -151,10 +151,11 @@ class WGFSampler:
         dual network, no log-det in training; Fan et al. 2022) or :class:`wgfinfer.PWGF` (one
         push-forward map moved by forward Euler under the pullback metric; Jin et al. 2024).  A
         name means that scheme with its defaults.  See ``docs/methods.md``.
-    init : {"laplace", "gaussian", "normal"}, wgfinfer.Init or torch.distributions.Distribution, optional
+    init : {"auto", "laplace", "gaussian", "normal"}, Init or Distribution, optional
         Initial measure ``rho_0`` (:class:`wgfinfer.Init` documents the kinds and their ``scale``).
-        Default: ``"laplace"`` for a Pyro model, ``"normal"`` for a log-density (which may be
-        multimodal, where a Laplace approximation at one mode would miss the others).  A
+        Default: ``"auto"`` (the Laplace approximation, refined by a Gaussian fit where its
+        importance weights say it is far off) for a Pyro model, ``"normal"`` for a log-density (which
+        may be multimodal, where a Laplace approximation at one mode would miss the others).  A
         distribution with event shape ``(d,)`` is used as it is.
     n_steps : int, optional
         A fixed number of steps ``K`` (the flow covers time ``K * step_size``).  By default the flow
@@ -293,7 +294,7 @@ class WGFSampler:
         self.progress_bar = bool(progress_bar)
         self.max_retries = check_positive_int("max_retries", max_retries, allow_zero=True)
         self.model = model
-        self.init = as_init(init, "laplace" if model is not None else "normal")
+        self.init = as_init(init, "auto" if model is not None else "normal")
         if isinstance(self.init, Init):
             check_scale(self.init, dtype)
         self.dim: int | None = None
