@@ -215,3 +215,19 @@ def test_separable_model_bad_input() -> None:
         FactorisedGridFilter(coordinates, n_points=50).run(generic, T_FINAL)
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         FactorisedGridFilter(coordinates, n_points=50).run(obs, T_FINAL).log_prob(np.zeros((3, 1)))
+
+
+def test_the_d_dimensional_problems() -> None:
+    from wgfinfer.problems.filtering import rotated_ou_problem, separable_sine_well_problem
+
+    sine = separable_sine_well_problem(3, seed=0)
+    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    by_coordinate = sum(c.potential(x[:, i : i + 1]) for i, c in enumerate(sine.coordinates))
+    torch.testing.assert_close(sine.diffusion.potential(x), by_coordinate)
+    assert sine.observations.values.shape == (5, 3) and sine.t_final == 3.0
+    ou = rotated_ou_problem(3, seed=0)
+    a = ou.parameters["a"]
+    np.testing.assert_allclose(np.linalg.eigvalsh(a), [0.5, 1.25, 2.0])
+    torch.testing.assert_close(ou.diffusion.drift(x), -x @ torch.as_tensor(a))
+    with pytest.raises(ValueError, match="dim must be a positive int"):
+        rotated_ou_problem(0, seed=0)
