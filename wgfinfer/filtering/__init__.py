@@ -1,18 +1,32 @@
 """Nonlinear filtering of a Langevin diffusion from noisy observations (Mokrov 2022 §3.4, Algorithm 3).
 
 ``JKOFilter`` runs JKO flows between observation times and Metropolis-Hastings at them; the
-``BootstrapParticleFilter`` and the 1-D ``GridFilter1D`` (Chang-Cooper) are the references it is
+``BootstrapParticleFilter``, the 1-D ``GridFilter1D`` (Chang-Cooper) and, for separable models in D
+dimensions, the ``FactorisedGridFilter`` (a product of 1-D grid filters) are the references it is
 judged against.
 """
 
-from wgfinfer.filtering.grid import GridFilter1D, GridFilterResult, symkl_on_grid
+from wgfinfer.filtering.grid import (
+    FactorisedGridFilter,
+    FactorisedGridResult,
+    GridFilter1D,
+    GridFilterResult,
+    symkl_on_grid,
+)
 from wgfinfer.filtering.jko_filter import JKOFilter
-from wgfinfer.filtering.models import GaussianObservations, LangevinDiffusion, Observations
+from wgfinfer.filtering.models import (
+    GaussianObservations,
+    LangevinDiffusion,
+    Observations,
+    separable_diffusion,
+)
 from wgfinfer.filtering.particle import BootstrapParticleFilter, ParticleFilterResult
 from wgfinfer.filtering.result import FilterResult
 
 __all__ = [
     "BootstrapParticleFilter",
+    "FactorisedGridFilter",
+    "FactorisedGridResult",
     "FilterResult",
     "GaussianObservations",
     "GridFilter1D",
@@ -21,5 +35,6 @@ __all__ = [
     "LangevinDiffusion",
     "Observations",
     "ParticleFilterResult",
+    "separable_diffusion",
     "symkl_on_grid",
 ]

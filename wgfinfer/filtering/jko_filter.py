@@ -4,9 +4,9 @@ Algorithm 3).
 On every interval between observation times the filter trains ICNN JKO maps of the diffusion's
 Fokker-Planck flow on particles of the current filtering law; at the next observation time it draws
 the new filtering law with Metropolis-Hastings whose proposals are base draws pushed through all maps
-so far (:mod:`wgfinfer.filtering.mcmc`).  The maps are convex gradients, so the filtering density is
-available anywhere by inverting them.  The JKO steps run through the same loop as the sampler's
-(:mod:`wgfinfer.run`), with its retries.
+so far, cached from one observation to the next (:mod:`wgfinfer.filtering.mcmc`).  The maps are
+convex gradients, so the filtering density is available anywhere by inverting them.  The JKO steps
+run through the same loop as the sampler's (:mod:`wgfinfer.run`), with its retries.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from wgfinfer.filtering.mcmc import (
     PROPOSALS,
     FlowTrajectories,
     MCMCSettings,
+    ProposalPool,
     log_evidence,
     metropolis_hastings,
+    proposals_needed,
 )
 from wgfinfer.filtering.models import LangevinDiffusion, Observations, check_t_final
 from wgfinfer.filtering.result import FilterResult
@@ -52,8 +54,8 @@ class JKOFilter:
         ``round(length / h)`` equal steps (at least one).
     n_chains : int, default 256
         Parallel Metropolis-Hastings chains at each observation time.  The warm-up costs
-        ``warmup * n_chains`` proposals, each pushed through every map so far, and dominates the run
-        time; Mokrov (2022) runs 1024 chains (its batch size), which makes the warm-up 4 times dearer.
+        ``warmup * n_chains`` proposals and dominates the run time; Mokrov (2022) runs 1024 chains
+        (its batch size), which makes the warm-up 4 times dearer.
     warmup : int, default 1000
         Warm-up sweeps of every chain before states are kept (Mokrov 2022: 1000).
     thin : int, default 2
@@ -63,6 +65,14 @@ class JKOFilter:
         kernel), which keeps acceptance healthy when observations are informative.
     step_scale : float, default 0.5
         Initial random-walk step of ``"latent_rw"`` (adapted during warm-up towards 30% acceptance).
+    cache_proposals : bool, default True
+        Independence proposals from a :class:`~wgfinfer.filtering.mcmc.ProposalPool` of base draws
+        pushed through the maps of each interval once, carried from one observation time to the next
+        with their trajectories' log-likelihoods: every observation costs the pool
+        (:func:`~wgfinfer.filtering.mcmc.proposals_needed` draws) times the maps of one interval, so
+        the cost is linear in the number of observations.  ``False`` pushes every proposal through
+        every map so far (the cost of observation ``k`` grows with ``k``).  ``"latent_rw"`` always
+        pushes its proposals through every map.
     max_retries : int, default 3
         Retries of a diverged JKO step with smaller learning rates.
     seed : int, default 0
@@ -83,6 +93,7 @@ class JKOFilter:
         thin: int = 2,
         proposal: str = "independent",
         step_scale: float = 0.5,
+        cache_proposals: bool = True,
         max_retries: int = 3,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
@@ -111,6 +122,9 @@ class JKOFilter:
                 "every chain must contribute draws (raise n_particles or lower n_chains)"
             )
         self.n_particles = self.scheme.pool_size
+        if not isinstance(cache_proposals, bool):
+            raise TypeError(f"cache_proposals must be True or False, got {cache_proposals!r}")
+        self.cache_proposals = cache_proposals
         self.max_retries = check_positive_int("max_retries", max_retries, allow_zero=True)
         self.seed = seed
         self.dtype, self.device = dtype, torch.device(device)
@@ -150,15 +164,28 @@ class JKOFilter:
         acceptance: dict[float, float] = {}
         maps_at: list[int] = []
         particles = paths.draw_base(self.n_particles, generator, self.device).to(self.dtype)
+        pool = None
+        if self.cache_proposals and self.mcmc.proposal == "independent":
+            m = self.mcmc
+            size = proposals_needed(m.n_chains, self.n_particles, m.warmup, m.thin)
+            pool = ProposalPool.draw(paths, size, generator, self.device)
+        map_evaluations: dict[float, int] = {}
+
+        def mh(n_obs: int) -> Any:
+            before = paths.map_evaluations
+            out = metropolis_hastings(
+                paths, len(paths.maps), n_obs, self.mcmc.n_chains, self.n_particles,
+                self.mcmc.warmup, self.mcmc.thin, self.mcmc.proposal, generator, self.device,
+                self.mcmc.step_scale, pool=pool,
+            )  # fmt: skip
+            map_evaluations[obs_times[n_obs - 1]] = paths.map_evaluations - before
+            return out
+
         run = RunState(ICNNState(step=0, particles=particles, log_q=None))
         functional = KLDivergence(self.diffusion.log_density, beta=self.diffusion.beta)
         for segment, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             if segment > 0:  # the filtering law at t0 = obs_times[segment - 1]
-                out = metropolis_hastings(
-                    paths, len(paths.maps), segment, self.mcmc.n_chains, self.n_particles,
-                    self.mcmc.warmup, self.mcmc.thin, self.mcmc.proposal, generator, self.device,
-                    self.mcmc.step_scale,
-                )  # fmt: skip
+                out = mh(segment)
                 draws[t0], acceptance[t0] = out.x, out.acceptance_rate
                 run = dataclasses.replace(
                     run, scheme_state=dataclasses.replace(run.scheme_state, particles=out.x)
@@ -186,11 +213,7 @@ class JKOFilter:
         if t_final > obs_times[-1]:
             draws[t_final] = particles
         else:  # t_final is the last observation time: its draws came from no MH run yet
-            out = metropolis_hastings(
-                paths, len(paths.maps), len(obs_times), self.mcmc.n_chains, self.n_particles,
-                self.mcmc.warmup, self.mcmc.thin, self.mcmc.proposal, generator, self.device,
-                self.mcmc.step_scale,
-            )  # fmt: skip
+            out = mh(len(obs_times))
             draws[t_final], acceptance[t_final] = out.x, out.acceptance_rate
         evidence = log_evidence(paths, len(paths.maps), len(obs_times), 1 << 14, generator, self.device)
         for p in (q for m in paths.maps for q in m.parameters()):
@@ -208,4 +231,5 @@ class JKOFilter:
             mcmc=self.mcmc,
             seed=self.seed,
             wall_time=time.perf_counter() - start,
+            map_evaluations=map_evaluations,
         )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent
+from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float
 from wgfinfer.flow import sample_distribution
@@ -276,6 +276,29 @@ class GaussianObservations(Observations):
         sq = (x - y.to(x.dtype)).square().sum(-1)
         return -0.5 * sq / s**2 - x.shape[1] * (math.log(s) + 0.5 * math.log(2 * math.pi))
 
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of each observation."""
+        return int(self.values.shape[1])
+
+    def coordinate(self, i: int) -> GaussianObservations:
+        """The observations of coordinate ``i`` alone, a 1-D :class:`GaussianObservations`.
+
+        The noise is isotropic, so ``p(Y_k | x) = prod_i N(Y_k[i]; x_i, noise_std^2)``: for a diffusion
+        whose coordinates are independent (a separable potential and a product initial law) the
+        filter factorises into the 1-D filters of the coordinates.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``i`` is not an integer index of a coordinate.
+        """
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"coordinate index must be an int, got {type(i).__name__}")
+        if not 0 <= i < self.dim:
+            raise ValueError(f"coordinate {i} out of range: the observations have {self.dim} coordinates")
+        return GaussianObservations(self.times, self.values[:, i], self.noise_std)
+
     @classmethod
     def of_path(
         cls,
@@ -299,6 +322,54 @@ class GaussianObservations(Observations):
         states_t = torch.stack(states)
         noise = noise_std * torch.randn(states_t.shape, generator=generator, dtype=torch.float64)
         return cls(times_t, states_t + noise, noise_std), states_t
+
+
+def separable_diffusion(
+    potential_1d: PotentialFn, beta: float, mean0: Sequence[float], std0: Sequence[float]
+) -> tuple[LangevinDiffusion, list[LangevinDiffusion]]:
+    """A diffusion whose coordinates are independent 1-D diffusions, and those 1-D diffusions.
+
+    ``Phi(x) = sum_i phi(x_i)`` and ``X_0 ~ N(mean0, diag(std0^2))``: the coordinates never interact,
+    so with observations of each coordinate separately (:meth:`GaussianObservations.coordinate`)
+    the filtering law is the product of the coordinates' 1-D filtering laws
+    (:class:`~wgfinfer.filtering.grid.FactorisedGridFilter`).
+
+    Parameters
+    ----------
+    potential_1d : callable
+        ``phi``: ``(n, 1)`` points to ``(n,)`` values (a potential of the 1-D process that sums over
+        its last axis, like :func:`wgfinfer.problems.filtering.sine_well_potential`, also works).
+    beta : float
+        Inverse temperature.
+    mean0, std0 : sequence of float
+        Means and standard deviations (positive) of the coordinates of ``X_0``; their length is ``d``.
+
+    Returns
+    -------
+    diffusion : LangevinDiffusion
+        The ``d``-dimensional process.
+    coordinates : list of LangevinDiffusion
+        Its ``d`` coordinates, each 1-D.
+    """
+    if not callable(potential_1d):
+        raise TypeError(f"potential_1d must be callable, got {type(potential_1d).__name__}")
+    mean = torch.as_tensor(mean0, dtype=torch.float64).reshape(-1)
+    std = torch.as_tensor(std0, dtype=torch.float64).reshape(-1)
+    if mean.numel() == 0 or mean.shape != std.shape:
+        raise ValueError(
+            f"mean0 and std0 must be non-empty and of equal length, got {mean.numel()} and {std.numel()}"
+        )
+    if not bool(torch.isfinite(mean).all()) or not bool((torch.isfinite(std) & (std > 0)).all()):
+        raise ValueError("mean0 must be finite and std0 finite and positive")
+
+    def potential(x: Tensor) -> Tensor:
+        return potential_1d(x.reshape(-1, 1)).reshape(x.shape).sum(-1)
+
+    diffusion = LangevinDiffusion(potential, beta, Independent(Normal(mean, std), 1))
+    coordinates = [
+        LangevinDiffusion(potential_1d, beta, Normal(m, s)) for m, s in zip(mean, std, strict=True)
+    ]
+    return diffusion, coordinates
 
 
 def check_t_final(observations: Observations, t_final: float) -> float:

@@ -39,6 +39,10 @@ class FilterResult:
         :func:`wgfinfer.filtering.mcmc.log_evidence`) and its standard error.
     wall_time : float
         Seconds the run took.
+    map_evaluations : dict of float to int
+        Points pushed through one map (summed over maps) by the Metropolis-Hastings run at each
+        observation time, pool updates included; the cost counter (not stored in save files: empty
+        after :meth:`load`).
     """
 
     paths: FlowTrajectories = field(repr=False)
@@ -53,6 +57,7 @@ class FilterResult:
     mcmc: Any = field(repr=False)
     seed: int = field(repr=False)
     wall_time: float = 0.0
+    map_evaluations: dict[float, int] = field(default_factory=dict, repr=False)
 
     def _index(self, time: float | None) -> int:
         return time_index(self.times, time)
