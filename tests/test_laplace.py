@@ -218,3 +218,16 @@ def test_auto_init_refines_a_laplace_start_that_is_far_off() -> None:
     assert not torch.equal(auto.loc, laplace.loc)
     after = laplace_kl(log_p, auto, torch.Generator().manual_seed(1), n_draws=8192)
     assert after < before / 2
+
+
+def test_the_auto_decision_leaves_the_random_stream_alone() -> None:
+    """``laplace_kl`` draws from a copy of the generator: where ``"auto"`` keeps the Laplace start,
+    the run that follows is the ``"laplace"`` run, draw for draw."""
+    from wgfinfer.init import laplace_kl
+
+    target = correlated_gaussian()
+    laplace = laplace_whitening(target.log_prob, torch.zeros(3, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    laplace_kl(target.log_prob, laplace, gen)
+    assert torch.equal(gen.get_state(), state)

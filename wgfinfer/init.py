@@ -168,7 +168,8 @@ def laplace_kl(
     approximation : AffineWhitening
         The Gaussian, as the affine map of ``N(0, I)`` onto it.
     generator : torch.Generator
-        Source of the draws.
+        Source of the draws: a copy of it draws them, so that ``generator`` itself is not advanced
+        (``"auto"`` then runs exactly as ``"laplace"`` where it does not refine).
     n_draws : int
         Draws of the Gaussian.
 
@@ -181,7 +182,9 @@ def laplace_kl(
     from wgfinfer.schemes.base import importance_kl
 
     loc = approximation.loc
-    z = torch.randn(n_draws, loc.shape[0], generator=generator, dtype=loc.dtype).to(loc.device)
+    copy = torch.Generator()
+    copy.set_state(generator.get_state())  # the caller's stream is not advanced
+    z = torch.randn(n_draws, loc.shape[0], generator=copy, dtype=loc.dtype).to(loc.device)
     x = approximation.forward(z)
     log_q = standard_normal(loc.shape[0], 1.0, loc.dtype, loc.device).log_prob(z) - approximation.log_abs_det
     log_p = log_density(x)
