@@ -20,6 +20,7 @@ from scipy.special import logsumexp
 
 from wgfinfer.importance import (
     importance_diagnostics,
+    importance_kl,
     independence_metropolis,
     khat_warning_threshold,
     psis_resample,
@@ -250,8 +251,6 @@ def test_psis_resample_bad_count(num_samples) -> None:
 def test_importance_kl_matches_the_gaussian_closed_form(shift: float, scale: float) -> None:
     """``KL(N(0, 1) || N(shift, scale^2)) = log scale + (1 + shift^2) / (2 scale^2) - 1/2``, estimated
     from draws of ``q`` with an unnormalised ``p`` (an arbitrary constant added to ``log p``)."""
-    from wgfinfer.schemes.base import importance_kl
-
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(20_000, generator=gen, dtype=torch.float64)
     log_q = -0.5 * x.square() - 0.5 * math.log(2 * math.pi)
@@ -264,8 +263,6 @@ def test_importance_kl_matches_the_gaussian_closed_form(shift: float, scale: flo
 def test_importance_kl_standard_error_matches_the_spread_over_repeats() -> None:
     """The influence-function standard error against the sd of 200 independent estimates (the sd of
     an sd estimated from 200 values is about 5%; 20% is four of those)."""
-    from wgfinfer.schemes.base import importance_kl
-
     gen = torch.Generator().manual_seed(4)
     estimates, ses = [], []
     for _ in range(200):

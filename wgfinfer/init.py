@@ -17,6 +17,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from wgfinfer._validation import check_positive_float
 from wgfinfer.errors import WGFWarning, first_line
+from wgfinfer.importance import importance_kl
 from wgfinfer.laplace import AffineWhitening, LaplaceStartError, fit_gaussian, laplace_whitening
 
 KINDS = ("laplace", "gaussian", "auto", "normal")
@@ -176,11 +177,9 @@ def laplace_kl(
     Returns
     -------
     float
-        :func:`wgfinfer.schemes.base.importance_kl` of the draws; ``inf`` where the target is not
+        :func:`wgfinfer.importance.importance_kl` of the draws; ``inf`` where the target is not
         finite at one of them.
     """
-    from wgfinfer.schemes.base import importance_kl
-
     loc = approximation.loc
     copy = torch.Generator()
     copy.set_state(generator.get_state())  # the caller's stream is not advanced

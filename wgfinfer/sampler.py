@@ -229,7 +229,7 @@ class WGFSampler:
         ``kl_minus_log_z`` (``E_q[log q - beta * log_density]`` on the full data: the KL divergence
         to the target minus its unknown ``log Z``) with ``kl_minus_log_z_se``, ``kl`` and ``kl_se``
         (ICNN and PWGF: the importance estimate of the KL itself,
-        :func:`wgfinfer.schemes.base.importance_kl`), ``iterations``,
+        :func:`wgfinfer.importance.importance_kl`), ``iterations``,
         ``wall_time``, ``retries`` and the scheme's own numbers (:class:`wgfinfer.schemes.Info`).
         ICNN and PWGF: ``kl_minus_log_z`` uses the exact ``log q`` of the monitored particles;
         variational scheme: it is the variational estimate (no ``log q`` needed).  The entry of the

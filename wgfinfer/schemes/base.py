@@ -28,6 +28,7 @@ from torch.distributions import Distribution
 from wgfinfer._validation import check_positive_float, check_positive_int
 from wgfinfer.errors import TrainingDivergedError
 from wgfinfer.flow import sample_distribution
+from wgfinfer.importance import importance_kl
 
 # points that move by more than this many times their spread (squared) have exploded
 EXPLOSION_FACTOR = 1e4
@@ -64,7 +65,8 @@ class Info:
         residual of the last solve, ``|grad_theta F|`` before the step.
     kl, kl_se : float or None
         With a KL monitor and exact log-densities: the importance-sampling estimate of the KL
-        divergence itself after the step, and its standard error (:func:`importance_kl`).
+        divergence itself after the step, and its standard error
+        (:func:`wgfinfer.importance.importance_kl`).
     """
 
     loss: float
@@ -300,37 +302,10 @@ class MonitorEstimate(NamedTuple):
     energy_se: float | None = None
     """Its Monte-Carlo standard error, where it is a plain mean."""
     kl: float | None = None
-    """For a :class:`~wgfinfer.functionals.KLDivergence` monitor, :func:`importance_kl`."""
+    """For a :class:`~wgfinfer.functionals.KLDivergence` monitor,
+    :func:`wgfinfer.importance.importance_kl`."""
     kl_se: float | None = None
     """Its standard error."""
-
-
-def importance_kl(neg_log_weights: Tensor) -> tuple[float, float]:
-    """Importance-sampling estimate of ``KL(q || p)`` from draws of ``q``, with its standard error.
-
-    With ``v = log q - log p~`` at ``m`` draws of ``q`` (``p~`` unnormalised, ``Z`` its integral),
-    ``E_q[v] = KL - log Z`` and ``E_q[exp(-v)] = Z``, so ``mean(v) + log mean(exp(-v))`` estimates the
-    KL itself; an additive constant in ``v`` cancels.  The standard error comes from the influence
-    function ``(v - mean v) + exp(-v) / mean(exp(-v)) - 1``, whose linear terms cancel: near
-    ``q = p`` the estimate is about ``var(v) / 2`` and much more precise than ``mean(v)`` alone.  Like
-    every estimate from draws of ``q`` it cannot see mass that ``q`` misses (it is then too low).
-
-    Parameters
-    ----------
-    neg_log_weights : Tensor
-        ``(m,)`` values of ``log q - log p~``.
-
-    Returns
-    -------
-    kl, standard_error : float
-    """
-    v = neg_log_weights.double()
-    m = v.shape[0]
-    log_mean_w = torch.logsumexp(-v, 0) - math.log(m)
-    kl = float(v.mean() + log_mean_w)
-    influence = (v - v.mean()) + torch.exp(-v - log_mean_w) - 1.0
-    se = float(influence.std() / math.sqrt(m)) if m > 1 else math.nan
-    return kl, se
 
 
 @torch.no_grad()
@@ -338,7 +313,8 @@ def monitor_energy(monitor: Any, particles: Tensor, log_q: Tensor | None, n_moni
     """The free energy ``monitor`` on the first ``n_monitor`` particles with their exact log-densities
     ``log_q`` and its standard error (``None`` where it is not a plain mean), and for a
     :class:`~wgfinfer.functionals.KLDivergence` monitor the importance estimate of the KL itself
-    (:func:`importance_kl`); all ``None`` without a monitor, or where a needed density is missing."""
+    (:func:`wgfinfer.importance.importance_kl`); all ``None`` without a monitor, or where a needed
+    density is missing."""
     from wgfinfer.functionals import KLDivergence
 
     if monitor is None or n_monitor == 0:
