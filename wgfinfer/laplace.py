@@ -134,8 +134,9 @@ def find_mode(
         return loss
 
     with progress:
+        with torch.no_grad():
+            before = float(-log_density(x.unsqueeze(0)).squeeze(0))
         for _ in range(MODE_SEARCH_ROUNDS):
-            before = float(-log_density(x.detach().unsqueeze(0)).squeeze(0))
             try:
                 optimizer.step(closure)
             except (ValueError, RuntimeError, IndexError) as exc:  # IndexError: L-BFGS's line search on NaN
@@ -143,14 +144,14 @@ def find_mode(
                     f"init='laplace': the search for the mode failed: {type(exc).__name__}: {exc}"
                 ) from exc
             done_before += int(optimizer.state[x].get("n_iter", 0))
-            x.grad = None
-            with torch.enable_grad():
+            with torch.enable_grad():  # the caller may hold no_grad; L-BFGS's step enables it itself
                 loss = -log_density(x.unsqueeze(0)).squeeze(0)
                 (grad,) = torch.autograd.grad(loss, x)
             value = float(loss.detach())
             converged = bool(grad.abs().max() <= tol) or not value < before - 1e-9 * (1 + abs(before))
-            if converged or not bool(torch.isfinite(loss)):
+            if converged or not math.isfinite(value):
                 break
+            before = value  # where the next round starts
             optimizer = new_optimizer()  # a fresh curvature memory where the last round stopped
         if progress_bar and progress.n < progress.total:  # converged early: the bar ends where it stopped
             progress.total = progress.n
