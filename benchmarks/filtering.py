@@ -56,39 +56,64 @@ MODELS = ["ou", "sine"]
 SEED_REPORTED = {"jko-independent": -1.77, "pf-10000": -1.89, "pf-50000": -2.37}
 
 
+def run_particle_filter(method: str, problem, seed: int):
+    """The bootstrap PF of ``method`` (``"pf-N"``: N particles) on ``problem``."""
+    n = int(method.split("-")[1])
+    return BootstrapParticleFilter(problem.diffusion, n_particles=n, seed=seed).run(
+        problem.observations, problem.t_final
+    )
+
+
+def run_jko_filter(method: str, problem, args: argparse.Namespace, seed: int, stop_on_plateau: bool):
+    """The JKO filter of ``method`` (``"jko-<proposal>"``) with the ``--jko-*`` options on ``problem``."""
+    scheme = wgfinfer.ICNN(
+        iters_per_step=args.jko_iters,
+        batch_size=args.jko_batch,
+        hidden=(args.jko_width, args.jko_width),
+        # the pool (MH draws per observation): a quarter of the step's batches, at least a draw per chain
+        n_particles=max(args.jko_iters * args.jko_batch // 4, args.jko_chains),
+        stop_on_plateau=stop_on_plateau,
+    )
+    return JKOFilter(
+        problem.diffusion,
+        scheme,
+        step_size=0.1,
+        proposal=method.split("-", 1)[1],
+        dtype=torch.float32 if args.jko_float32 else torch.float64,
+        n_chains=args.jko_chains,
+        warmup=args.jko_warmup,
+        seed=seed,
+    ).run(problem.observations, problem.t_final)
+
+
+def run_description(args: argparse.Namespace, **extra) -> dict:
+    """The machine, the command and the ``--jko-*`` options of a run (the rows' ``meta``)."""
+    return {
+        "machine": machine("cpu"),
+        "command": "python benchmarks/filtering.py " + " ".join(sys.argv[1:]),
+        "jko_iters": args.jko_iters,
+        "jko_width": args.jko_width,
+        "jko_warmup": args.jko_warmup,
+        "jko_batch": args.jko_batch,
+        "jko_dtype": "float32" if args.jko_float32 else "float64",
+        "jko_chains": args.jko_chains,
+        **extra,
+        "note": args.note,
+    }
+
+
 def run_method(method: str, problem, grid_result, args: argparse.Namespace, seed: int) -> dict:
     grid = grid_result.grid
     start = time.perf_counter()
     row: dict = {"method": method, "seed": seed}
     if method.startswith("pf-"):
-        n = int(method.split("-")[1])
-        result = BootstrapParticleFilter(problem.diffusion, n_particles=n, seed=seed).run(
-            problem.observations, problem.t_final
-        )
+        result = run_particle_filter(method, problem, seed)
         density = result.density_on_grid(grid)
         row["log_evidence"] = result.log_evidence
     else:
-        proposal = method.split("-", 1)[1]
-        scheme = wgfinfer.ICNN(
-            iters_per_step=args.jko_iters,
-            batch_size=args.jko_batch,
-            hidden=(args.jko_width, args.jko_width),
-            # the pool (MH draws per observation): a quarter of the step's batches, at least a draw per chain
-            n_particles=max(args.jko_iters * args.jko_batch // 4, args.jko_chains),
-            # every step runs its iterations, as when the table was made (before the plateau stop
-            # existed); with it the example's run stopped early, SymKL 0.051 instead of 0.0087
-            stop_on_plateau=False,
-        )
-        result = JKOFilter(
-            problem.diffusion,
-            scheme,
-            step_size=0.1,
-            proposal=proposal,
-            dtype=torch.float32 if args.jko_float32 else torch.float64,
-            n_chains=args.jko_chains,
-            warmup=args.jko_warmup,
-            seed=seed,
-        ).run(problem.observations, problem.t_final)
+        # every step runs its iterations, as when the table was made (before the plateau stop
+        # existed); with it the example's run stopped early, SymKL 0.051 instead of 0.0087
+        result = run_jko_filter(method, problem, args, seed, stop_on_plateau=False)
         points = torch.as_tensor(grid, dtype=torch.float64).unsqueeze(-1)
         density = np.nan_to_num(torch.exp(result.log_prob(points, normalized=True)).numpy())
         row["log_evidence"] = result.log_evidence
@@ -248,26 +273,11 @@ def run_nd_method(
     row: dict = {"model": model, "dim": problem.diffusion.dim, "method": method, "seed": seed}
     start = time.perf_counter()
     if method.startswith("pf-"):
-        n = int(method.split("-")[1])
-        result = BootstrapParticleFilter(problem.diffusion, n_particles=n, seed=seed).run(
-            problem.observations, problem.t_final
-        )
+        result = run_particle_filter(method, problem, seed)
         row["time"] = time.perf_counter() - start
         x = result.sample().double().numpy()
     else:
-        proposal = method.split("-", 1)[1]
-        scheme = wgfinfer.ICNN(
-            iters_per_step=args.jko_iters,
-            batch_size=args.jko_batch,
-            hidden=(args.jko_width, args.jko_width),
-            n_particles=max(args.jko_iters * args.jko_batch // 4, args.jko_chains),
-            stop_on_plateau=not args.jko_full_steps,
-        )
-        result = JKOFilter(
-            problem.diffusion, scheme, step_size=0.1, proposal=proposal,
-            dtype=torch.float32 if args.jko_float32 else torch.float64,
-            n_chains=args.jko_chains, warmup=args.jko_warmup, seed=seed,
-        ).run(problem.observations, problem.t_final)  # fmt: skip
+        result = run_jko_filter(method, problem, args, seed, stop_on_plateau=not args.jko_full_steps)
         row["time"] = time.perf_counter() - start
         x = result.draws[problem.t_final].double().numpy()
         row["acceptance"] = statistics.mean(result.acceptance_rate.values())
@@ -367,19 +377,7 @@ def main_nd(args: argparse.Namespace) -> None:
     if args.from_json:
         rows, meta = load_run(args.from_json, args.note)
     else:
-        meta = {
-            "machine": machine("cpu"),
-            "command": "python benchmarks/filtering.py " + " ".join(sys.argv[1:]),
-            "jko_iters": args.jko_iters,
-            "jko_width": args.jko_width,
-            "jko_warmup": args.jko_warmup,
-            "jko_batch": args.jko_batch,
-            "jko_dtype": "float32" if args.jko_float32 else "float64",
-            "jko_chains": args.jko_chains,
-            "kl_draws": args.kl_draws,
-            "jko_full_steps": args.jko_full_steps,
-            "note": args.note,
-        }
+        meta = run_description(args, kl_draws=args.kl_draws, jko_full_steps=args.jko_full_steps)
         rows = []
         methods = [m for m in args.methods or ND_METHODS if m in ND_METHODS] or ND_METHODS
         for seed in args.seeds:
@@ -426,17 +424,7 @@ def main() -> None:
     if args.from_json:
         rows, meta = load_run(args.from_json, args.note)
     else:
-        meta = {
-            "machine": machine("cpu"),
-            "command": "python benchmarks/filtering.py " + " ".join(sys.argv[1:]),
-            "jko_iters": args.jko_iters,
-            "jko_width": args.jko_width,
-            "jko_warmup": args.jko_warmup,
-            "jko_batch": args.jko_batch,
-            "jko_dtype": "float32" if args.jko_float32 else "float64",
-            "jko_chains": args.jko_chains,
-            "note": args.note,
-        }
+        meta = run_description(args)
         rows = []
         for seed in args.seeds:
             problem = sine_well_problem(seed)
