@@ -661,6 +661,14 @@ def tail_check(
 
 
 # ------------------------------------------------------------------------ the Stein check (no density)
+NO_DENSITY_REMEDY = (
+    "and this flow has no density to check or correct them by importance weights. Use "
+    "scheme='icnn' (exact densities, importance checks and corrections) or scheme='pwgf', or train "
+    "longer (a larger max_steps, the scheme's iters_per_step), and compare (docs/diagnostics.md)."
+)
+"""The end of the stein and drift checks' messages: what to do where the flow has no density."""
+
+
 def stein_check(
     log_density: LogDensity,
     draws: Tensor,
@@ -772,10 +780,7 @@ def stein_check(
     message = (
         f"{summary}{len(found)} are closer to the target beyond {threshold:.1f} standard errors: "
         f"{where}. The flow's draws are too wide (if shrinking helps), too narrow (widening) or "
-        f"off-centre (shifting) along those of {frame} coordinates, and this flow has no density to "
-        "check or correct them by importance weights. Use scheme='icnn' (exact densities, importance "
-        "checks and corrections) or scheme='pwgf', or train longer (a larger max_steps, the scheme's "
-        "iters_per_step), and compare (docs/diagnostics.md)."
+        f"off-centre (shifting) along those of {frame} coordinates, {NO_DENSITY_REMEDY}"
     )
     return _record(name, False, value, message, SteinWarning.__name__)
 
@@ -934,10 +939,7 @@ def drift_check(
         f"errors ({where}), which a chain that leaves the target invariant cannot do from exact draws: "
         "the flow's draws are not the target's (log p rising: draws where the target has little mass, "
         "too wide or stray draws far out; a spread shrinking: too wide there; growing: too narrow; a "
-        "mean moving: off-centre), and this flow has no density to check or correct them by "
-        "importance weights. Use scheme='icnn' (exact densities, importance checks and corrections) "
-        "or scheme='pwgf', or train longer (a larger max_steps, the scheme's iters_per_step), and "
-        "compare (docs/diagnostics.md)."
+        f"mean moving: off-centre), {NO_DENSITY_REMEDY}"
     )
     return _record(name, False, value, message, DriftWarning.__name__)
 
