@@ -577,19 +577,28 @@ NUMPYRO_PROBLEMS = (
 """Problems with a NumPyro version in this script (not the two HMMs)."""
 
 
-def _numpyro_nuts_draws(
-    name: str, args: tuple[Any, ...], warmup: int, draws: int, seed: int
-) -> dict[str, np.ndarray]:
-    """One chain of NumPyro NUTS on the NumPyro version of a problem's model (a reference chain)."""
+def _numpyro_model_mcmc(
+    model: Callable[..., Any], args: tuple[Any, ...], warmup: int, draws: int, seed: int
+) -> Any:
+    """One chain of NumPyro NUTS on a NumPyro model and its (torch) data, divergences recorded."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer import MCMC, NUTS
 
-    model, potential_fn = _numpyro_models()[name]()
+    data = [jnp.asarray(a.detach().cpu().numpy()) for a in args]
+    mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), *data, extra_fields=("diverging",))
+    return mcmc
+
+
+def _numpyro_nuts_draws(
+    name: str, args: tuple[Any, ...], warmup: int, draws: int, seed: int
+) -> dict[str, np.ndarray]:
+    """One chain of NumPyro NUTS on the NumPyro version of a problem's model (a reference chain)."""
+    model, _ = _numpyro_models()[name]()
     if model is None:
         raise SystemExit(f"{name}: a log-density problem has an exact reference")
-    mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws, progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), *[jnp.asarray(a.detach().cpu().numpy()) for a in args])
+    mcmc = _numpyro_model_mcmc(model, args, warmup, draws, seed)
     return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
 
 
@@ -602,19 +611,16 @@ def run_numpyro(loaded: Loaded, args: argparse.Namespace) -> dict[str, Any]:
     problem = loaded.problem
     warmup, draws = (10, 20) if args.quick else (args.nuts_warmup, args.nuts_draws)
     model, potential_fn = _numpyro_models()[problem.name]()
-    data = [jnp.asarray(a.detach().cpu().numpy()) for a in loaded.args]
     with recorded_warnings() as found, timed() as clock:
-        key = jax.random.PRNGKey(args.seed)
         if model is not None:
-            mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=draws, progress_bar=False)
-            mcmc.run(key, *data, extra_fields=("diverging",))
+            mcmc = _numpyro_model_mcmc(model, loaded.args, warmup, draws, args.seed)
             samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
         else:
             x0 = np.random.default_rng(args.seed).standard_normal(problem.dim)
             mcmc = MCMC(
                 NUTS(potential_fn=potential_fn), num_warmup=warmup, num_samples=draws, progress_bar=False
             )
-            mcmc.run(key, init_params=jnp.asarray(x0), extra_fields=("diverging",))
+            mcmc.run(jax.random.PRNGKey(args.seed), init_params=jnp.asarray(x0), extra_fields=("diverging",))
             samples = {"x": np.asarray(mcmc.get_samples())}
         diverging = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     import numpyro
