@@ -73,7 +73,7 @@ def test_a_flow_that_reaches_a_gaussian_raises_no_check_warning(dim: int) -> Non
     assert list(records) == list(checks.CHECK_NAMES)
     assert records["gradient"]["ok"] and records["importance"]["ok"] and records["modes"]["ok"]
     assert records["importance"]["value"]["khat"] < 0.5
-    assert records["importance"]["value"]["n"] == checks.IMPORTANCE_DRAWS  # the monitored particles
+    assert records["importance"]["value"]["n"] == checks.IMPORTANCE_DRAWS  # fresh draws of the flow
     assert records["modes"]["value"]["modes"] == 1 and records["modes"]["value"]["missed"] == []
     assert records["tails"]["ok"] is None  # runs only to explain a high k-hat
     assert sampler.attrs()["failed_checks"] == "none"
@@ -274,6 +274,23 @@ def test_moment_check_passes_exact_draws_and_finds_biased_ones() -> None:
     assert wider["ok"] is False and wider["value"]["sd_ratio_min"] < 0.9
     # a 5% shift is within the tolerance
     assert checks.moment_check(x, _normal_log_prob(x, 0.05, 1.0), log_q)["ok"] is True
+
+
+def test_moment_check_fails_when_too_few_effective_draws_could_show_a_bias() -> None:
+    # weights exp(10 u), u ~ U(0, 1), independent of x: bounded (k-hat small), the moments agree in
+    # expectation, but the importance ESS is about 0.2 n = 820 < 900 (a 0.1-sd bias would be invisible)
+    g = torch.Generator().manual_seed(2)
+    n = 4096
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    log_q = _normal_log_prob(x, 0.0, 1.0)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    record = checks.moment_check(x, log_q + 10.0 * u, log_q)
+    assert record["ok"] is False and record["warning"] == "ImportanceWarning"
+    assert record["value"]["ess_is"] == pytest.approx(0.2 * n, rel=0.1)
+    assert "too noisy to confirm" in record["message"]
+    assert abs(record["value"]["max_mean_error"]) < 0.1  # no bias found: it is the ESS that fails
+    # weights exp(4 u): ESS about 0.76 n, the check passes
+    assert checks.moment_check(x, log_q + 4.0 * u, log_q)["ok"] is True
 
 
 def test_moment_check_finds_wrong_mode_weights() -> None:

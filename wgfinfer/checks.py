@@ -67,12 +67,9 @@ LogDensity = Callable[[Tensor], Tensor]
 may return NaN or inf (the checks look at where it does)."""
 
 IMPORTANCE_DRAWS = 4096
-"""Draws of the flow the checks use: the monitored particles of the scheme's state when it keeps at
-least :data:`MIN_MONITORED_DRAWS` of them with their exact ``log q`` (no extra cost), else fresh
-draws.  As many as :meth:`wgfinfer.WGFSampler.diagnostics` takes by default (4000), so that k-hat
-is as steady."""
-MIN_MONITORED_DRAWS = 1024
-"""Fewest monitored particles used in place of fresh draws (PSIS k-hat of fewer is noisy)."""
+"""Fresh draws of the flow the checks use (not the scheme's monitored particles, which the last map
+was fitted on).  As many as :meth:`wgfinfer.WGFSampler.diagnostics` takes by default (4000), so that
+k-hat is as steady."""
 MIN_IMPORTANCE_DRAWS = 100
 """Fewer draws than this give no k-hat worth a warning: the importance check does not run."""
 KHAT_THRESHOLD = khat_warning_threshold
@@ -175,6 +172,11 @@ SD_RATIO_BOUNDS = (0.9, 1.1)
 """... or a raw sd is outside these bounds relative to its weighted estimate (the sd half)."""
 MOMENT_Z = 3.0
 """Either difference must also exceed this many of its own standard errors (not Monte-Carlo noise)."""
+MIN_VERIFYING_ESS = (MOMENT_Z / MEAN_TOLERANCE) ** 2
+"""900: below this importance ESS a weighted mean has a standard error above ``MEAN_TOLERANCE / MOMENT_Z``
+posterior sds, so the moments check could not see a bias of ``MEAN_TOLERANCE``; it then fails on the
+ESS itself (``ESS / n`` is about ``1 / (1 + chi^2(p || q))``: so few effective draws mean a flow far
+from the posterior somewhere)."""
 
 
 def moment_check(x: Tensor, lp: Tensor, log_q: Tensor) -> dict[str, Any]:
@@ -234,7 +236,21 @@ def moment_check(x: Tensor, lp: Tensor, log_q: Tensor) -> dict[str, Any]:
         f"{float(mean_error[j_mean]):+.2f} sd (coordinate {j_mean}), sd ratios "
         f"{float(ratio[j_lo]):.2f}-{float(ratio[j_hi]):.2f}"
     )
+    ess = float(1.0 / w.square().sum())
+    value["ess_is"] = ess
     if not bool((bad_mean | bad_sd).any()):
+        if ess < MIN_VERIFYING_ESS:
+            message = (
+                f"{summary}, but from an importance ESS of only {ess:.0f} of {n} draws "
+                f"({100 * ess / n:.1f}%), below {MIN_VERIFYING_ESS:.0f} = ({MOMENT_Z:g} / "
+                f"{MEAN_TOLERANCE:g})^2: the weighted estimates are too noisy to confirm the flow's "
+                f"means to {MEAN_TOLERANCE} sd, and so few effective draws mean that the flow differs "
+                "from the posterior somewhere, even with k-hat <= 0.7. Train longer (a larger "
+                "max_steps, the scheme's iters_per_step) or with a richer map (hidden; another "
+                "scheme), widen init; until then treat the draws' moments with care "
+                "(docs/diagnostics.md)."
+            )
+            return _record(name, False, value, message, ImportanceWarning.__name__)
         return _record(name, True, value, summary)
     message = (
         f"{summary}: the flow's draws are biased by more than {MEAN_TOLERANCE} sd in a mean or "

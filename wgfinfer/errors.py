@@ -72,7 +72,8 @@ class PosteriorCheckWarning(WGFWarning):
 
 class ImportanceWarning(PosteriorCheckWarning):
     """The importance weights ``lp - log q`` of the flow's draws are unreliable (PSIS Pareto k-hat
-    above 0.7): the flow misses part of the target."""
+    above 0.7), or too uneven to verify the draws' moments (importance ESS below 900 of 4096): the
+    flow misses part of the target."""
 
 
 class BiasedDrawsWarning(PosteriorCheckWarning):
