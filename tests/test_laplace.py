@@ -231,3 +231,27 @@ def test_the_auto_decision_leaves_the_random_stream_alone() -> None:
     state = gen.get_state()
     laplace_kl(target.log_prob, laplace, gen)
     assert torch.equal(gen.get_state(), state)
+
+
+def test_mode_search_steps_back_from_a_nan_in_its_line_search() -> None:
+    """hmm_drive_0 (posteriordb, packaged data) from the sampler's start and from a random one: a
+    trial point of the strong-Wolfe line search overflows a positive-ordered rate (``exp`` of a large
+    number, then ``inf - inf``) and Pyro refuses the NaN.  The search used to stop there with that
+    error (and the sampler fell back to ``init='normal'``); now the trial point counts as far uphill
+    and the line search steps back, to the mode that a search from the prior medians finds."""
+    from wgfinfer.laplace import find_mode
+    from wgfinfer.problems import posteriordb as pdb
+    from wgfinfer.pyro_target import PyroTarget
+
+    name = "bball_drive_event_0-hmm_drive_0"
+    target = PyroTarget(pdb.get(name).model, pdb.model_args(name), dtype=torch.float64)
+    from_medians = find_mode(target.log_density, torch.zeros(target.dim, dtype=torch.float64))
+    random_start = (
+        2.0 * torch.randn(target.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 1.0
+    )
+    for start in (target.initial_point, random_start):
+        mode = find_mode(target.log_density, start)
+        x = mode.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(target.log_density(x.unsqueeze(0)).sum(), x)
+        assert float(grad.abs().max()) < 1e-4
+        torch.testing.assert_close(mode, from_medians, atol=1e-5, rtol=0)

@@ -20,6 +20,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,11 +123,27 @@ def find_mode(
         )
 
     optimizer = new_optimizer()
+    best: dict[str, Any] = {"value": math.inf, "x": x.detach().clone()}
+    outside = {"value": math.inf}  # the loss a trial point outside the density's finite values gets
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = -log_density(x.unsqueeze(0)).squeeze(0)
-        loss.backward()
+        try:
+            loss = -log_density(x.unsqueeze(0)).squeeze(0)
+            inside = bool(torch.isfinite(loss)) or bool(torch.isneginf(loss))  # +inf log p: diverged
+            if inside:
+                loss.backward()
+                inside = bool(torch.isfinite(x.grad).all()) or not bool(torch.isfinite(loss))
+        except (ValueError, RuntimeError):  # e.g. a Pyro distribution refusing a NaN parameter
+            inside = False
+        if not inside:
+            # NaN, log p = -inf or an error at a trial point of the line search (an overflow far out,
+            # e.g. a rate exp(800)): a loss far above every value seen, with no slope, makes the
+            # strong-Wolfe search step back instead of failing on NaN
+            x.grad = torch.zeros_like(x)
+            loss = torch.as_tensor(outside["value"], dtype=x.dtype, device=x.device)
+        elif float(loss.detach()) < best["value"]:
+            best.update(value=float(loss.detach()), x=x.detach().clone())
         if progress_bar:  # L-BFGS counts its iterations in its state; a closure call is an evaluation
             done = done_before + int(optimizer.state[x].get("n_iter", 0))
             progress.update(done - progress.n)
@@ -136,6 +153,7 @@ def find_mode(
     with progress:
         with torch.no_grad():
             before = float(-log_density(x.unsqueeze(0)).squeeze(0))
+        outside["value"] = abs(before) * 1e6 + 1e12 if math.isfinite(before) else math.inf
         for _ in range(MODE_SEARCH_ROUNDS):
             try:
                 optimizer.step(closure)
@@ -144,6 +162,9 @@ def find_mode(
                     f"init='laplace': the search for the mode failed: {type(exc).__name__}: {exc}"
                 ) from exc
             done_before += int(optimizer.state[x].get("n_iter", 0))
+            if best["value"] < math.inf and not bool(torch.isfinite(x).all()):
+                with torch.no_grad():  # L-BFGS ended on a rejected point: back to the best one seen
+                    x.copy_(best["x"])
             with torch.enable_grad():  # the caller may hold no_grad; L-BFGS's step enables it itself
                 loss = -log_density(x.unsqueeze(0)).squeeze(0)
                 (grad,) = torch.autograd.grad(loss, x)
