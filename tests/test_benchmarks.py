@@ -244,3 +244,59 @@ def test_gpu_script_caps_pass_unused_time_on():
     parts = (gpu.Part("a", 10), gpu.Part("b", 20), gpu.Part("c", 30))
     assert gpu.caps(parts, 60, 0) == 10 and gpu.caps(parts, 55, 1) == 25 and gpu.caps(parts, 31, 2) == 31
     assert gpu.caps(parts, 40, 0) == 10 and gpu.caps(parts, 5, 1) == 5  # never more than is left
+
+
+def test_gpu_script_renders_rows_that_are_missing_or_not_available():
+    """The section renders a failed part, a NumPyro row without NumPyro, a NumPyro row on a GPU and a
+    dimension-scaling row the cap left out."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+
+    meta = {
+        "started": "2026-12-01 23:00 UTC",
+        "elapsed_s": 400.0,
+        "budget_s": 450.0,
+        "torch_device": {
+            "device": "cuda",
+            "name": "NVIDIA H200",
+            "memory_gib": 139.8,
+            "torch": "2.11.0+cu130",
+        },
+        "host": "16 cores",
+        "command": "python benchmarks/gpu.py",
+        "seed": 0,
+    }
+    meta["torch_device"]["cuda"] = "13.0"
+    statuses = [
+        {"part": "cuda_tests", "cap_s": 60, "status": "failed (exit 1)", "seconds": 3.0, "error": "boom"},
+        {"part": "dimension_scaling", "cap_s": 100, "status": "ok", "seconds": 99.0},
+    ]
+    numpyro = {"part": "blr-covtype-numpyro", "dataset": "covtype", "method": "numpyro", "data": "stand-in"}
+    numpyro.update(shape="464810 × 55", device="jax:gpu", settings="NumPyro NUTS", accuracy=0.9, log_lik=-0.2)
+    numpyro.update(
+        wall_s=30.0, cpu_s=31.0, extra_s=100.0, extra_note="extrapolated", ess=400.0, divergences=0
+    )
+    rows = [
+        {
+            "part": "blr-breast_cancer-numpyro",
+            "dataset": "breast_cancer",
+            "method": "numpyro",
+            "not_available": "not available: no jax",
+        },
+        numpyro,
+        {
+            "part": "dimension_scaling",
+            "dim": 2,
+            "scheme": "icnn",
+            "steps": 10,
+            "step_time": 0.5,
+            "iters": 200,
+        },
+        {"part": "dimension_scaling", "dim": 128, "scheme": "icnn", "not_run": "cap"},
+    ]
+    section = gpu.render(rows, statuses, meta)
+    assert "**NVIDIA H200**, 139.8 GiB; torch 2.11.0+cu130, CUDA 13.0" in section
+    assert "| cuda_tests | failed (exit 1) | 3 | 60 | boom |" in section
+    assert "| breast_cancer | — | numpyro | not available: no jax |" in section
+    assert "| covtype | 464810 × 55 | numpyro (jax:gpu) |" in section and "≈100.00 (extrap.)" in section
+    assert "| 128 | icnn | not run: the part's cap |" in section
