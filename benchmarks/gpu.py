@@ -2,8 +2,8 @@
 
 One command for a machine with one GPU, built to finish within ``--budget`` seconds (450 by default,
 under 8 minutes with the start of Python).  It runs these parts in order, each in its own Python
-process under a time cap, so that a part that fails, runs out of GPU memory or out of time records
-that and the other parts still run:
+process (the CUDA tests in pytest's) under a time cap, so that a part that fails, runs out of GPU
+memory or out of time records that and the other parts still run:
 
 - ``cuda_tests``: ``pytest -m cuda`` on the test files that hold CUDA tests;
 - ``blr-breast_cancer-wgfinfer``: ``WGFSampler(model=logistic.model)`` with its defaults (and
@@ -166,7 +166,7 @@ def run_cuda_tests(args: argparse.Namespace, cap: float, save: Callable[[dict], 
     command = [sys.executable, "-m", "pytest", "-q", "-rA", "-m", "cuda", "-p", "no:cacheprovider", *files]
     with timed() as clock:
         done = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=max(cap - 5, 1), env=_child_env()
+            command, cwd=ROOT, capture_output=True, text=True, timeout=cap, env=_child_env()
         )
     found = re.findall(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)(?: - (.*))?$", done.stdout, re.M)
     found += [
@@ -396,8 +396,28 @@ def caps(parts: tuple[Part, ...], remaining: float, index: int) -> float:
     return min(remaining, max(parts[index].share, remaining - later))
 
 
+def _part_process(name: str, args: argparse.Namespace, cap: float, scratch: Path, rows: list) -> dict:
+    """Run the part ``name`` in a process of its own under the cap; append the rows it saved (also
+    those of a process that failed or timed out) and return its status."""
+    path = scratch / f"{name}.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--part-json", str(path)]
+    command += ["--part-cap", f"{cap:.1f}", "--device", args.device, "--seed", str(args.seed)]
+    command += ["--quick"] if args.quick else []
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=cap, env=_child_env())
+    finally:
+        if path.exists():
+            rows += json.loads(path.read_text())["rows"]
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr[-4000:])
+    if done.returncode == 0:
+        return {"status": "ok"}
+    return {"status": f"failed (exit {done.returncode})", "error": _tail(done.stderr)}
+
+
 def run_parts(args: argparse.Namespace, meta: dict, store: Callable[[list, list], None]) -> tuple[list, list]:
-    """Each part in its own process; returns ``(rows, statuses)``, stored after every part."""
+    """Each part in its own process (the CUDA tests in pytest's); returns ``(rows, statuses)``, stored
+    after every part."""
     rows: list[dict] = []
     statuses: list[dict] = []
     selected = tuple(p for p in PARTS if p.name in args.parts)
@@ -412,26 +432,20 @@ def run_parts(args: argparse.Namespace, meta: dict, store: Callable[[list, list]
                 statuses.append({**status, "status": "not run: budget spent"})
                 store(rows, statuses)
                 continue
-            path = Path(scratch) / f"{part.name}.json"
-            command = [sys.executable, str(Path(__file__).resolve()), "--part", part.name]
-            command += ["--part-json", str(path), "--part-cap", f"{cap:.1f}", "--device", args.device]
-            command += ["--seed", str(args.seed)] + (["--quick"] if args.quick else [])
             print(f"[gpu] {part.name}: cap {cap:.0f} s", flush=True)
             start = time.perf_counter()
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=cap, env=_child_env())
-                if done.returncode == 0:
+                if part.name == "cuda_tests":  # pytest is a process of its own already
+                    run_cuda_tests(args, cap, rows.append)
                     status["status"] = "ok"
                 else:
-                    status.update(status=f"failed (exit {done.returncode})", error=_tail(done.stderr))
-                sys.stdout.write(done.stdout)
-                sys.stderr.write(done.stderr[-4000:])
+                    status.update(_part_process(part.name, args, cap, Path(scratch), rows))
             except subprocess.TimeoutExpired as exc:
                 err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
                 status.update(status=f"timed out after {cap:.0f} s", error=_tail(err))
+            except Exception as exc:  # recorded, and the other parts run
+                status.update(status="failed", error=f"{type(exc).__name__}: {_tail(str(exc))}")
             status["seconds"] = round(time.perf_counter() - start, 1)
-            if path.exists():
-                rows += json.loads(path.read_text())["rows"]
             statuses.append(status)
             store(rows, statuses)
     return rows, statuses
