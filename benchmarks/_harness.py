@@ -7,10 +7,14 @@ replaces the section in the repository's documentation only when asked to, by
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import platform
 import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -31,6 +35,36 @@ def machine(device: str) -> str:
     return (
         f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
     )
+
+
+@dataclasses.dataclass
+class Clock:
+    """Process CPU seconds and wall seconds of a block (:func:`timed`)."""
+
+    cpu: float = 0.0
+    wall: float = 0.0
+
+
+@contextlib.contextmanager
+def timed(sync: Callable[[], object] | None = None) -> Iterator[Clock]:
+    """Time a block in process CPU seconds (all threads) and wall seconds.
+
+    Parameters
+    ----------
+    sync : callable, optional
+        Called before the clocks start and before they are read, e.g. ``torch.cuda.synchronize``, so
+        that work queued on an accelerator is counted in the block that queued it.
+    """
+    clock = Clock()
+    if sync is not None:
+        sync()
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        yield clock
+    finally:
+        if sync is not None:
+            sync()
+        clock.cpu, clock.wall = time.process_time() - cpu, time.perf_counter() - wall
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

@@ -59,7 +59,15 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import add_output_arguments, load_run, machine, markdown_table, publish, record_row  # noqa: E402
+from _harness import (  # noqa: E402
+    add_output_arguments,
+    load_run,
+    machine,
+    markdown_table,
+    publish,
+    record_row,
+    timed,
+)
 
 import wgfinfer  # noqa: E402
 from wgfinfer.errors import first_line  # noqa: E402
@@ -74,26 +82,6 @@ SD_RANGE = (0.9, 1.1)
 KHAT_TOL = 0.7
 METHODS = ("wgf", "nuts", "numpyro")
 SCHEMES = ("icnn", "variational", "pwgf")
-
-
-# ------------------------------------------------------------------------------------ timing
-@dataclasses.dataclass
-class Clock:
-    """Process CPU seconds and wall seconds of a block (:func:`timed`)."""
-
-    cpu: float = 0.0
-    wall: float = 0.0
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[Clock]:
-    """Time a block in process CPU seconds (all threads) and wall seconds."""
-    clock = Clock()
-    cpu, wall = time.process_time(), time.perf_counter()
-    try:
-        yield clock
-    finally:
-        clock.cpu, clock.wall = time.process_time() - cpu, time.perf_counter() - wall
 
 
 @contextlib.contextmanager

@@ -162,3 +162,141 @@ def test_posterior_suite_caches_numpyro_references_under_their_own_key(writes_on
     cache = json.loads((tmp_path / "out" / "reference_cache" / "blr-pima-numpyro-quick.json").read_text())
     reference = cache["reference"]
     assert reference["names"][:2] == ["alpha", "w[1]"] and "NumPyro NUTS" in reference["source"]
+
+
+GPU_SCRIPT = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--quick"]
+
+
+def test_gpu_script_cpu_path_writes_rows_and_section(writes_only_in_cwd):
+    """``benchmarks/gpu.py --device cpu --quick`` (tiny sizes) on one part of each kind: the CUDA tests
+    (skipped without a GPU), a wgfinfer BLR row and the dimension-scaling rows come out as JSON and as
+    the section ``gpu``, written into --out only; ``--from-json --docs`` replaces the section in a
+    markdown file."""
+    import torch
+
+    tmp_path = writes_only_in_cwd
+    parts = ["cuda_tests", "blr-breast_cancer-wgfinfer", "dimension_scaling"]
+    done = subprocess.run(
+        [*GPU_SCRIPT, "--parts", *parts, "--out", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu.json", "gpu.md"]
+    saved = json.loads((tmp_path / "out" / "gpu.json").read_text())
+    assert [(s["part"], s["status"]) for s in saved["statuses"]] == [(p, "ok") for p in parts]
+    assert saved["meta"]["torch_device"]["device"] == "cpu" and saved["meta"]["quick"] is True
+    rows = saved["rows"]
+    tests = [r for r in rows if r["part"] == "cuda_tests" and r["test"] != "(all)"]
+    assert {"tests/test_sampler.py", "tests/test_ksd.py"} <= {r["test"].split(":")[0] for r in tests}
+    if not torch.cuda.is_available():
+        assert {r["outcome"] for r in tests} == {"skipped"}
+    (blr,) = [r for r in rows if r["part"] == "blr-breast_cancer-wgfinfer"]
+    for key in ("accuracy", "log_lik", "wall_s", "cpu_s", "khat", "extra_s"):
+        assert isinstance(blr[key], float) and math.isfinite(blr[key]), key
+    assert blr["shape"] == "455 × 31" and blr["accuracy"] > 0.8
+    dims = [r for r in rows if r["part"] == "dimension_scaling"]
+    assert [(r["dim"], r["scheme"]) for r in dims] == [
+        (2, "variational"),
+        (2, "icnn"),
+        (4, "variational"),
+        (4, "icnn"),
+    ]
+    assert all(r["step_time"] > 0 and math.isfinite(r["ksd"]) for r in dims)
+    section = (tmp_path / "out" / "gpu.md").read_text()
+    assert section.startswith("### GPU run (`benchmarks/gpu.py`)") and "<!--" not in section
+    assert "Device `cpu`" in section and "| breast_cancer | 455 × 31 | wgfinfer (cpu) |" in section
+    assert "| 4 | icnn |" in section and "`--quick`" in section
+
+    docs = tmp_path / "notes.md"
+    docs.write_text("# Notes\n\n<!-- gpu:start -->\nto be measured\n<!-- gpu:end -->\n\nkept\n")
+    command = [*GPU_SCRIPT, "--from-json", "out/gpu.json", "--docs", str(docs), "--out", "again"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = docs.read_text()
+    assert "to be measured" not in text and section.strip() in text and text.endswith("kept\n")
+
+
+def test_gpu_script_records_parts_out_of_time_and_budget(writes_only_in_cwd):
+    """A part that outruns its cap is recorded as timed out and the run goes on; a part with no budget
+    left is recorded as not run; the section is written all the same."""
+    tmp_path = writes_only_in_cwd
+    command = [*GPU_SCRIPT, "--parts", "blr-breast_cancer-wgfinfer", "dimension_scaling"]
+    command += ["--budget", "1", "--min-cap", "0.5", "--out", "out"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "out" / "gpu.json").read_text())
+    statuses = [s["status"] for s in saved["statuses"]]
+    assert statuses[0].startswith("timed out after") and statuses[1] == "not run: budget spent"
+    assert saved["rows"] == []
+    section = (tmp_path / "out" / "gpu.md").read_text()
+    assert "| dimension_scaling | not run: budget spent |" in section
+
+
+def test_gpu_script_caps_pass_unused_time_on():
+    """A part's cap is its share plus what earlier parts left: the remaining time less later shares."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+
+    parts = (gpu.Part("a", 10), gpu.Part("b", 20), gpu.Part("c", 30))
+    assert gpu.caps(parts, 60, 0) == 10 and gpu.caps(parts, 55, 1) == 25 and gpu.caps(parts, 31, 2) == 31
+    assert gpu.caps(parts, 40, 0) == 10 and gpu.caps(parts, 5, 1) == 5  # never more than is left
+
+
+def test_gpu_script_renders_rows_that_are_missing_or_not_available():
+    """The section renders a failed part, a NumPyro row without NumPyro, a NumPyro row on a GPU and a
+    dimension-scaling row the cap left out."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+
+    meta = {
+        "started": "2026-12-01 23:00 UTC",
+        "elapsed_s": 400.0,
+        "budget_s": 450.0,
+        "torch_device": {
+            "device": "cuda",
+            "name": "NVIDIA H200",
+            "memory_gib": 139.8,
+            "torch": "2.11.0+cu130",
+        },
+        "host": "16 cores",
+        "command": "python benchmarks/gpu.py",
+        "seed": 0,
+    }
+    meta["torch_device"]["cuda"] = "13.0"
+    statuses = [
+        {"part": "cuda_tests", "cap_s": 60, "status": "failed (exit 1)", "seconds": 3.0, "error": "boom"},
+        {"part": "dimension_scaling", "cap_s": 100, "status": "ok", "seconds": 99.0},
+    ]
+    numpyro = {"part": "blr-covtype-numpyro", "dataset": "covtype", "method": "numpyro", "data": "stand-in"}
+    numpyro.update(shape="464810 × 55", device="jax:gpu", settings="NumPyro NUTS", accuracy=0.9, log_lik=-0.2)
+    numpyro.update(
+        wall_s=30.0, cpu_s=31.0, extra_s=100.0, extra_note="extrapolated", ess=400.0, divergences=0
+    )
+    rows = [
+        {
+            "part": "blr-breast_cancer-numpyro",
+            "dataset": "breast_cancer",
+            "method": "numpyro",
+            "not_available": "not available: no jax",
+        },
+        numpyro,
+        {
+            "part": "dimension_scaling",
+            "dim": 2,
+            "scheme": "icnn",
+            "steps": 10,
+            "step_time": 0.5,
+            "iters": 200,
+        },
+        {"part": "dimension_scaling", "dim": 128, "scheme": "icnn", "not_run": "cap"},
+    ]
+    section = gpu.render(rows, statuses, meta)
+    assert "**NVIDIA H200**, 139.8 GiB; torch 2.11.0+cu130, CUDA 13.0" in section
+    assert "| cuda_tests | failed (exit 1) | 3 | 60 | boom |" in section
+    assert "| breast_cancer | — | numpyro | not available: no jax |" in section
+    assert "| covtype | 464810 × 55 | numpyro (jax:gpu) |" in section and "≈100.00 (extrap.)" in section
+    assert "| 128 | icnn | not run: the part's cap |" in section
