@@ -92,7 +92,9 @@ def test_a_mode_the_flow_never_visits_is_found_and_named(missed) -> None:
     assert record["ok"] is False and record["warning"] == "MissedModeWarning"
     (point,) = record["value"]["missed"]
     assert torch.allclose(torch.tensor(point["x"]), FAR, atol=0.1)
-    assert point["converged"] and point["log_q"] < -100  # the flow has no mass there
+    # the flow has no mass there: its density is e^-20 or less of the target's (a Gaussian start gives
+    # log q about -200, the default Student-t start, heavier-tailed, about -30)
+    assert point["converged"] and point["log_q"] < point["lp"] - 20
     assert point["lp"] == pytest.approx(math.log(0.5), abs=0.01)
 
 

@@ -255,3 +255,57 @@ def test_mode_search_steps_back_from_a_nan_in_its_line_search() -> None:
         (grad,) = torch.autograd.grad(target.log_density(x.unsqueeze(0)).sum(), x)
         assert float(grad.abs().max()) < 1e-4
         torch.testing.assert_close(mode, from_medians, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------ the start's tails
+def test_whitened_starts_have_student_t_coordinates_of_the_requested_variance() -> None:
+    from torch.distributions import Normal, StudentT
+
+    from wgfinfer.init import WHITENED_BASE_DF, base_measure
+
+    cpu = torch.device("cpu")
+    for kind in ("laplace", "gaussian", "auto"):
+        base = base_measure(Init(kind, scale=2.0), 3, torch.float64, cpu)
+        assert isinstance(base.base_dist, StudentT) and bool((base.base_dist.df == WHITENED_BASE_DF).all())
+    # variance scale^2 per coordinate: 2e5 draws, the sample variance within 4 standard errors
+    torch.manual_seed(0)
+    x = base.sample((200_000,))
+    kurtosis = 3.0 + 6.0 / (WHITENED_BASE_DF - 4.0)
+    se = 4.0 * math.sqrt((kurtosis - 1.0) / x.shape[0])
+    torch.testing.assert_close(x.var(0), torch.full((3,), 4.0, dtype=torch.float64), rtol=se, atol=0.0)
+    assert isinstance(base_measure(Init("normal"), 3, torch.float64, cpu).base_dist, Normal)
+    assert isinstance(base_measure(Init("laplace", df=math.inf), 3, torch.float64, cpu).base_dist, Normal)
+    assert bool((base_measure(Init("normal", df=5), 3, torch.float64, cpu).base_dist.df == 5.0).all())
+
+
+def test_student_t_start_keeps_the_weights_bounded_where_the_tails_are_exponential() -> None:
+    """A product of logistic densities (tails exp(-|x|), heavier than its Laplace approximation's):
+    with a Gaussian start the log weight ``log p - log q`` grows without bound along a ray
+    (``|x|^2 / 4 - |x|``), so PSIS k-hat is large for enough draws; with the default Student-t start
+    it rises to a maximum and then falls for good (``-|x|`` against a logarithm): bounded weights."""
+    from wgfinfer.init import base_measure
+
+    def logistic(x: torch.Tensor) -> torch.Tensor:
+        return (-x - 2.0 * torch.nn.functional.softplus(-x)).sum(-1)
+
+    white = laplace_whitening(logistic, torch.full((4,), 0.3, dtype=torch.float64))
+    radii = torch.tensor([5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0], dtype=torch.float64)
+    z = radii.unsqueeze(-1) * torch.ones(4, dtype=torch.float64) / 2.0  # whitened points on a ray
+    x = white.loc + z @ white.scale_tril.T
+
+    def log_weights(df: float | None) -> torch.Tensor:
+        base = base_measure(Init("laplace", df=df), 4, torch.float64, torch.device("cpu"))
+        return logistic(x) - (base.log_prob(z) - white.scale_tril.diagonal().log().sum())
+
+    assert bool((log_weights(math.inf).diff() > 0).all())  # unbounded
+    bounded = log_weights(None)
+    assert bool((bounded[3:].diff() < 0).all()) and float(bounded[-1]) < float(bounded[0])
+
+
+def test_init_df_is_checked() -> None:
+    for bad in (2.0, 1, -3.0, math.nan):
+        with pytest.raises(ValueError, match="init df must exceed 2"):
+            Init("laplace", df=bad)
+    for bad in ("16", True):
+        with pytest.raises(TypeError, match="init df must be a real number"):
+            Init("laplace", df=bad)

@@ -990,6 +990,11 @@ class WGFSampler:
             subsample_size=str(self.subsample_size) if self.subsample_size is not None else "none",
             init=self.init.kind if isinstance(self.init, Init) else type(self.init).__name__,
             init_scale=self.init.scale if isinstance(self.init, Init) else float("nan"),
+            init_base=(
+                ("normal" if math.isinf(self.init.base_df) else f"student_t(df={self.init.base_df:g})")
+                if isinstance(self.init, Init)
+                else type(self.init).__name__
+            ),
             training_time=self.training_time,
             stop_reason=self.stop_reason or "none",
             flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
@@ -1172,7 +1177,7 @@ class WGFSampler:
             "max_steps": self.max_steps,
             "time_budget": self.time_budget,
             "init": (
-                {"kind": self.init.kind, "scale": self.init.scale}
+                {"kind": self.init.kind, "scale": self.init.scale, "df": self.init.df}
                 if isinstance(self.init, Init)
                 else "distribution"
             ),

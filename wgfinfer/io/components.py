@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, StudentT
 
 from wgfinfer.errors import SaveFileError
 from wgfinfer.io.files import PathLike, get_entry
@@ -24,7 +24,10 @@ from wgfinfer.nn.icnn import DenseICNN
 from wgfinfer.nn.mlp import DualNetwork, ResidualMap
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 
-SAVABLE_DISTRIBUTIONS = "Independent(Normal) (kind 'diag_normal') and MultivariateNormal (kind 'mvn')"
+SAVABLE_DISTRIBUTIONS = (
+    "Independent(Normal) (kind 'diag_normal'), Independent(StudentT) (kind 'diag_student_t') and "
+    "MultivariateNormal (kind 'mvn')"
+)
 
 
 # ---------------------------------------------------------------------------------------- distributions
@@ -34,7 +37,8 @@ def describe_distribution(dist: Distribution) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"kind": "diag_normal", "loc", "scale"}`` for ``Independent(Normal, 1)`` or
+        ``{"kind": "diag_normal", "loc", "scale"}`` for ``Independent(Normal, 1)``,
+        ``{"kind": "diag_student_t", "df", "loc", "scale"}`` for ``Independent(StudentT, 1)`` or
         ``{"kind": "mvn", "loc", "scale_tril"}`` for ``MultivariateNormal``, with event shape ``(d,)``.
 
     Raises
@@ -50,6 +54,19 @@ def describe_distribution(dist: Distribution) -> dict[str, Any]:
     ):
         base = dist.base_dist
         return {"kind": "diag_normal", "loc": base.loc.detach().clone(), "scale": base.scale.detach().clone()}
+    if (
+        isinstance(dist, Independent)
+        and isinstance(dist.base_dist, StudentT)
+        and dist.reinterpreted_batch_ndims == 1
+        and dist.base_dist.loc.ndim == 1
+    ):
+        base = dist.base_dist
+        return {
+            "kind": "diag_student_t",
+            "df": base.df.detach().clone(),
+            "loc": base.loc.detach().clone(),
+            "scale": base.scale.detach().clone(),
+        }
     if isinstance(dist, MultivariateNormal) and dist.loc.ndim == 1:
         return {
             "kind": "mvn",
@@ -78,6 +95,12 @@ def build_distribution(desc: Mapping[str, Any], path: PathLike, dtype: torch.dty
                 get_entry(desc, k, path, Tensor).to(dtype=dtype, device=device) for k in ("loc", "scale")
             )
             return Independent(Normal(loc, scale), 1)
+        if kind == "diag_student_t":
+            df, loc, scale = (
+                get_entry(desc, k, path, Tensor).to(dtype=dtype, device=device)
+                for k in ("df", "loc", "scale")
+            )
+            return Independent(StudentT(df, loc, scale), 1)
         if kind == "mvn":
             loc = get_entry(desc, "loc", path, Tensor).to(dtype=dtype, device=device)
             tril = get_entry(desc, "scale_tril", path, Tensor).to(dtype=dtype, device=device)

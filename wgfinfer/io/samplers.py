@@ -317,7 +317,7 @@ def init_for_load(
             )
     if isinstance(init_entry, Mapping):
         try:
-            return Init(init_entry.get("kind"), init_entry.get("scale"))
+            return Init(init_entry.get("kind"), init_entry.get("scale"), init_entry.get("df"))
         except (TypeError, ValueError) as exc:
             raise SaveFileError(f"{str(path)!r} is damaged: init {dict(init_entry)}: {exc}") from exc
     if init_entry != "distribution":
