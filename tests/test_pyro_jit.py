@@ -12,6 +12,7 @@ from test_pyro import linear_regression, regression_data
 from test_subsample import indexed_regression
 
 import wgfinfer
+from wgfinfer import traced_potential
 from wgfinfer.laplace import hessian_of_negative_log_density
 from wgfinfer.pyro_target import PyroTarget
 from wgfinfer.traced_potential import TRACE_ON_CALL
@@ -207,3 +208,20 @@ def test_sampler_passes_jit_compile_and_its_start_fit_and_training_use_the_recor
     assert (1, True) in keys  # the Laplace start's mode search: one particle, with its gradient
     assert any(n > 1 and grad for n, grad in keys), keys  # the training batches
     torch.testing.assert_close(on.sample(64, seed=1), off.sample(64, seed=1), rtol=0.0, atol=1e-12)
+
+
+def test_default_leaves_large_gradient_batches_eager_and_true_traces_them(monkeypatch) -> None:
+    # 5 particles x 30 observations = 150 elements, above the bound: eager by default with gradient
+    monkeypatch.setattr(traced_potential, "AUTO_GRADIENT_ELEMENTS", 100)
+    x, y = regression_data(30)
+    for jit_compile, traced_with_grad in ((None, False), (True, True)):
+        target = PyroTarget(linear_regression, (x, y), dtype=torch.float64, jit_compile=jit_compile)
+        points = fresh_points(target, 4)
+        for z in points:
+            value_and_grad(target, z)
+        with torch.no_grad():
+            for z in points:
+                target.log_density(z)
+        grads = sorted(key[3] for key in target._potential.traced_keys)
+        assert grads == ([False, True] if traced_with_grad else [False]), jit_compile
+        assert target.jit_reason is None

@@ -23,6 +23,13 @@ Batching, in the first of three ways that works (:attr:`PyroTarget.batching`):
 On construction each candidate is compared with Pyro's per-particle ``potential_fn`` on a few
 particles; an error or a mismatch moves on to the next.
 
+No Pyro in the inner loop: with ``"plate"`` batching the batched log joint of each input shape is
+recorded once by :func:`torch.jit.trace` and replayed as a plain tensor function afterwards (the
+``jit_compile`` option, :mod:`wgfinfer.traced_potential`), each recording checked against the eager
+value and gradient at a fresh input first; the training, the start fit and the outputs all evaluate
+through it.  ``torch.jit.trace`` cannot record ``torch.func.vmap``, so ``"vmap"`` models stay eager
+(:attr:`PyroTarget.jit_reason` says so).
+
 Random numbers: Pyro's initialisation (:func:`~pyro.infer.mcmc.util.initialize_model` runs the model
 unconditioned, drawing from the prior, then draws initial values with ``init_to_uniform``) draws from
 torch's global RNG.  Every model run at construction happens inside
@@ -171,16 +178,19 @@ class PyroTarget(LogDensityTarget):
         super().__init__(self._log_joint, sum(self._sizes))
         with forked_global_rng(self._init_seed, self.device):
             self.batching = self._choose_batching()
-        looped = "the model is evaluated one particle at a time (batching='loop')"
-        self._potential = TracedPotential(
-            self._eager_batched_log_joint, jit_compile, reason=None if self.batched else looped
-        )
         self.initial_point = torch.cat([init_params[name].reshape(-1) for name in self.site_names]).to(
             dtype=dtype, device=self.device
         )
         """Pyro's initial unconstrained values (``init_to_uniform``), flattened: ``(d,)``."""
         observed_size = sum(v.numel() for v in self.observed_sites.values())
         self._chunk = max(1, 2**23 // max(1, observed_size))
+        looped = "the model is evaluated one particle at a time (batching='loop')"
+        self._potential = TracedPotential(
+            self._eager_batched_log_joint,
+            jit_compile,
+            reason=None if self.batched else looped,
+            observed_size=observed_size,
+        )
         self._plate_sizes = self._data_plates()
         self.subsample_sizes = self._resolve_subsample(subsample_size)
         self._subsample_generator = torch.Generator().manual_seed(seed)
