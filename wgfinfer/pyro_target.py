@@ -190,6 +190,7 @@ class PyroTarget(LogDensityTarget):
             jit_compile,
             reason=None if self.batched else looped,
             observed_size=observed_size,
+            tracing_context=_validation_off,  # its data-dependent checks cannot be recorded
         )
         self._plate_sizes = self._data_plates()
         self.subsample_sizes = self._resolve_subsample(subsample_size)
@@ -638,6 +639,12 @@ class PyroTarget(LogDensityTarget):
             stacklevel=3,
         )
         return "loop"
+
+
+def _validation_off() -> contextlib.AbstractContextManager[None]:
+    """Pyro's argument validation off, while the log joint is traced (as Pyro's ``jit_compile=True``
+    does: its data-dependent checks cannot be recorded)."""
+    return pyro.validation_enabled(False)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pyro
 import torch
 from torch import Tensor
 
@@ -89,6 +88,9 @@ class TracedPotential:
     observed_size : int, default 0
         The number of observed values of the model (the work per particle that
         :data:`AUTO_GRADIENT_ELEMENTS` bounds).
+    tracing_context : callable, optional
+        A context manager factory entered while tracing: the Pyro target passes Pyro's validation
+        off (this module does not import Pyro).
 
     Attributes
     ----------
@@ -102,8 +104,10 @@ class TracedPotential:
         jit_compile: bool | None = None,
         reason: str | None = None,
         observed_size: int = 0,
+        tracing_context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         self.eager = eager
+        self.tracing_context = tracing_context
         self.jit_compile = jit_compile
         self.observed_size = int(observed_size)
         self.reason: str | None = "jit_compile=False" if jit_compile is False else None
@@ -159,7 +163,7 @@ class TracedPotential:
 
         example = z.detach()
         try:
-            with _quiet_tracing():
+            with self.tracing_context(), _quiet_tracing():
                 recording = torch.jit.trace(log_joint, (example, *index_values), check_trace=False)
         except Exception as exc:  # noqa: BLE001 - any failure means eager evaluation
             self._switch_off(f"torch.jit.trace failed: {type(exc).__name__}: {first_line(exc)}")
@@ -230,10 +234,9 @@ def _replay(recording: Any, z: Tensor, index_values: tuple[Tensor, ...]) -> Tens
 
 @contextlib.contextmanager
 def _quiet_tracing() -> Iterator[None]:
-    """Pyro's validation off (its data-dependent checks cannot be recorded) and the tracer's warnings
-    silenced: Pyro's own code converts shape tensors to Python values while tracing, and the recording
-    is checked against the eager evaluation instead."""
-    with pyro.validation_enabled(False), warnings.catch_warnings():
+    """The tracer's warnings silenced: Pyro's own code converts shape tensors to Python values while
+    tracing, and the recording is checked against the eager evaluation instead."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", r".*torch\.jit\.trace.* is deprecated", DeprecationWarning)
         yield
