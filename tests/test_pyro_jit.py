@@ -22,7 +22,7 @@ F64_EPS = torch.finfo(torch.float64).eps
 
 def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """Equal up to a few rounding errors of float64 relative to the largest magnitude (the recording
-    replays the eager kernels, so it agrees to the last bits)."""
+    computes the same operations, so it agrees to the last bits in practice)."""
     scale = 1.0 + float(expected.abs().max())
     torch.testing.assert_close(actual, expected, rtol=0.0, atol=16 * F64_EPS * scale)
 

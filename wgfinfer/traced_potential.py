@@ -29,11 +29,15 @@ numbers, it converts tensors to Python numbers) switches the recordings off for 
 :attr:`TracedPotential.reason` records why.
 
 The recording is replayed with TorchScript's optimising executor off
-(``torch.jit.optimized_execution(False)``): the interpreter runs the recorded ATen operations one by
-one under autograd, the same kernels in the same order as the eager run, so values and gradients
-match the eager ones and higher derivatives (the Laplace start's Hessian) work as in eager mode.  The
-optimising executor differentiates its graphs symbolically: more kernels in the backward pass
-(1.9x the multiplications on ``nes``) and no faster in our measurements.
+(``torch.jit.optimized_execution(False)``): the interpreter runs the recorded ATen operations of the
+forward pass one by one and autograd differentiates them with its own formulas, so higher derivatives
+(the Laplace start's Hessian) work as in eager mode.  Values and gradients matched the eager ones to
+the last bit wherever we compared them (the tests, the draws of whole default runs); the recording
+is not the same kernel sequence as the eager run, though (a Python number of the model becomes a
+constant tensor; on ``nes`` the replay runs more, smaller multiplications in its backward pass).
+The optimising executor, which differentiates its graphs symbolically, was no faster in a prototype
+(faster on ``nes``, slower on ``diamonds`` at 256 particles, both within the noise of a shared
+machine) and only optimises after profiling runs.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ MAX_TRACES = 32
 VERIFY_ULPS = 1024
 """Tolerance of the check of a recording against the eager evaluation, in units of the output dtype's
 machine epsilon, relative to ``1 + max |eager|`` (values and gradients apart).  A faithful recording
-replays the same kernels and agrees exactly; the margin only absorbs reduction-order differences."""
+agreed exactly in every comparison we ran; the margin only absorbs rounding-order differences, far
+below what a wrong branch or a baked-in random draw changes."""
 
 EagerFn = Callable[[Tensor, "dict[str, Tensor] | None"], Tensor]
 Key = tuple[Any, ...]
