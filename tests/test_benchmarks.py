@@ -57,6 +57,29 @@ def test_icnn_blocks_benchmark_writes_its_table_into_out_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icnn_blocks.json", "icnn_blocks.md"]
 
 
+def test_potential_benchmark_writes_its_table_into_out_only(tmp_path):
+    script = ROOT / "benchmarks" / "potential.py"
+    args = ["--problems", "eight_schools-noncentered", "varying-intercepts-vmap", "--particles", "2"]
+    args += ["--value-particles", "3", "--rounds", "1", "--budget", "0.001", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "potential.json").read_text())
+    rows = [(r["problem"], r["n"], r["gradient"], r["traced"]) for r in saved["rows"]]
+    assert rows == [
+        ("eight_schools-noncentered", 2, True, True),
+        ("eight_schools-noncentered", 3, False, True),
+        ("varying-intercepts-vmap", 2, True, False),  # vmap models are evaluated eagerly
+        ("varying-intercepts-vmap", 3, False, False),
+    ]
+    assert all(r["eager_cpu_s"] > 0 and r["traced_cpu_s"] > 0 for r in saved["rows"])
+    assert "torch.jit.trace failed" in saved["rows"][2]["jit_reason"]
+    section = (tmp_path / "potential.md").read_text()
+    assert section.startswith("### Pyro log joint: eager against traced")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["potential.json", "potential.md"]
+
+
 def test_benchmark_sections_go_to_out_and_into_docs_only_with_docs(writes_only_in_cwd):
     """The default writes ``blr.md`` into the current directory; ``--docs FILE`` replaces the section in
     FILE (the repository's docs/benchmarks.md is never written by default)."""

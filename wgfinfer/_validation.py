@@ -86,3 +86,19 @@ def check_dtype(dtype: object) -> torch.dtype:
             "factorisations and linear solves need single or double precision)"
         )
     return dtype
+
+
+def check_jit_compile(jit_compile: object) -> bool | None:
+    """The ``jit_compile`` option, checked: ``None``, ``True`` or ``False``.
+
+    Raises
+    ------
+    TypeError
+        If it is anything else (``1``, ``"auto"``, a NumPy bool).
+    """
+    if jit_compile is not None and not isinstance(jit_compile, bool):
+        raise TypeError(
+            f"jit_compile must be None (trace where it verifies), True or False, got {jit_compile!r} "
+            f"({type(jit_compile).__name__})"
+        )
+    return jit_compile

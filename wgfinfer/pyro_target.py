@@ -23,6 +23,13 @@ Batching, in the first of three ways that works (:attr:`PyroTarget.batching`):
 On construction each candidate is compared with Pyro's per-particle ``potential_fn`` on a few
 particles; an error or a mismatch moves on to the next.
 
+No Pyro in the inner loop: with ``"plate"`` batching the batched log joint of each input shape is
+recorded once by :func:`torch.jit.trace` and replayed as a plain tensor function afterwards (the
+``jit_compile`` option, :mod:`wgfinfer.traced_potential`), each recording checked against the eager
+value and gradient at a fresh input first; the training, the start fit and the outputs all evaluate
+through it.  ``torch.jit.trace`` cannot record ``torch.func.vmap``, so ``"vmap"`` models stay eager
+(:attr:`PyroTarget.jit_reason` says so).
+
 Random numbers: Pyro's initialisation (:func:`~pyro.infer.mcmc.util.initialize_model` runs the model
 unconditioned, drawing from the prior, then draws initial values with ``init_to_uniform``) draws from
 torch's global RNG.  Every model run at construction happens inside
@@ -54,6 +61,7 @@ from wgfinfer import bars
 from wgfinfer._rng import forked_global_rng, seed_from
 from wgfinfer.errors import first_line
 from wgfinfer.targets import LogDensityTarget
+from wgfinfer.traced_potential import TracedPotential, check_jit_compile
 
 _PARTICLE_PLATE = "_wgfinfer_particles"
 _INIT_STREAM = 0x50594E4954  # separates the seed of Pyro's initial draws from the mini-batch stream
@@ -75,6 +83,13 @@ class PyroTarget(LogDensityTarget):
     seed : int, default 0
         Seed of the mini-batch generator and of Pyro's initial draws (made on torch's global RNG
         inside a fork, so that the caller's global RNG state is left as it was).
+    jit_compile : bool or None, default None
+        Replay the batched log joint from :func:`torch.jit.trace` recordings, one per input shape,
+        instead of running the model through Pyro on every evaluation
+        (:class:`wgfinfer.traced_potential.TracedPotential`: each recording is checked against
+        Pyro's value and gradient at a fresh input before it is used).  ``None``: do so where the
+        recording verifies, else evaluate eagerly without a warning; ``True``: the same, with a
+        warning when the recordings are switched off; ``False``: always run the model through Pyro.
 
     Attributes
     ----------
@@ -88,6 +103,10 @@ class PyroTarget(LogDensityTarget):
         ``"loop"`` (one model run per particle).
     batched : bool
         Whether the log joint is evaluated for all particles at once (``batching != "loop"``).
+    jit_compile : bool or None
+        The option as given.
+    jit_reason : str or None
+        Why the log joint is evaluated without recordings (``None`` while they are used).
     """
 
     def __init__(
@@ -99,9 +118,11 @@ class PyroTarget(LogDensityTarget):
         device: torch.device | str = "cpu",
         subsample_size: int | dict[str, int] | None = None,
         seed: int = 0,
+        jit_compile: bool | None = None,
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+        self.jit_compile = check_jit_compile(jit_compile)
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
@@ -163,6 +184,14 @@ class PyroTarget(LogDensityTarget):
         """Pyro's initial unconstrained values (``init_to_uniform``), flattened: ``(d,)``."""
         observed_size = sum(v.numel() for v in self.observed_sites.values())
         self._chunk = max(1, 2**23 // max(1, observed_size))
+        looped = "the model is evaluated one particle at a time (batching='loop')"
+        self._potential = TracedPotential(
+            self._eager_batched_log_joint,
+            jit_compile,
+            reason=None if self.batched else looped,
+            observed_size=observed_size,
+            tracing_context=_validation_off,  # its data-dependent checks cannot be recorded
+        )
         self._plate_sizes = self._data_plates()
         self.subsample_sizes = self._resolve_subsample(subsample_size)
         self._subsample_generator = torch.Generator().manual_seed(seed)
@@ -455,7 +484,7 @@ class PyroTarget(LogDensityTarget):
         z = self.initial_point.to(self._model_dtype).unsqueeze(0)
         try:
             with torch.no_grad():
-                self._batched_log_joint(z, self._draw_indices())
+                self._eager_batched_log_joint(z, self._draw_indices())
         except Exception as exc:  # noqa: BLE001 - reported with the recipe
             raise ValueError(
                 f"subsample_size={self.subsample_sizes}: the model failed on a mini-batch "
@@ -555,7 +584,18 @@ class PyroTarget(LogDensityTarget):
                 *self.model_args, **self.model_kwargs
             )
 
+    @property
+    def jit_reason(self) -> str | None:
+        """Why the log joint is evaluated without :func:`torch.jit.trace` recordings (``None`` while
+        they are used: see :class:`wgfinfer.traced_potential.TracedPotential`)."""
+        return self._potential.reason
+
     def _batched_log_joint(self, z: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
+        """The log joint of ``(n, d)`` particles, replayed from a recording where there is one."""
+        return self._potential(z, indices)
+
+    def _eager_batched_log_joint(self, z: Tensor, indices: dict[str, Tensor] | None = None) -> Tensor:
+        """The log joint of ``(n, d)`` particles, the model run through Pyro."""
         if self.batching == "vmap":
             return self._vmapped_log_joint(z, indices)
         return self._plate_log_joint(z, indices)
@@ -599,6 +639,12 @@ class PyroTarget(LogDensityTarget):
             stacklevel=3,
         )
         return "loop"
+
+
+def _validation_off() -> contextlib.AbstractContextManager[None]:
+    """Pyro's argument validation off, while the log joint is traced (as Pyro's ``jit_compile=True``
+    does: its data-dependent checks cannot be recorded)."""
+    return pyro.validation_enabled(False)
 
 
 @contextlib.contextmanager

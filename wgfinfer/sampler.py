@@ -27,6 +27,7 @@ from wgfinfer import io as wgf_io
 from wgfinfer import stopping
 from wgfinfer._validation import (
     check_dtype,
+    check_jit_compile,
     check_positive_float,
     check_positive_int,
     check_seed,
@@ -209,6 +210,14 @@ class WGFSampler:
         plate name) and Pyro scales the mini-batch log-likelihood by ``N / B``, an unbiased estimate
         of the full one.  The model must index its data with the plate's indices.  ``lp``,
         ``log_weight`` and every diagnostic use the full data.
+    jit_compile : bool or None, default None
+        How a Pyro model's log joint is evaluated (:class:`wgfinfer.pyro_target.PyroTarget`):
+        ``None`` replays a :func:`torch.jit.trace` recording of each input shape, checked against
+        Pyro's value and gradient at a fresh input before use, and runs the model through Pyro where
+        tracing fails or the check does not pass (the reason is ``sampler.target.jit_reason``);
+        ``True`` does the same and warns when it falls back; ``False`` always runs the model through
+        Pyro.  Values and gradients are the same either way; the recording saves Pyro's per-call
+        overhead (``docs/pyro.md``).
     check : bool, default True
         When :meth:`run` has trained steps, check the flow against the target
         (:mod:`wgfinfer.checks`): PSIS k-hat and importance ESS of its draws, a multi-start mode
@@ -268,6 +277,7 @@ class WGFSampler:
         progress_bar: bool = True,
         subsample_size: int | dict[str, int] | None = None,
         check: bool = True,
+        jit_compile: bool | None = None,
     ) -> None:
         if (log_density is None) == (model is None):
             raise TypeError("WGFSampler needs exactly one of log_density (a callable) or model (Pyro)")
@@ -276,8 +286,15 @@ class WGFSampler:
                 "subsample_size needs a Pyro model (its data plate is what gets subsampled); a "
                 "log_density callable cannot be subsampled"
             )
+        check_jit_compile(jit_compile)
+        if jit_compile is not None and model is None:
+            raise TypeError(
+                "jit_compile applies to a Pyro model's log joint; a log_density callable is called as "
+                "given (trace or compile it yourself)"
+            )
         if model is not None and not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+        self.jit_compile = jit_compile
         self._dtype_from_data = dtype is None and model is not None
         if dtype is None:
             dtype = torch.float64 if model is not None else torch.float32
@@ -680,6 +697,7 @@ class WGFSampler:
             device=self.device,
             subsample_size=self.subsample_size,
             seed=self.seed,
+            jit_compile=self.jit_compile,
         )
         if self._requested_dim is not None and self._requested_dim != target.dim:
             raise ValueError(
@@ -1153,6 +1171,7 @@ class WGFSampler:
                 progress_bar=options["progress_bar"],
                 subsample_size=options["subsample_size"],
                 check=options.get("check", wgf_io.OPTION_DEFAULTS["check"]),
+                jit_compile=options.get("jit_compile", wgf_io.OPTION_DEFAULTS["jit_compile"]),
             )
         except (TypeError, ValueError) as exc:
             raise wgf_io.SaveFileError(
@@ -1189,4 +1208,5 @@ class WGFSampler:
             "subsample_size": dict(subsample) if isinstance(subsample, dict) else subsample,
             "max_retries": self.max_retries,
             "check": self.check,
+            "jit_compile": self.jit_compile,
         }

@@ -60,7 +60,12 @@ OPTION_KEYS = (
     "subsample_size", "max_retries", "max_steps", "time_budget",
 )  # fmt: skip
 """The run options stored under ``"options"``."""
-OPTION_DEFAULTS: dict[str, Any] = {"max_steps": DEFAULT_MAX_STEPS, "time_budget": None, "check": True}
+OPTION_DEFAULTS: dict[str, Any] = {
+    "max_steps": DEFAULT_MAX_STEPS,
+    "time_budget": None,
+    "check": True,
+    "jit_compile": None,
+}
 """Run options added after the first files of this format: a file without them (older) is read with
 these values."""
 RESUME_FREE = ("n_steps", "max_steps", "time_budget", "progress_bar", "max_retries")
