@@ -1,15 +1,20 @@
-"""Nonlinear filtering: JKO filter (both MH proposals) and bootstrap particle filters vs the grid.
+"""Nonlinear filtering: JKO filter (defaults, both MH proposals) and bootstrap particle filters vs the grid.
 
 The seed 002 §4.5 problem (``wgfinfer.problems.filtering.sine_well_problem``) over several seeds
 (each seed: a new simulated path and observations, and new filter randomness).  Per method and seed:
 SymKL between its density of ``p(X_5 | Y_1:9)`` and the Chang-Cooper grid solution (2000 points on
-[-5, 5], dt = 1e-3), computed on the grid; wall time; error of its ``log p(Y_1:9)`` against the
-grid's.  The JKO filter's density is exact (inverting the maps, normalised by its own log-evidence
+[-5, 5], dt = 1e-3), computed on the grid; wall and process CPU time, and the wall time over the
+10^4-particle filter's on the same seed; error of its ``log p(Y_1:9)`` against the grid's.
+``jko-default`` is ``JKOFilter(diffusion)`` with no settings but the seed; ``jko-independent`` and
+``jko-latent_rw`` take the ``--jko-*`` options.
+
+The JKO filter's density is exact (inverting the maps, normalised by its own log-evidence
 estimate); the particle filters' is a Gaussian KDE (Scott's rule).  Writes the table as
 ``filtering.md`` into ``--out`` (default: the current directory); into the docs only with
 ``--docs docs/benchmarks.md docs/filtering.md``.
 
-    python benchmarks/filtering.py                     # the documented run (CPU)
+    python benchmarks/filtering.py --methods jko-default pf-1000 pf-10000 pf-50000 --json f.json
+                                                       # the documented run (CPU, about 25 minutes)
     python benchmarks/filtering.py --docs docs/benchmarks.md docs/filtering.md   # ... into the docs
     python benchmarks/filtering.py --seeds 0 --methods pf-1000 jko-independent   # quick look
 
@@ -49,7 +54,7 @@ from wgfinfer.problems.filtering import (  # noqa: E402
 )
 from wgfinfer.problems.gaussians import ou_kalman_filter_nd  # noqa: E402
 
-METHODS = ["jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-50000"]
+METHODS = ["jko-default", "jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-50000"]
 ND_METHODS = ["jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-100000"]
 MODELS = ["ou", "sine"]
 # seed 002 Figure 5a as quoted in issue 5: median log10 SymKL
@@ -65,7 +70,10 @@ def run_particle_filter(method: str, problem, seed: int):
 
 
 def run_jko_filter(method: str, problem, args: argparse.Namespace, seed: int, stop_on_plateau: bool):
-    """The JKO filter of ``method`` (``"jko-<proposal>"``) with the ``--jko-*`` options on ``problem``."""
+    """The JKO filter of ``method`` on ``problem``: ``"jko-default"`` is ``JKOFilter(diffusion)`` with
+    no settings but the seed; ``"jko-<proposal>"`` takes the ``--jko-*`` options."""
+    if method == "jko-default":
+        return JKOFilter(problem.diffusion, seed=seed).run(problem.observations, problem.t_final)
     scheme = wgfinfer.ICNN(
         iters_per_step=args.jko_iters,
         batch_size=args.jko_batch,
@@ -77,13 +85,25 @@ def run_jko_filter(method: str, problem, args: argparse.Namespace, seed: int, st
     return JKOFilter(
         problem.diffusion,
         scheme,
-        step_size=0.1,
+        step_size=args.jko_step,
         proposal=method.split("-", 1)[1],
         dtype=torch.float32 if args.jko_float32 else torch.float64,
         n_chains=args.jko_chains,
         warmup=args.jko_warmup,
         seed=seed,
     ).run(problem.observations, problem.t_final)
+
+
+def default_description() -> str:
+    """``JKOFilter(diffusion)``'s configuration in words (the ``jko-default`` rows)."""
+    f = JKOFilter(sine_well_problem(0).diffusion)
+    s = f.scheme
+    return (
+        f"proposal {f.mcmc.proposal}, h = {f.step_size:g}, {s.iters_per_step} iterations x batch "
+        f"{s.batch_size} per step (plateau stop {'on' if s.stop_on_plateau else 'off'}), ICNN width "
+        f"{tuple(s.hidden)}, {str(f.dtype).replace('torch.', '')}, {f.mcmc.n_chains} chains, "
+        f"{f.mcmc.warmup} warm-up sweeps, every {f.mcmc.thin}th state kept, pool of {f.n_particles}"
+    ).replace("every 2th", "every 2nd")
 
 
 def run_description(args: argparse.Namespace, **extra) -> dict:
@@ -97,6 +117,9 @@ def run_description(args: argparse.Namespace, **extra) -> dict:
         "jko_batch": args.jko_batch,
         "jko_dtype": "float32" if args.jko_float32 else "float64",
         "jko_chains": args.jko_chains,
+        "jko_step": args.jko_step,
+        "jko_stop_on_plateau": args.jko_plateau,
+        "default": default_description(),
         **extra,
         "note": args.note,
     }
@@ -104,21 +127,22 @@ def run_description(args: argparse.Namespace, **extra) -> dict:
 
 def run_method(method: str, problem, grid_result, args: argparse.Namespace, seed: int) -> dict:
     grid = grid_result.grid
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     row: dict = {"method": method, "seed": seed}
     if method.startswith("pf-"):
         result = run_particle_filter(method, problem, seed)
         density = result.density_on_grid(grid)
         row["log_evidence"] = result.log_evidence
     else:
-        # every step runs its iterations, as when the table was made (before the plateau stop
-        # existed); with it the example's run stopped early, SymKL 0.051 instead of 0.0087
-        result = run_jko_filter(method, problem, args, seed, stop_on_plateau=False)
+        # every step runs its iterations unless --jko-plateau: with the plateau stop the example's
+        # run stopped early, SymKL 0.051 instead of 0.0087
+        result = run_jko_filter(method, problem, args, seed, stop_on_plateau=args.jko_plateau)
         points = torch.as_tensor(grid, dtype=torch.float64).unsqueeze(-1)
         density = np.nan_to_num(torch.exp(result.log_prob(points, normalized=True)).numpy())
         row["log_evidence"] = result.log_evidence
         row["acceptance"] = statistics.mean(result.acceptance_rate.values())
     row["time"] = time.perf_counter() - start
+    row["cpu_time"] = time.process_time() - cpu_start
     row["symkl"] = symkl_on_grid(grid_result.density(), density, grid)
     row["log_evidence_error"] = row["log_evidence"] - grid_result.log_evidence
     return row
@@ -129,40 +153,75 @@ def render(rows: list[dict], meta: dict) -> str:
         "method",
         "median log10 SymKL",
         "IQR",
+        "paths below pf-10000's SymKL",
         "seed code's median",
         "median s",
+        "median CPU s",
+        "median wall / pf-10000's",
+        "median CPU / pf-10000's",
         "median |log Z error|",
         "MH acceptance",
     ]
+    pf = {r["seed"]: r for r in rows if r["method"] == "pf-10000"}
     table = []
     for method in [m for m in METHODS if any(r["method"] == m for r in rows)]:
         mine = [r for r in rows if r["method"] == method]
         logs = sorted(math.log10(max(r["symkl"], 1e-12)) for r in mine)
         q = np.percentile(logs, [25, 75]) if len(logs) > 1 else [logs[0], logs[0]]
         acc = [r["acceptance"] for r in mine if "acceptance" in r]
+        cpu = [r["cpu_time"] for r in mine if "cpu_time" in r]
+        paired = [r for r in mine if r["seed"] in pf]
+        below = sum(r["symkl"] < pf[r["seed"]]["symkl"] for r in paired)
+        ratio = [r["time"] / pf[r["seed"]]["time"] for r in mine if r["seed"] in pf]
+        cpu_ratio = [
+            r["cpu_time"] / pf[r["seed"]]["cpu_time"]
+            for r in mine
+            if "cpu_time" in r and "cpu_time" in pf.get(r["seed"], {})
+        ]
         table.append(
             [
                 method,
                 f"{statistics.median(logs):.2f}",
                 f"[{q[0]:.2f}, {q[1]:.2f}]",
+                f"{below} of {len(paired)}" if paired and method != "pf-10000" else "—",
                 f"{SEED_REPORTED[method]:.2f}" if method in SEED_REPORTED else "—",
                 f"{statistics.median(r['time'] for r in mine):.0f}",
+                f"{statistics.median(cpu):.0f}" if cpu else "—",
+                f"{statistics.median(ratio):.1f}" if ratio else "—",
+                f"{statistics.median(cpu_ratio):.1f}" if cpu_ratio else "—",
                 f"{statistics.median(abs(r['log_evidence_error']) for r in mine):.3f}",
                 f"{statistics.mean(acc):.2f}" if acc else "—",
             ]
         )
     seeds = sorted({r["seed"] for r in rows})
+    methods = {r["method"] for r in rows}
+    jko = []
+    if "jko-default" in methods:
+        jko.append(
+            "`jko-default` is `JKOFilter(diffusion, seed=seed)` with no other settings: "
+            f"{meta.get('default', 'the defaults of its commit')}."
+        )
+    if methods & {"jko-independent", "jko-latent_rw"}:
+        plateau = "plateau stop on" if meta.get("jko_stop_on_plateau") else "every iteration"
+        jko.append(
+            f"`jko-<proposal>`: h = {meta.get('jko_step', 0.1):g}, {meta['jko_iters']} iterations x batch "
+            f"{meta['jko_batch']} per step ({plateau}), ICNN width "
+            f"({meta['jko_width']}, {meta['jko_width']}), "
+            f"{meta['jko_dtype']}, {meta['jko_chains']} chains, {meta['jko_warmup']} warm-up sweeps, every "
+            "2nd state kept."
+        )
+    if jko:
+        jko.append("The JKO filter's density by inverting the maps.")
     lines = [
         "### Nonlinear filtering (`benchmarks/filtering.py`)",
         "",
         f"Machine: {meta['machine']}. Command: `{meta['command']}`.",
         f"Seed 002 §4.5 problem, seeds {seeds} (path, observations and filters); reference: Chang-Cooper "
-        "grid, 2000 points on [-5, 5], dt = 1e-3. JKO filter: h = 0.1 (50 steps), "
-        f"{meta['jko_iters']} iterations x batch {meta['jko_batch']} per step, ICNN width "
-        f"({meta['jko_width']}, {meta['jko_width']}), {meta['jko_dtype']}, "
-        f"{meta['jko_chains']} chains, "
-        f"{meta['jko_warmup']} warm-up sweeps, every 2nd state kept; its density by inverting the maps. "
-        "Particle filters: Euler-Maruyama dt = 1e-3, systematic resampling, Gaussian KDE.",
+        "grid, 2000 points on [-5, 5], dt = 1e-3. "
+        + " ".join(jko)
+        + " Particle filters: Euler-Maruyama dt = 1e-3, systematic resampling, Gaussian KDE. Times are "
+        "wall-clock and process CPU seconds of each run; the ratios are to the 10^4-particle filter's on "
+        "the same seed in the same process.",
         "",
         markdown_table(header, table),
     ]
@@ -412,6 +471,10 @@ def main() -> None:
     parser.add_argument("--jko-warmup", type=int, default=200)
     parser.add_argument("--jko-float64", dest="jko_float32", action="store_false")
     parser.add_argument("--jko-chains", type=int, default=256)
+    parser.add_argument("--jko-step", type=float, default=0.1, help="JKO step h")
+    parser.add_argument(
+        "--jko-plateau", action="store_true", help="1-D: the ICNN's plateau stop on (else every iteration)"
+    )
     parser.add_argument("--json", help="also write the rows here (after every run)")
     parser.add_argument("--from-json", help="render a saved run instead of running")
     parser.add_argument("--note", default="")

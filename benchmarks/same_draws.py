@@ -118,7 +118,9 @@ def filter_rows() -> dict[str, dict]:
         from wgfinfer.filtering.problems import sine_well_problem  # type: ignore[no-redef]
     problem = sine_well_problem(0)
     net = {"iters_per_step": 10, "batch_size": 64, "hidden": (8,)}
-    mcmc = {"step_size": 0.5, "n_chains": 32, "warmup": 20}
+    # proposal and dtype pinned to the defaults before 2026-12-01 (now latent_rw, float32), so that
+    # the hashes compare across that change and with every version since the filter's first
+    mcmc = {"step_size": 0.5, "n_chains": 32, "warmup": 20, "proposal": "independent", "dtype": torch.float64}
     if NEW_API:
         flt = JKOFilter(problem.diffusion, scheme=wgfinfer.ICNN(n_particles=256, **net), **mcmc)
     else:

@@ -3,9 +3,10 @@
 The set-up of seed 002 §4.5: ``Phi(x) = sin(2 pi x) / pi + x^2 / 4``, ``beta = 1``, ``X_0 ~ N(0, 1)``,
 one simulated path observed with unit noise variance at ``t = 0.5, 1.0, ..., 4.5``; the target is the
 filtering law ``p(X_5 | Y_1:9)``.  The Chang-Cooper grid solution (2000 points on [-5, 5],
-``dt = 1e-3``) is the reference; SymKL to it is computed on the grid.  The JKO filter runs the
-configuration of the benchmark that beats the 10^4-particle filter (``docs/filtering.md``: latent
-random-walk proposals, 300 iterations x batch 512 per JKO step, ICNN width 64, float32).
+``dt = 1e-3``) is the reference; SymKL to it is computed on the grid.  The JKO filter runs with its
+defaults (``JKOFilter(diffusion)``), the configuration of the benchmark that beats the
+10^4-particle filter (``docs/filtering.md``: latent random-walk proposals, 300 iterations x batch 512
+per JKO step, ICNN width 64, float32).
 
 A second panel shows a D = 2 case: the same potential in both coordinates, observed per coordinate
 (``wgfinfer.problems.filtering.separable_sine_well_problem``), whose exact filter is the product of
@@ -56,18 +57,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
         grid_options, n_particles, pf_dt = dict(n_points=400, dt=1e-2), min(args.particles, 1000), 1e-2
     else:
-        # the benchmark's CPU budget (about 4 minutes on one core); the seed trains width 256, batch
+        # JKOFilter's defaults, the configuration of the 1-D benchmark that beats the 10^4-particle
+        # filter (docs/filtering.md): latent_rw, ICNN width 64, 300 iterations x batch 512 per step
+        # with the plateau stop off, 200 warm-up sweeps, float32; the seed trains width 256, batch
         # 1024 and 700 iterations per step, with 1000 warm-up sweeps, on a GPU
-        jko = dict(
-            # every step runs its 300 iterations, as in the benchmark run (made before the ICNN's
-            # plateau stop existed); with the plateau stop a run takes about 110 s and its SymKL was 0.051
-            scheme=wgfinfer.ICNN(
-                iters_per_step=300, batch_size=512, hidden=(64, 64), n_particles=38400, stop_on_plateau=False
-            ),
-            step_size=0.1,
-            warmup=200,
-            dtype=torch.float32,
-        )
+        jko = {}
         grid_options, n_particles, pf_dt = {}, args.particles, 1e-3
     grid_filter = GridFilter1D(problem.diffusion, **grid_options).run(problem.observations, problem.t_final)
     grid = grid_filter.grid

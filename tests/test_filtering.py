@@ -19,7 +19,8 @@ from torch.distributions import Independent, Normal
 
 import wgfinfer
 from wgfinfer.filtering import GaussianObservations, JKOFilter, LangevinDiffusion, Observations
-from wgfinfer.filtering.mcmc import FlowTrajectories, log_evidence, metropolis_hastings
+from wgfinfer.filtering.jko_filter import DEFAULT_SCHEME
+from wgfinfer.filtering.mcmc import FlowTrajectories, MCMCSettings, log_evidence, metropolis_hastings
 from wgfinfer.problems.gaussians import ou_jko_kalman_filter, ou_kalman_filter
 
 KL_BUDGET = 0.01
@@ -173,6 +174,17 @@ def test_generic_likelihood_equals_gaussian_observations() -> None:
 def test_bad_input(make, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         make()
+
+
+def test_the_defaults_are_the_measured_configuration() -> None:
+    """``JKOFilter(diffusion)`` is the configuration measured in docs/filtering.md (its accuracy on
+    the seed's problem: ``tests/test_defaults_slow.py``)."""
+    f = JKOFilter(ou_problem()[0])
+    assert f.scheme is DEFAULT_SCHEME
+    assert (f.scheme.hidden, f.scheme.iters_per_step, f.scheme.batch_size) == ((64, 64), 300, 512)
+    assert f.scheme.stop_on_plateau is False and f.n_particles == 300 * 512 // 4
+    assert f.mcmc == MCMCSettings(n_chains=256, warmup=200, thin=2, proposal="latent_rw", step_scale=0.5)
+    assert (f.step_size, f.dtype, f.cache_proposals) == (0.1, torch.float32, True)
 
 
 def test_observations_after_t_final_or_of_wrong_dimension() -> None:

@@ -140,7 +140,7 @@ def test_the_filter_records_constant_map_evaluations_per_observation() -> None:
     times = [0.5, 1.0, 1.5, 2.0]
     obs = GaussianObservations(times, torch.tensor([0.3, -0.1, 0.2, 0.0]), 1.0)
     scheme = wgfinfer.ICNN(iters_per_step=2, batch_size=32, hidden=(4, 4), n_particles=64)
-    options = dict(step_size=0.5, n_chains=16, warmup=5, thin=1, seed=0)
+    options = dict(step_size=0.5, n_chains=16, warmup=5, thin=1, proposal="independent", seed=0)
     cached = JKOFilter(diffusion, scheme, **options).run(obs, 2.0)
     needed = proposals_needed(16, 64, 5, 1)
     assert cached.map_evaluations == {t: needed for t in times}  # one map per interval
