@@ -447,3 +447,16 @@ def test_the_drift_check_finds_wrong_draws(change: str, statistic: str) -> None:
     assert sign * top["change"] > 0
     with pytest.warns(wgfinfer.DriftWarning, match="scheme='icnn'"):
         checks.warn_failed([record])
+
+
+def test_the_drift_check_fails_when_no_step_size_is_accepted() -> None:
+    # draws 1000 times wider than the target in one coordinate: from them every MALA step size of
+    # the ladder (in units of the draws' scales) overshoots and is rejected; this used to skip the
+    # check (non-centred eight schools under the variational scheme passed silently with sds 78x)
+    log_density, draws = _exact_draws("gaussian", 2)
+    wrong = draws.clone()
+    wrong[:, 0] *= 1000.0
+    record = checks.drift_check(log_density, wrong, torch.Generator().manual_seed(0))
+    assert record["ok"] is False and record["warning"] == "DriftWarning"
+    assert "rejected every step size" in record["message"] and "scheme='icnn'" in record["message"]
+    assert record["value"]["step_size"] is None
