@@ -309,3 +309,19 @@ def test_init_df_is_checked() -> None:
     for bad in ("16", True):
         with pytest.raises(TypeError, match="init df must be a real number"):
             Init("laplace", df=bad)
+
+
+def test_the_variational_schemes_residual_flows_start_gaussian() -> None:
+    # no density, no importance weights to keep bounded: the whitened start stays Gaussian
+    from torch.distributions import Normal, StudentT
+
+    def log_density(x: torch.Tensor) -> torch.Tensor:
+        return -0.5 * x.square().sum(-1)
+
+    options = dict(dim=2, init="laplace", n_steps=1, progress_bar=False)
+    tiny = dict(iters_per_step=2, batch_size=16, hidden=(4,), dual_hidden=(4,), n_particles=64)
+    residual = wgfinfer.WGFSampler(log_density, scheme=wgfinfer.Variational(**tiny), **options).run()
+    assert isinstance(residual.flow.base.base_dist, Normal) and residual.attrs()["init_base"] == "normal"
+    linear = wgfinfer.Variational(map="linear", **tiny)
+    affine = wgfinfer.WGFSampler(log_density, scheme=linear, **options).run()
+    assert isinstance(affine.flow.base.base_dist, StudentT)

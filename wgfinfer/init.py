@@ -38,7 +38,9 @@ posterior passed or missed the suite's bar by the draw; heavier-tailed importanc
 the weights bounded (Geweke 1989, multivariate-t importance functions).  Measured on the posterior
 suite (docs/benchmarks.md, 2026-12-01): with 16 degrees of freedom those four had k-hat 0.15-0.39
 and the suite's other posteriors kept their accuracy; with 8 the flow came out too narrow on
-hmm_example (an sd ratio of 0.84)."""
+hmm_example (an sd ratio of 0.84).  Only for flows with densities: the variational scheme (no
+``log q``, no importance weights) starts Gaussian, since with 16 its sds came out 2-2.5x too wide on
+kilpisjarvi."""
 
 AUTO_REFINE_KL = 1.0
 """``init="auto"`` refines the Laplace approximation by the Gaussian fit when the importance estimate
@@ -93,12 +95,20 @@ class Init:
                 )
             object.__setattr__(self, "df", float(self.df))
 
-    @property
-    def base_df(self) -> float:
-        """The degrees of freedom of the start measure's coordinates (``math.inf``: Gaussian)."""
+    def base_df(self, densities: bool = True) -> float:
+        """The degrees of freedom of the start measure's coordinates (``math.inf``: Gaussian).
+
+        Parameters
+        ----------
+        densities : bool, default True
+            Whether the flow will have exact densities (the ICNN and PWGF schemes): only then do
+            the whitened kinds default to Student-t coordinates, which keep its importance weights
+            bounded; a flow without densities (the variational scheme) has no weights to keep
+            bounded and starts Gaussian.
+        """
         if self.df is not None:
             return self.df
-        return WHITENED_BASE_DF if self.kind in WHITENED_KINDS else math.inf
+        return WHITENED_BASE_DF if densities and self.kind in WHITENED_KINDS else math.inf
 
 
 def as_init(init: Init | Distribution | str | None, default: str) -> Init | Distribution:
@@ -131,16 +141,21 @@ def standard_normal(dim: int, scale: float, dtype: torch.dtype, device: torch.de
 
 
 def base_measure(
-    init: Init | Distribution, dim: int, dtype: torch.dtype, device: torch.device
+    init: Init | Distribution,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    densities: bool = True,
 ) -> Distribution:
     """``rho_0`` in the flow's working coordinates: a given distribution as it is, else independent
-    coordinates of variance ``scale^2``, Student-t with ``init.base_df`` degrees of freedom or
+    coordinates of variance ``scale^2``, Student-t with ``init.base_df(densities)`` degrees of freedom or
     Gaussian (whitened coordinates for ``"laplace"``, ``"gaussian"`` and ``"auto"``)."""
     if isinstance(init, Distribution):
         return init
-    if math.isinf(init.base_df):
+    df = init.base_df(densities)
+    if math.isinf(df):
         return standard_normal(dim, init.scale, dtype, device)
-    return standard_student_t(dim, init.scale, init.base_df, dtype, device)
+    return standard_student_t(dim, init.scale, df, dtype, device)
 
 
 def standard_student_t(

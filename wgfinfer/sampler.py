@@ -412,7 +412,7 @@ class WGFSampler:
                 f"dim={dim}; use map='planar' for a 1-D target"
             )
         self.dim, self.target = dim, target
-        self._base = base_measure(self.init, dim, self.dtype, self.device)
+        self._base = base_measure(self.init, dim, self.dtype, self.device, densities=self._flow_has_densities)
 
     # ------------------------------------------------------------------ training
     def run(
@@ -619,6 +619,12 @@ class WGFSampler:
                 stacklevel=3,
             )
         return self.run_state.step - done
+
+    @property
+    def _flow_has_densities(self) -> bool:
+        """Whether the scheme's flows have exact densities: all but the variational scheme's residual
+        maps (the default start's tails depend on it, :meth:`wgfinfer.init.Init.base_df`)."""
+        return self.scheme.name != "variational" or getattr(self.scheme, "map", "resnet") != "resnet"
 
     # ------------------------------------------------------------------ checks after a run
     def _working_flow(self) -> Flow:
@@ -1009,7 +1015,11 @@ class WGFSampler:
             init=self.init.kind if isinstance(self.init, Init) else type(self.init).__name__,
             init_scale=self.init.scale if isinstance(self.init, Init) else float("nan"),
             init_base=(
-                ("normal" if math.isinf(self.init.base_df) else f"student_t(df={self.init.base_df:g})")
+                (
+                    "normal"
+                    if math.isinf(df := self.init.base_df(self._flow_has_densities))
+                    else f"student_t(df={df:g})"
+                )
                 if isinstance(self.init, Init)
                 else type(self.init).__name__
             ),
