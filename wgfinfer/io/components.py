@@ -31,6 +31,14 @@ SAVABLE_DISTRIBUTIONS = (
 
 
 # ---------------------------------------------------------------------------------------- distributions
+DIAGONAL_KINDS: dict[str, tuple[type[Distribution], tuple[str, ...]]] = {
+    "diag_normal": (Normal, ("loc", "scale")),
+    "diag_student_t": (StudentT, ("df", "loc", "scale")),
+}
+"""The ``Independent(family, 1)`` distributions a save file holds: kind -> (family, its parameters in
+the order of its constructor)."""
+
+
 def describe_distribution(dist: Distribution) -> dict[str, Any]:
     """A plain description of ``rho_0``.
 
@@ -46,27 +54,11 @@ def describe_distribution(dist: Distribution) -> dict[str, Any]:
     TypeError
         For any other distribution.
     """
-    if (
-        isinstance(dist, Independent)
-        and isinstance(dist.base_dist, Normal)
-        and dist.reinterpreted_batch_ndims == 1
-        and dist.base_dist.loc.ndim == 1
-    ):
+    if isinstance(dist, Independent) and dist.reinterpreted_batch_ndims == 1:
         base = dist.base_dist
-        return {"kind": "diag_normal", "loc": base.loc.detach().clone(), "scale": base.scale.detach().clone()}
-    if (
-        isinstance(dist, Independent)
-        and isinstance(dist.base_dist, StudentT)
-        and dist.reinterpreted_batch_ndims == 1
-        and dist.base_dist.loc.ndim == 1
-    ):
-        base = dist.base_dist
-        return {
-            "kind": "diag_student_t",
-            "df": base.df.detach().clone(),
-            "loc": base.loc.detach().clone(),
-            "scale": base.scale.detach().clone(),
-        }
+        for kind, (family, parameters) in DIAGONAL_KINDS.items():
+            if isinstance(base, family) and base.loc.ndim == 1:
+                return {"kind": kind, **{name: getattr(base, name).detach().clone() for name in parameters}}
     if isinstance(dist, MultivariateNormal) and dist.loc.ndim == 1:
         return {
             "kind": "mvn",
@@ -90,17 +82,10 @@ def build_distribution(desc: Mapping[str, Any], path: PathLike, dtype: torch.dty
     """The distribution described by :func:`describe_distribution`."""
     kind = desc.get("kind")
     try:
-        if kind == "diag_normal":
-            loc, scale = (
-                get_entry(desc, k, path, Tensor).to(dtype=dtype, device=device) for k in ("loc", "scale")
-            )
-            return Independent(Normal(loc, scale), 1)
-        if kind == "diag_student_t":
-            df, loc, scale = (
-                get_entry(desc, k, path, Tensor).to(dtype=dtype, device=device)
-                for k in ("df", "loc", "scale")
-            )
-            return Independent(StudentT(df, loc, scale), 1)
+        if kind in DIAGONAL_KINDS:
+            family, parameters = DIAGONAL_KINDS[kind]
+            values = (get_entry(desc, k, path, Tensor).to(dtype=dtype, device=device) for k in parameters)
+            return Independent(family(*values), 1)
         if kind == "mvn":
             loc = get_entry(desc, "loc", path, Tensor).to(dtype=dtype, device=device)
             tril = get_entry(desc, "scale_tril", path, Tensor).to(dtype=dtype, device=device)
