@@ -919,7 +919,7 @@ def drift_check(
     scale = torch.where(scale > 0, scale, fallback).clamp_min(torch.finfo(draws.dtype).tiny)
     step = _tune_step(log_density, tuning, scale, generator)
     if step is None:
-        smallest = 2.0 * draws.shape[1] ** (-1.0 / 3.0) / 2.0 ** (DRIFT_TUNING_HALVINGS - 1)
+        smallest = _largest_step(draws.shape[1]) / 2.0 ** (DRIFT_TUNING_HALVINGS - 1)
         message = (
             f"Langevin (MALA) chains started at the flow's draws rejected every step size down to "
             f"{smallest:.2g} (in units of the draws' interquartile scales; fewer than "
@@ -1017,6 +1017,12 @@ def _mala_step(
     return z, lp, grad, float(accept.double().mean())
 
 
+def _largest_step(dim: int) -> float:
+    """The first step size of the drift check's halving ladder: ``2 d^{-1/3}`` (Roberts and Rosenthal
+    1998: MALA's step of order ``d^{-1/3}``)."""
+    return 2.0 * dim ** (-1.0 / 3.0)
+
+
 def _tune_step(
     log_density: LogDensity, draws: Tensor, scale: Tensor, generator: torch.Generator
 ) -> float | None:
@@ -1028,8 +1034,7 @@ def _tune_step(
     z, lp, grad = draws[keep], lp[keep], grad[keep]
     if z.shape[0] < 2:
         return None
-    d = z.shape[1]
-    step = 2.0 * d ** (-1.0 / 3.0)  # Roberts and Rosenthal (1998): h of order d^{-1/3}
+    step = _largest_step(z.shape[1])
     for _ in range(DRIFT_TUNING_HALVINGS):
         rates = []
         zz, ll, gg = z, lp, grad
