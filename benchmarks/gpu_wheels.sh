@@ -3,7 +3,7 @@
 #
 # That machine has no network.  Its image holds torch (CUDA), JAX with its CUDA plugin, NumPyro,
 # scikit-learn, SciPy, h5py, pandas, xarray, matplotlib, pytest and hypothesis, but not Pyro or
-# ArviZ (/work/.library/device/KINDS.md lists its packages).  This script downloads, from the pip
+# ArviZ (the device tool's notes on its machine kinds list its packages).  This script downloads, from the pip
 # index this machine is configured with, the wheels of what is missing, in the versions installed
 # here (the versions this checkout's tests ran with), for that machine's CPython 3.12 on x86-64:
 #
