@@ -620,6 +620,14 @@ class WGFSampler:
             )
         return self.run_state.step - done
 
+    def _init_base_name(self) -> str:
+        """What the flow starts from: ``"normal"``, ``"student_t(df=...)"`` or a given distribution's
+        class name (the ``init_base`` attribute)."""
+        if not isinstance(self.init, Init):
+            return type(self.init).__name__
+        df = self.init.base_df(self._flow_has_densities)
+        return "normal" if math.isinf(df) else f"student_t(df={df:g})"
+
     @property
     def _flow_has_densities(self) -> bool:
         """Whether the scheme's flows have exact densities: all but the variational scheme's residual
@@ -1014,15 +1022,7 @@ class WGFSampler:
             subsample_size=str(self.subsample_size) if self.subsample_size is not None else "none",
             init=self.init.kind if isinstance(self.init, Init) else type(self.init).__name__,
             init_scale=self.init.scale if isinstance(self.init, Init) else float("nan"),
-            init_base=(
-                (
-                    "normal"
-                    if math.isinf(df := self.init.base_df(self._flow_has_densities))
-                    else f"student_t(df={df:g})"
-                )
-                if isinstance(self.init, Init)
-                else type(self.init).__name__
-            ),
+            init_base=self._init_base_name(),
             training_time=self.training_time,
             stop_reason=self.stop_reason or "none",
             flow_density="exact" if flow is None or flow.has_density else NO_DENSITY_NOTE,
