@@ -35,6 +35,16 @@ SCHEMES = {
     # no inner optimisation loop: 32 draws per Euler step
     "pwgf-planar": wgfinfer.PWGF(map="planar", n_layers=3, substeps=3, n_samples=32, hidden=(8, 8)),
     "pwgf-coupling": wgfinfer.PWGF(map="coupling", n_layers=2, substeps=3, n_samples=32, hidden=(8, 8)),
+    # the state carries the last Euler step's solution (PWGFState.velocity) into the next call
+    "pwgf-warm": wgfinfer.PWGF(
+        map="coupling",
+        n_layers=2,
+        substeps=3,
+        n_samples=32,
+        hidden=(8, 8),
+        warm_start=True,
+        metric_samples=16,
+    ),
 }
 TINY = dict(dim=3, step_size=0.5, n_steps=2, progress_bar=False)
 
@@ -84,6 +94,20 @@ def test_round_trip_is_bit_identical(scheme: str, tmp_path: Path) -> None:
     loaded.run()
     assert torch.equal(loaded.sample(200, seed=3), sampler.sample(200, seed=3))
     assert without_wall_time(loaded.history) == without_wall_time(sampler.history)
+
+
+def test_pwgf_file_without_the_velocity_field_loads(tmp_path: Path) -> None:
+    """Files written before ``PWGFState.velocity`` existed load with ``velocity=None``."""
+    sampler = tiny("pwgf-warm").run()
+    assert sampler.run_state.scheme_state.velocity is not None
+    path = tmp_path / "sampler.pt"
+    sampler.save(path)
+    content = torch.load(path, weights_only=True)
+    del content["state"]["velocity"], content["checksum"]
+    torch.save({**content, "checksum": content_checksum(content)}, path)
+    loaded = wgfinfer.WGFSampler.load(path, log_density)
+    assert loaded.run_state.scheme_state.velocity is None
+    assert torch.equal(loaded.sample(20, seed=3), sampler.sample(20, seed=3))
 
 
 def test_laplace_whitened_pyro_model_round_trip(tmp_path: Path) -> None:

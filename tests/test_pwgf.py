@@ -6,7 +6,9 @@ Float64 wherever a tolerance is compared with rounding; every random draw comes 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -15,12 +17,13 @@ from scipy import integrate
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from wgfinfer.errors import TrainingDivergedError
+from wgfinfer.errors import TrainingDivergedError, WGFWarning
 from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import InteractionEnergy, KLDivergence, PotentialEnergy
 from wgfinfer.nn.pushforward import AffineMap, PlanarFlow, ResidualPushforward
 from wgfinfer.schemes.pwgf import (
     PWGF,
+    _solve,
     flatten_tensors,
     metric_vector_product,
     new_pushforward,
@@ -479,6 +482,11 @@ def test_non_finite_energy_raises_training_diverged() -> None:
         ({"damping": -1e-3}, ValueError, "damping"),
         ({"damping": "0"}, TypeError, "damping"),
         ({"substeps": 0}, ValueError, "substeps"),
+        ({"warm_start": 1}, TypeError, "warm_start"),
+        ({"metric_samples": 0}, ValueError, "metric_samples"),
+        ({"metric_samples": 4097}, ValueError, "metric_samples must be <= n_samples"),
+        ({"metric_samples": 512.0}, TypeError, "metric_samples"),
+        ({"preconditioner": "ilu"}, ValueError, "preconditioner"),
     ],
 )
 def test_config_rejects_bad_options(options: dict, error: type[Exception], match: str) -> None:
@@ -518,3 +526,151 @@ def test_step_rejects_bad_inputs() -> None:
         PlanarFlow(0)
     with pytest.raises(ValueError, match="max_iter"):
         PlanarFlow(2, 2).inverse_and_log_det(torch.zeros(1, 2), max_iter=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# solve options: warm starts, a metric on fewer draws, the Jacobi preconditioner, the history
+
+
+def _affine_system(n: int = 64, seed: int = 30) -> tuple[nn.Module, Distribution, KLDivergence, Tensor]:
+    """A perturbed affine map (6 parameters, ``G_hat`` nonsingular) and a KL functional."""
+    gen = _gen(seed + 100)
+    module = AffineMap(2, dtype=F64)
+    _perturb(module, gen, scale=0.3)
+    base = _normal([0.0, 0.0], [1.0, 1.0])
+    functional = KLDivergence(lambda x: -_styblinski_tang(x))
+    # the draws of a pwgf_step called with _gen(seed)
+    return module, base, functional, sample_distribution(base, n, _gen(seed), torch.device("cpu"))
+
+
+def test_solve_from_a_start_keeps_its_null_component_only() -> None:
+    """From ``x0`` in ``range(G_hat)`` the solve still finds the minimum-norm solution; a start with a
+    null-space component ``v`` ends at that solution plus ``v`` (which moves no draw: ``J v = 0``)."""
+    module = _RedundantShift()
+    z = torch.randn(32, 2, generator=_gen(31), dtype=F64)
+    explicit, _ = _explicit_metric(module, z)
+    rhs = explicit @ torch.randn(8, generator=_gen(32), dtype=F64)  # consistent right-hand side
+    pinv = torch.linalg.pinv(explicit, rtol=1e-10, hermitian=True)
+    expected = pinv @ rhs
+    config = PWGF(map="affine", tol=1e-12, max_iter=50)
+    product = metric_vector_product(module, None, z)
+    in_range = explicit @ torch.randn(8, generator=_gen(33), dtype=F64)
+    null = torch.tensor([0, 0, 0, 0, 1.0, -0.5, -1.0, 0.5], dtype=F64)  # (c1, c2) -> (c1 + v, c2 - v)
+    assert float((explicit @ null).norm()) < 1e-12
+    # condition number of G_hat on its range ~10: the error is a few times the tolerance
+    atol = 1e-9 * float(expected.norm())
+    eta, _, residual = _solve(product, rhs, config, x0=in_range)
+    assert residual < 1e-10
+    assert torch.allclose(eta, expected, rtol=0, atol=atol)
+    eta, _, _ = _solve(product, rhs, config, x0=in_range + null)
+    assert torch.allclose(eta, expected + null, rtol=0, atol=atol)
+    # the exact solution as the start: nothing left to do
+    _, iterations, _ = _solve(product, rhs, config, x0=expected)
+    assert iterations <= 1
+
+
+@pytest.mark.parametrize("solver", ["minres", "cg"])
+def test_jacobi_preconditioned_solve_is_the_minimum_norm_solution(solver: str) -> None:
+    """Preconditioned iterates lie in ``M range(G_hat)``: with ``M`` diagonal and equal on parameters with
+    equal Jacobian columns (c1 and c2 here) that is still ``range(G_hat)``, so the pseudo-inverse
+    solution; on a nonsingular metric, the unique solution."""
+    config = PWGF(map="affine", solver=solver, n_samples=64, tol=1e-12, max_iter=100, preconditioner="jacobi")
+    module = _RedundantShift()
+    z = torch.randn(32, 2, generator=_gen(34), dtype=F64)
+    explicit, _ = _explicit_metric(module, z)
+    rhs = explicit @ torch.randn(8, generator=_gen(35), dtype=F64)
+    product = metric_vector_product(module, None, z)
+    diagonal = product.diagonal(4, _gen(36))
+    assert torch.equal(diagonal[4:6], diagonal[6:8])  # identical columns, identical estimates
+    eta, _, residual = _solve(product, rhs, config, diagonal=diagonal)
+    expected = torch.linalg.pinv(explicit, rtol=1e-10, hermitian=True) @ rhs
+    assert residual < 1e-10
+    assert torch.allclose(eta, expected, rtol=0, atol=1e-9 * float(expected.norm()))
+
+    module, base, functional, z = _affine_system()
+    new, info = pwgf_step(module, base, functional, 0.01, config, _gen(30))
+    explicit, _ = _explicit_metric(module, z)
+    grad = _gradient_on_draws(module, base, functional, z)
+    expected = torch.linalg.solve(explicit, -grad)
+    # condition number of G_hat ~1e1: error below 1e-10 relative
+    assert info.residual < 1e-11 and info.solves_above_tol == 0
+    assert torch.allclose(
+        _step_direction(module, new, 0.01), expected, rtol=0, atol=1e-9 * float(expected.norm())
+    )
+
+
+def test_diagonal_estimate_is_unbiased() -> None:
+    """Hutchinson: each entry's estimate from ``K`` Rademacher probes has standard deviation at most
+    ``sqrt(2 / K)`` times the entry (``Var (w^T a)^2 <= 2 |a|^4``); 4000 probes, five of those."""
+    module = PlanarFlow(2, 2, generator=_gen(37), dtype=F64)
+    _perturb(module, _gen(38), scale=0.5)
+    z = torch.randn(6, 2, generator=_gen(39), dtype=F64)
+    explicit, _ = _explicit_metric(module, z)
+    probes = 4000
+    estimate = metric_vector_product(module, None, z, damping=0.1).diagonal(probes, _gen(40))
+    exact = torch.diagonal(explicit) + 0.1
+    assert torch.allclose(estimate, exact, rtol=5 * math.sqrt(2 / probes), atol=0)
+
+
+def test_metric_on_fewer_draws_solves_with_their_metric_and_every_gradient() -> None:
+    module, base, functional, z = _affine_system(n=64)
+    config = PWGF(map="affine", n_samples=64, metric_samples=16, tol=1e-12, max_iter=100)
+    new, info = pwgf_step(module, base, functional, 0.01, config, _gen(30))
+    explicit, _ = _explicit_metric(module, z[:16])
+    grad = _gradient_on_draws(module, base, functional, z)  # all 64 draws
+    expected = torch.linalg.solve(explicit, -grad)
+    assert info.residual < 1e-11
+    assert torch.allclose(
+        _step_direction(module, new, 0.01), expected, rtol=0, atol=1e-9 * float(expected.norm())
+    )
+
+
+def test_warm_start_carries_the_velocity_between_steps_and_changes_nothing_converged() -> None:
+    """On a nonsingular metric solved to 1e-12 the start does not change the step; ``step`` keeps the
+    last Euler step's solution in the state and hands it to the next call."""
+    from wgfinfer.schemes.pwgf import init, step
+
+    module, base, functional, _ = _affine_system()
+    cold = PWGF(map="affine", n_samples=64, tol=1e-12, max_iter=100, substeps=2)
+    warm = PWGF(map="affine", n_samples=64, tol=1e-12, max_iter=100, substeps=2, warm_start=True)
+    new_cold, info_cold = pwgf_step(module, base, functional, 0.02, cold, _gen(41))
+    new_warm, info_warm = pwgf_step(module, base, functional, 0.02, warm, _gen(41))
+    for a, b in zip(new_cold.parameters(), new_warm.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    assert info_warm.velocity is not None and info_warm.solver_iterations <= info_cold.solver_iterations
+    # from the previous solution the next solve starts closer: fewer iterations
+    _, again = pwgf_step(new_warm, base, functional, 0.02, warm, _gen(42), velocity=info_warm.velocity)
+    _, again_cold = pwgf_step(new_warm, base, functional, 0.02, cold, _gen(42))
+    assert again.solver_iterations <= again_cold.solver_iterations
+
+    state = init(warm, base, _gen(43), functional=functional)
+    state = dataclasses.replace(state, maps=(module,))
+    assert state.velocity is None
+    state, _ = step(state, functional, 0.02, _gen(41), scheme=warm)
+    assert state.velocity is not None and torch.allclose(
+        state.velocity, info_warm.velocity, rtol=0, atol=1e-12
+    )
+    cold_state, _ = step(dataclasses.replace(state, velocity=None), functional, 0.02, _gen(41), scheme=cold)
+    assert cold_state.velocity is None
+
+
+def test_history_fields_count_solves_above_tol_and_warn_only_when_badly_off(monkeypatch) -> None:
+    from wgfinfer.schemes import pwgf as pwgf_module
+
+    flow = PlanarFlow(2, 3, generator=_gen(44), dtype=F64)
+    _perturb(flow, _gen(45), scale=0.5)
+    base = _normal([0.0, 0.0], [1.0, 1.0])
+    functional = KLDivergence(lambda x: -_styblinski_tang(x))
+    capped = PWGF(map="planar", n_layers=3, n_samples=128, solver="cg", tol=1e-10, max_iter=1, substeps=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # below BADLY_OFF_RESIDUAL: recorded, not warned
+        monkeypatch.setattr(pwgf_module, "BADLY_OFF_RESIDUAL", 1e6)
+        _, info = pwgf_step(flow, base, functional, 0.01, capped, _gen(46))
+    assert info.solves_above_tol == 3
+    assert info.residual_max >= info.residual > capped.tol
+    monkeypatch.setattr(pwgf_module, "BADLY_OFF_RESIDUAL", info.residual_max / 2)
+    with pytest.warns(WGFWarning, match="relative residual"):
+        pwgf_step(flow, base, functional, 0.01, capped, _gen(46))
+    converged = dataclasses.replace(capped, max_iter=200, tol=1e-8)
+    _, info = pwgf_step(flow, base, functional, 0.01, converged, _gen(46))
+    assert info.solves_above_tol == 0 and info.residual_max <= 1e-8

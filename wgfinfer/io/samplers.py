@@ -354,6 +354,9 @@ def run_state_from_content(
             values["base"] = base
             continue
         if f.name not in entry:
+            if f.default is None:  # a field newer than the file (PWGFState.velocity)
+                values[f.name] = None
+                continue
             raise SaveFileError(f"{str(path)!r} is damaged: the state has no {f.name!r}")
         value = entry[f.name]
         if f.name in _MODULE_FIELDS:

@@ -60,9 +60,10 @@ class Info:
         ICNN scheme: ``E[log det grad^2 psi(X)]``, the step's entropy gain.
     dual_objective : float or None
         Variational scheme: the dual functions' objective.
-    loss_se, solver_iterations, residual, grad_norm : float, int or None
+    loss_se, solver_iterations, residual, residual_max, solves_above_tol, grad_norm : float, int or None
         PWGF: standard error of ``loss``, Krylov iterations summed over the Euler substeps, relative
-        residual of the last solve, ``|grad_theta F|`` before the step.
+        residual of the last solve and the largest over the substeps, how many of the substeps'
+        solves ended above the tolerance, ``|grad_theta F|`` before the step.
     kl, kl_se : float or None
         With a KL monitor and exact log-densities: the importance-sampling estimate of the KL
         divergence itself after the step, and its standard error
@@ -81,6 +82,8 @@ class Info:
     loss_se: float | None = None
     solver_iterations: int | None = None
     residual: float | None = None
+    residual_max: float | None = None
+    solves_above_tol: int | None = None
     grad_norm: float | None = None
     kl: float | None = None
     kl_se: float | None = None

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from wgfinfer._validation import check_positive_int
-from wgfinfer.errors import DensityNotAvailableError, TrainingDivergedError
+from wgfinfer.errors import DensityNotAvailableError, TrainingDivergedError, WGFWarning
 from wgfinfer.flow import sample_distribution
 from wgfinfer.functionals import Functional, as_functional
 from wgfinfer.nn.coupling import AffineCouplingFlow
@@ -58,6 +59,12 @@ PWGF_MAPS = ("planar", "affine", "resnet", "coupling")
 DEFAULT_LAYERS = {"planar": 40, "coupling": 4}
 """Default ``n_layers`` of the layered maps."""
 SOLVERS = ("minres", "cg")
+PRECONDITIONERS = ("none", "jacobi")
+JACOBI_PROBES = 16
+"""Rademacher probes of the Hutchinson estimate of ``diag(G_hat)`` (``preconditioner="jacobi"``)."""
+BADLY_OFF_RESIDUAL = 0.5
+"""A solve that ends above this relative residual warns: its error is half the right-hand side's size,
+so the Euler step is far from the metric's step (below it the history records the shortfall)."""
 
 
 def _positive_int(value: object, name: str, minimum: int = 1) -> None:
@@ -98,13 +105,30 @@ class PWGF(Scheme):
         conditioner (``map="coupling"``).
     n_samples : int
         Draws of ``lambda`` per Euler step, shared by ``G_hat`` and ``grad F`` (at least 2, which the
-        interaction energies' U-statistic needs).
+        interaction energies' U-statistic needs); see also ``metric_samples``.
     solver : {"minres", "cg"}
         Krylov solver of ``G_hat eta = -grad F`` (Jin et al. 2024 uses MINRES).
     tol : float
-        Relative residual tolerance passed to the solver (Jin et al. 2024: ``3e-4``), in ``(0, 1)``.
+        Tolerance passed to the solver (Jin et al. 2024: ``3e-4``), in ``(0, 1)``.  CG stops on the
+        relative residual ``|G_hat eta + grad F| / |grad F| <= tol``; MINRES on its own backward-error
+        tests, which on an ill-conditioned ``G_hat`` stop at a far larger relative residual (the
+        history's ``residual`` is always the relative residual, and ``solves_above_tol`` counts the
+        solves that ended above ``tol``).
     max_iter : int
-        Solver iterations per Euler step.
+        Solver iterations per Euler step.  A solve that stops here above ``tol`` is counted in the
+        history (``solves_above_tol``, ``residual_max``); one above 0.5 also warns.
+    warm_start : bool
+        Start each solve from the previous Euler step's solution instead of from 0.  Any solution
+        of the system moves the draws alike (solutions differ by null vectors ``v`` of ``G_hat``,
+        and ``G_hat v = 0`` means ``dT_theta(z_i)/dtheta v = 0`` on every draw), but the minimum-norm
+        one is found only from a start in ``range(G_hat)``: a warm start keeps its own null-space
+        component (see :func:`pwgf_step`).
+    metric_samples : int, optional
+        Use only the first ``metric_samples`` of the ``n_samples`` draws in ``G_hat`` (``grad F``
+        uses all of them); ``None`` uses all.  Each metric product costs in proportion.
+    preconditioner : {"none", "jacobi"}
+        ``"jacobi"``: precondition the solve with ``diag(G_hat) + damping``, estimated from
+        :data:`JACOBI_PROBES` Rademacher probes (Hutchinson), each one vector-Jacobian product.
     damping : float
         Tikhonov term: solve ``(G_hat + damping I) eta = -grad F``.  The default 0 is the paper's
         scheme (minimum-norm solution); a positive value trades a bias for robustness when
@@ -124,6 +148,9 @@ class PWGF(Scheme):
     solver: str = "minres"
     tol: float = 3e-4
     max_iter: int = 200
+    warm_start: bool = False
+    metric_samples: int | None = None
+    preconditioner: str = "none"
     damping: float = 0.0
     substeps: int = 1
     n_monitor: int = 4096
@@ -147,6 +174,16 @@ class PWGF(Scheme):
         object.__setattr__(self, "hidden", tuple(self.hidden))
         _positive_int(self.n_samples, "n_samples", minimum=2)
         _positive_int(self.max_iter, "max_iter")
+        if not isinstance(self.warm_start, bool):
+            raise TypeError(f"warm_start must be a bool, got {type(self.warm_start).__name__}")
+        if self.metric_samples is not None:
+            _positive_int(self.metric_samples, "metric_samples")
+            if self.metric_samples > self.n_samples:
+                raise ValueError(
+                    f"metric_samples must be <= n_samples ({self.n_samples}), got {self.metric_samples}"
+                )
+        if not isinstance(self.preconditioner, str) or self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}")
         _positive_int(self.substeps, "substeps")
         tol = _real(self.tol, "tol")
         if not 0.0 < tol < 1.0:
@@ -178,6 +215,9 @@ class PWGFState:
         Their ``log lambda``.
     maps : tuple of nn.Module
         One snapshot of ``T_theta`` per recorded step (``rho_k = maps[k-1] # lambda``).
+    velocity : Tensor, optional
+        The last Euler step's solution ``eta`` (flat), the next solve's start under
+        ``PWGF(warm_start=True)``; ``None`` before the first step or without warm starts.
     """
 
     step: int
@@ -185,6 +225,7 @@ class PWGFState:
     particles: Tensor
     log_q: Tensor | None
     maps: tuple[nn.Module, ...] = ()
+    velocity: Tensor | None = None
 
 
 def init(
@@ -234,7 +275,10 @@ def step(
         if state.maps
         else new_pushforward(x0.shape[1], options, generator, x0.dtype, x0.device)
     )
-    new, fit = pwgf_step(current, state.base, functional, step_size, options, generator, step_index=k)
+    start_velocity = state.velocity if options.warm_start else None
+    new, fit = pwgf_step(
+        current, state.base, functional, step_size, options, generator, step_index=k, velocity=start_velocity
+    )
     where = f"JKO step {k}"
     with torch.no_grad():
         if state.log_q is not None and hasattr(new, "map_and_log_det"):
@@ -257,9 +301,12 @@ def step(
         loss_se=fit.energy_se,
         solver_iterations=fit.solver_iterations,
         residual=fit.residual,
+        residual_max=fit.residual_max,
+        solves_above_tol=fit.solves_above_tol,
         grad_norm=fit.grad_norm,
     )
-    return dataclasses.replace(state, step=k + 1, maps=(*state.maps, new)), info
+    velocity = fit.velocity if options.warm_start else None
+    return dataclasses.replace(state, step=k + 1, maps=(*state.maps, new), velocity=velocity), info
 
 
 @dataclass
@@ -274,11 +321,18 @@ class PWGFStepInfo:
     solver_iterations: int
     """Krylov iterations summed over the Euler steps of the call."""
     residual: float
-    """``|G_hat eta + grad F| / |grad F|`` of the last solve (damping included in ``G_hat``)."""
+    """``|G_hat eta + grad F| / |grad F|`` of the last solve (damping included in ``G_hat``; with
+    ``metric_samples``, the ``G_hat`` of those draws)."""
     grad_norm: float
     """``|grad_theta F|`` before the step."""
     wall_time: float
     """Seconds spent in the call."""
+    residual_max: float = float("nan")
+    """The largest relative residual of the call's solves."""
+    solves_above_tol: int = 0
+    """How many of the call's solves stopped at ``max_iter`` above ``tol``."""
+    velocity: Tensor | None = None
+    """The last Euler step's ``eta`` (flat, detached)."""
 
 
 def new_pushforward(
@@ -361,41 +415,69 @@ def metric_vector_product(
 
     Returns
     -------
-    callable
-        Flat vector ``(n_params,)`` to flat vector ``(n_params,)``.
+    MetricProduct
+        Callable, flat vector ``(n_params,)`` to flat vector ``(n_params,)``; its
+        :meth:`~MetricProduct.diagonal` estimates ``diag(G_hat)``.
     """
-    if params is None:
-        params = dict(module.named_parameters())
-    names = list(params)
-    leaves = tuple(params[k].detach().clone().requires_grad_(True) for k in names)
-    z = z.detach()
-    n = z.shape[0]
-    with torch.enable_grad():
-        y = torch.func.functional_call(module, dict(zip(names, leaves, strict=True)), (z,))
-        u = torch.zeros_like(y, requires_grad=True)
-        transposed = torch.autograd.grad(y, leaves, grad_outputs=u, create_graph=True, allow_unused=True)
-    # parameters T does not depend on (or only through J^T u's constant part) have zero columns
-    live = [i for i, g in enumerate(transposed) if g is not None and g.requires_grad]
+    return MetricProduct(module, params, z, damping)
 
-    def product(v: Tensor) -> Tensor:
-        tangents = unflatten_vector(v.to(leaves[0]), leaves)
+
+class MetricProduct:
+    """``v -> G_hat v + damping v`` on retained graphs (built by :func:`metric_vector_product`)."""
+
+    def __init__(
+        self, module: nn.Module, params: Mapping[str, Tensor] | None, z: Tensor, damping: float = 0.0
+    ) -> None:
+        if params is None:
+            params = dict(module.named_parameters())
+        names = list(params)
+        self.leaves = tuple(params[k].detach().clone().requires_grad_(True) for k in names)
+        z = z.detach()
+        self.n = z.shape[0]
+        self.damping = float(damping)
         with torch.enable_grad():
-            if live:
+            self.y = torch.func.functional_call(module, dict(zip(names, self.leaves, strict=True)), (z,))
+            self.u = torch.zeros_like(self.y, requires_grad=True)
+            self.transposed = torch.autograd.grad(
+                self.y, self.leaves, grad_outputs=self.u, create_graph=True, allow_unused=True
+            )
+        # parameters T does not depend on (or only through J^T u's constant part) have zero columns
+        self.live = [i for i, g in enumerate(self.transposed) if g is not None and g.requires_grad]
+
+    def _pullback(self, w: Tensor) -> Tensor:
+        """``J^T w`` as a flat vector, for ``w`` shaped like the pushed draws."""
+        with torch.enable_grad():
+            out = torch.autograd.grad(
+                self.y, self.leaves, grad_outputs=w, retain_graph=True, allow_unused=True
+            )
+        return flatten_tensors(
+            [torch.zeros_like(p) if g is None else g for p, g in zip(self.leaves, out, strict=True)]
+        )
+
+    def __call__(self, v: Tensor) -> Tensor:
+        tangents = unflatten_vector(v.to(self.leaves[0]), self.leaves)
+        with torch.enable_grad():
+            if self.live:
                 (jv,) = torch.autograd.grad(
-                    [transposed[i] for i in live],
-                    u,
-                    grad_outputs=[tangents[i] for i in live],
+                    [self.transposed[i] for i in self.live],
+                    self.u,
+                    grad_outputs=[tangents[i] for i in self.live],
                     retain_graph=True,
                 )
             else:
-                jv = torch.zeros_like(y)
-            out = torch.autograd.grad(y, leaves, grad_outputs=jv / n, retain_graph=True, allow_unused=True)
-        flat = flatten_tensors(
-            [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, out, strict=True)]
-        )
-        return flat + damping * v if damping else flat
+                jv = torch.zeros_like(self.y)
+        flat = self._pullback(jv / self.n)
+        return flat + self.damping * v if self.damping else flat
 
-    return product
+    def diagonal(self, probes: int, generator: torch.Generator) -> Tensor:
+        """Hutchinson estimate of ``diag(G_hat) + damping``: the mean of ``(J^T w)^2 / N`` over
+        ``probes`` Rademacher vectors ``w`` (unbiased, since ``E[w w^T] = I``)."""
+        total = torch.zeros_like(flatten_tensors(self.leaves))
+        for _ in range(probes):
+            signs = torch.randint(0, 2, self.y.shape, generator=generator, dtype=torch.int64)
+            w = (2 * signs - 1).to(self.y)
+            total += self._pullback(w).square()
+        return total / (probes * self.n) + self.damping
 
 
 def _energy_and_gradient(
@@ -422,8 +504,21 @@ def _energy_and_gradient(
     return energy.detach(), se, flat
 
 
-def _solve(product: Callable[[Tensor], Tensor], rhs: Tensor, config: PWGF) -> tuple[Tensor, int, float]:
-    """Krylov solution of ``G_hat eta = rhs`` started from 0: ``(eta, iterations, relative residual)``."""
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def _solve(
+    product: Callable[[Tensor], Tensor],
+    rhs: Tensor,
+    config: PWGF,
+    x0: Tensor | None = None,
+    diagonal: Tensor | None = None,
+) -> tuple[Tensor, int, float]:
+    """Krylov solution of ``G_hat eta = rhs``: ``(eta, iterations, relative residual)``.
+
+    Started from ``x0`` (0 when ``None``), preconditioned by ``diag(diagonal)^{-1}`` when given
+    (entries below ``1e-12`` of the largest are raised to it: parameters the draws do not move)."""
     rhs_norm = float(torch.linalg.vector_norm(rhs))
     if rhs_norm == 0.0:
         return torch.zeros_like(rhs), 0, 0.0
@@ -431,11 +526,19 @@ def _solve(product: Callable[[Tensor], Tensor], rhs: Tensor, config: PWGF) -> tu
 
     def matvec(v: np.ndarray) -> np.ndarray:
         vt = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1)).to(like)
-        return product(vt).detach().to(device="cpu", dtype=torch.float64).numpy()
+        return _numpy(product(vt))
 
     size = rhs.numel()
     operator = LinearOperator((size, size), matvec=matvec, dtype=np.float64)
-    b = rhs.detach().to(device="cpu", dtype=torch.float64).numpy()
+    b = _numpy(rhs)
+    preconditioner = None
+    if diagonal is not None:
+        d = _numpy(diagonal)
+        inverse = 1.0 / np.maximum(d, 1e-12 * max(float(d.max()), np.finfo(np.float64).tiny))
+        preconditioner = LinearOperator(
+            (size, size), matvec=lambda v: inverse * np.reshape(v, -1), dtype=np.float64
+        )
+    start = None if x0 is None else _numpy(x0)
     iterations = 0
 
     def count(_: np.ndarray) -> None:
@@ -443,7 +546,9 @@ def _solve(product: Callable[[Tensor], Tensor], rhs: Tensor, config: PWGF) -> tu
         iterations += 1
 
     solver = minres if config.solver == "minres" else cg
-    x, _ = solver(operator, b, rtol=config.tol, maxiter=config.max_iter, callback=count)
+    x, _ = solver(
+        operator, b, x0=start, rtol=config.tol, maxiter=config.max_iter, M=preconditioner, callback=count
+    )
     eta = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(like)
     residual = float(torch.linalg.vector_norm(product(eta) - rhs)) / rhs_norm
     return eta, iterations, residual
@@ -457,6 +562,7 @@ def pwgf_step(
     config: PWGF,
     generator: torch.Generator,
     step_index: int = 0,
+    velocity: Tensor | None = None,
 ) -> tuple[nn.Module, PWGFStepInfo]:
     """Advance the PWGF by ``step_size`` (``config.substeps`` forward-Euler steps, Algorithm 4.1).
 
@@ -475,6 +581,21 @@ def pwgf_step(
     the hidden weights of a residual network whose output layer is zero): the change of ``T`` along
     ``v`` vanishes, hence so does the change of its ``z``-Jacobian and log-determinant.
 
+    **Other starts and preconditioners.**  Every solution of the system moves the draws alike: two
+    solutions differ by some ``v`` with ``G_hat v = 0``, i.e. ``dT_theta(z_i)/dtheta v = 0`` for
+    every draw.  The minimum-norm one only fixes how the parameters drift along such ``v``.  A warm
+    start ``eta_0`` (``config.warm_start``) keeps its null-space component, since every Krylov
+    correction lies in ``range(G_hat)``: the solution is the minimum-norm one plus the projection of
+    ``eta_0`` on ``null(G_hat)``.  The previous Euler step's solution lies in the previous metric's
+    range, which differs from this one's only where the null space changes (e.g. the first step of a
+    map started at the identity, which is never warm-started).  The Jacobi preconditioner
+    ``M = diag(G_hat)^{-1}`` keeps the iterates in ``M range(G_hat)``; that is ``range(G_hat)``
+    again for the structural null directions (zero columns, or equal columns with equal diagonal
+    entries), which are the ones the coupling and residual maps have.  On a nonsingular but
+    ill-conditioned ``G_hat`` all of this concerns the error of an unconverged solve only: a warm
+    start carries the previous step's components along poorly determined directions, where a start
+    from 0 leaves them small (see ``docs/benchmarks.md``, "PWGF metric solves").
+
     Parameters
     ----------
     transport_map : nn.Module
@@ -490,6 +611,9 @@ def pwgf_step(
         Source of the draws of ``base``.
     step_index : int, default 0
         Used in error messages.
+    velocity : Tensor, optional
+        Start of the first solve with ``config.warm_start`` (the previous call's
+        :attr:`PWGFStepInfo.velocity`); ignored without warm starts or when its size differs.
 
     Returns
     -------
@@ -501,6 +625,12 @@ def pwgf_step(
     ------
     TrainingDivergedError
         If ``F``, its gradient, ``eta`` or the new map's output on the draws is not finite.
+
+    Warns
+    -----
+    WGFWarning
+        If a solve ends above relative residual :data:`BADLY_OFF_RESIDUAL` (smaller shortfalls are
+        only recorded: ``residual_max`` and ``solves_above_tol``).
     """
     start = time.perf_counter()
     if not isinstance(config, PWGF):
@@ -534,7 +664,9 @@ def pwgf_step(
     where = f"PWGF step {step_index}"
 
     energy0, se0, grad_norm0 = float("nan"), None, float("nan")
-    iterations, residual = 0, float("nan")
+    iterations, residual, residuals = 0, float("nan"), []
+    eta = None if velocity is None else velocity.detach().to(dtype=dtype, device=device)
+    n_metric = config.n_samples if config.metric_samples is None else config.metric_samples
     for sub in range(config.substeps):
         raw = sample_distribution(base, config.n_samples, generator, device)
         z = raw.to(dtype)
@@ -545,9 +677,14 @@ def pwgf_step(
         if sub == 0:
             energy0, se0, grad_norm0 = float(energy), se, float(torch.linalg.vector_norm(grad))
         named = {name: p.detach() for name, p in module.named_parameters()}
-        product = metric_vector_product(module, named, z, damping=config.damping)
-        eta, its, residual = _solve(product, -grad, config)
+        product = metric_vector_product(module, named, z[:n_metric], damping=config.damping)
+        diagonal = None
+        if config.preconditioner == "jacobi" and isinstance(product, MetricProduct):
+            diagonal = product.diagonal(JACOBI_PROBES, generator)
+        start_from = eta if config.warm_start and eta is not None and eta.shape == grad.shape else None
+        eta, its, residual = _solve(product, -grad, config, x0=start_from, diagonal=diagonal)
         iterations += its
+        residuals.append(residual)
         if not bool(torch.isfinite(eta).all()):
             raise TrainingDivergedError(
                 f"{where}, Euler substep {sub}: the metric solve returned non-finite values"
@@ -565,6 +702,15 @@ def pwgf_step(
             check_explosion(
                 before, after, f"{where}, Euler substep {sub} (use a smaller step or more substeps)"
             )
+    worst = max(residuals)
+    if worst > BADLY_OFF_RESIDUAL:
+        warnings.warn(
+            f"{where}: the metric solve stopped at relative residual {worst:.2g} after "
+            f"{config.max_iter} iterations (tol {config.tol:g}); the Euler step is far from the PWGF "
+            "step: raise max_iter, or set damping or preconditioner='jacobi'",
+            WGFWarning,
+            stacklevel=2,
+        )
     info = PWGFStepInfo(
         energy=energy0,
         energy_se=se0,
@@ -572,5 +718,8 @@ def pwgf_step(
         residual=residual,
         grad_norm=grad_norm0,
         wall_time=time.perf_counter() - start,
+        residual_max=worst,
+        solves_above_tol=sum(r > config.tol for r in residuals),
+        velocity=None if eta is None else eta.detach(),
     )
     return module, info
