@@ -30,7 +30,7 @@ HISTORY_KEYS = {"step", "time", "loss", "kl_minus_log_z", "iterations", "wall_ti
 SCHEME_KEYS = {
     "icnn": {"w2", "potential", "log_det"},
     "variational": {"w2", "potential", "dual_objective", "kl_minus_log_z_se"},
-    "pwgf": {"loss_se", "solver_iterations", "residual", "grad_norm"},
+    "pwgf": {"loss_se", "solver_iterations", "residual", "residual_max", "solves_above_tol", "grad_norm"},
 }
 
 

@@ -115,8 +115,9 @@ class PWGF(Scheme):
         history's ``residual`` is always the relative residual, and ``solves_above_tol`` counts the
         solves that ended above ``tol``).
     max_iter : int
-        Solver iterations per Euler step.  A solve that stops here above ``tol`` is counted in the
-        history (``solves_above_tol``, ``residual_max``); one above 0.5 also warns.
+        Solver iterations per Euler step.  A solve that ends above ``tol`` in relative residual (here,
+        or by MINRES's own tests) is counted in the history (``solves_above_tol``, ``residual_max``);
+        one above :data:`BADLY_OFF_RESIDUAL` also warns.
     warm_start : bool
         Start each solve from the previous Euler step's solution instead of from 0.  Any solution
         of the system moves the draws alike (solutions differ by null vectors ``v`` of ``G_hat``,
@@ -330,7 +331,8 @@ class PWGFStepInfo:
     residual_max: float = float("nan")
     """The largest relative residual of the call's solves."""
     solves_above_tol: int = 0
-    """How many of the call's solves stopped at ``max_iter`` above ``tol``."""
+    """How many of the call's solves ended above ``tol`` in relative residual (at ``max_iter``, or by
+    MINRES's own stopping tests)."""
     velocity: Tensor | None = None
     """The last Euler step's ``eta`` (flat, detached)."""
 
@@ -705,9 +707,9 @@ def pwgf_step(
     worst = max(residuals)
     if worst > BADLY_OFF_RESIDUAL:
         warnings.warn(
-            f"{where}: the metric solve stopped at relative residual {worst:.2g} after "
-            f"{config.max_iter} iterations (tol {config.tol:g}); the Euler step is far from the PWGF "
-            "step: raise max_iter, or set damping or preconditioner='jacobi'",
+            f"{where}: a metric solve ended at relative residual {worst:.2g} (tol {config.tol:g}, "
+            f"max_iter {config.max_iter}); the Euler step is far from the PWGF step: use smaller "
+            "steps, more max_iter or some damping, and no warm_start",
             WGFWarning,
             stacklevel=2,
         )
