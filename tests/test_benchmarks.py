@@ -57,6 +57,25 @@ def test_icnn_blocks_benchmark_writes_its_table_into_out_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icnn_blocks.json", "icnn_blocks.md"]
 
 
+def test_pwgf_solves_benchmark_quick_records_each_variant_into_out_only(tmp_path):
+    script = ROOT / "benchmarks" / "pwgf_solves.py"
+    args = ["--quick", "--variants", "default", "capped:solver=cg,max_iter=2", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "pwgf_solves.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["default", "capped"]
+    for row in rows:
+        assert row["euler_steps"] == 2 and len(row["per_step"]) == 2 and row["step_cpu_s"] > 0
+        assert row["diverged"] is None and math.isfinite(row["khat"])
+    assert rows[1]["iterations_max"] <= 2 and rows[1]["scheme"]["solver"] == "cg"
+    assert rows[1]["above_tol"] == sum(s["residual"] > 3e-4 for s in rows[1]["per_step"])
+    section = (tmp_path / "pwgf_solves.md").read_text()
+    assert section.startswith("### PWGF metric solves (`benchmarks/pwgf_solves.py`)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pwgf_solves.json", "pwgf_solves.md"]
+
+
 def test_potential_benchmark_writes_its_table_into_out_only(tmp_path):
     script = ROOT / "benchmarks" / "potential.py"
     args = ["--problems", "eight_schools-noncentered", "varying-intercepts-vmap", "--particles", "2"]
