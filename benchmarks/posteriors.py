@@ -312,6 +312,8 @@ def run_wgf(loaded: Loaded, args: argparse.Namespace) -> dict[str, Any]:
         "ess_kind": "importance",
         # the checks after run(): which ran and which failed (None: could not run)
         "checks": {r["check"]: r["ok"] for r in sampler.checks},
+        "steps": len(sampler.history),
+        "stop_reason": sampler.stop_reason,
     }
     row.update(compare(loaded.problem.coordinates(target.samples(z)), loaded.reference, problem))
     if log_q is not None:

@@ -342,3 +342,29 @@ def test_gpu_script_renders_rows_that_are_missing_or_not_available():
     assert "| breast_cancer | — | numpyro | not available: no jax |" in section
     assert "| covtype | 464810 × 55 | numpyro (jax:gpu) |" in section and "≈100.00 (extrap.)" in section
     assert "| 128 | icnn | not run: the part's cap |" in section
+
+
+def test_large_data_benchmark_runs_each_method_in_its_own_process_into_out_only(tmp_path):
+    """Small data, few NUTS iterations: the rows, the comparison with NumPyro's draws where NumPyro is
+    installed, and nothing written outside ``--out``."""
+    try:
+        import numpyro  # noqa: F401
+
+        methods = ["numpyro", "wgf"]
+    except ImportError:
+        methods = ["wgf"]
+    script = ROOT / "benchmarks" / "large_data.py"
+    args = ["--rows", "400", "--features", "3", "--nuts-warmup", "50", "--nuts-draws", "200"]
+    args += ["--methods", *methods, "--json", str(tmp_path / "large.json"), "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "large.json").read_text())
+    rows = {row["method"]: row for row in saved["rows"]}
+    assert sorted(rows) == sorted(methods)
+    wgf = rows["wgf"]
+    assert wgf["process_cpu_s"] >= wgf["fit_cpu_s"] > 0 and wgf["stop_reason"] is not None
+    if "numpyro" in rows:
+        assert "coords" not in rows["numpyro"] and wgf["max_abs_mean_err"] >= 0 and "pass" in wgf
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large-data.md", "large.json"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import wgfinfer
-from wgfinfer import stopping
+from wgfinfer import checks, stopping
 from wgfinfer.io import SAMPLER_FORMAT, read_save_file
 from wgfinfer.io.files import write_save_file
 from wgfinfer.schemes.base import VALIDATION_TOLERANCE, plateau_window, tail_length, validation_plateaued
@@ -58,9 +58,33 @@ def _gaussian(x: torch.Tensor) -> torch.Tensor:
 SMALL = wgfinfer.ICNN(iters_per_step=40, batch_size=128, hidden=(16,))
 
 
-def test_a_flow_started_at_its_target_stops_after_the_fewest_steps() -> None:
-    # init="gaussian" fits N(1, 4 I) itself: no step can improve on it
+def test_a_start_that_is_already_the_target_trains_no_step() -> None:
+    # init="gaussian" fits N(1, 4 I) itself, so its whitened Student-t start has the target's mean and
+    # covariance and importance weights with a light tail: no step is needed
     s = wgfinfer.WGFSampler(_gaussian, dim=2, init="gaussian", scheme=SMALL, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s.run()
+    assert s.stop_reason == stopping.START
+    assert s.history == []
+    assert s.attrs()["n_steps"] == 0 and s.attrs()["stop_reason"] == stopping.START
+    records = {r["check"]: r for r in s.checks}
+    assert records["importance"]["ok"] and records["moments"]["ok"] and records["modes"]["ok"]
+    assert records["importance"]["value"]["khat"] < checks.START_KHAT
+    x, log_q = s.sample(20_000, return_log_prob=True, seed=1)
+    # N(1, 4 I): the mean's standard error is 2 / sqrt(20000) = 0.014, the variance's about
+    # 4 sqrt(2 / 20000) = 0.04 (a Student-t(16) with that variance has a slightly larger one)
+    assert (x.mean(0) - 1.0).abs().max() < 4 * 0.014
+    assert (x.var(0) - 4.0).abs().max() < 4 * 0.05
+    assert torch.allclose(log_q, s.flow.log_prob(x), atol=1e-4)
+    s.run()  # nothing more to do
+    assert s.history == [] and s.stop_reason == stopping.START
+
+
+def test_a_flow_started_at_its_target_stops_after_the_fewest_steps() -> None:
+    # without the checks there is no verdict on the start: the flow runs until its plateau, and no
+    # step can improve on the fitted N(1, 4 I)
+    s = wgfinfer.WGFSampler(_gaussian, dim=2, init="gaussian", scheme=SMALL, progress_bar=False, check=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", stopping.BudgetWarning)
         s.run()
@@ -153,3 +177,29 @@ def test_recent_improvement_is_what_the_plateau_rule_compares() -> None:
     assert stopping.recent_improvement(_history([1.0, 0.5])) == float("inf")  # too few steps
     assert stopping.recent_improvement(_history([1.0, 0.5, 0.6, 0.45])) == pytest.approx(0.05)
     assert stopping.recent_improvement(_history([1.0, 0.5, 0.7, 0.8])) == pytest.approx(-0.2)
+
+
+def test_a_start_that_needed_no_step_saves_and_loads(tmp_path) -> None:
+    s = wgfinfer.WGFSampler(_gaussian, dim=2, init="gaussian", scheme=SMALL, progress_bar=False).run()
+    assert s.stop_reason == stopping.START
+    s.save(tmp_path / "s.pt")
+    loaded = wgfinfer.WGFSampler.load(tmp_path / "s.pt", log_density=_gaussian)
+    assert loaded.history == [] and loaded.checks == s.checks
+    assert torch.equal(loaded.sample(64, seed=3), s.sample(64, seed=3))
+    loaded.run()  # the verdict is kept: nothing is trained
+    assert loaded.history == [] and loaded.stop_reason == stopping.START
+
+
+def _skewed(x: torch.Tensor) -> torch.Tensor:
+    # a Gamma(2, 1) in its log coordinate, u = log y: log p(u) = 2u - exp(u), skewed to the left
+    return (2.0 * x[:, 0] - x[:, 0].exp()) - 0.5 * x[:, 1].square()
+
+
+def test_a_start_away_from_the_target_is_refused_and_the_flow_trains() -> None:
+    # the Laplace approximation at the mode of a skewed marginal has the wrong mean (about 0.3 sd):
+    # the verdict refuses it, and the steps run as before
+    s = wgfinfer.WGFSampler(_skewed, dim=2, init="laplace", scheme=SMALL, max_steps=3, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s.run()
+    assert s.stop_reason != stopping.START and len(s.history) >= 1

@@ -53,6 +53,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import constraints
 from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
@@ -147,6 +148,7 @@ class PyroTarget(LogDensityTarget):
         self.site_shapes: dict[str, torch.Size] = {}
         self._unconstrained_shapes: dict[str, torch.Size] = {}
         self._batch_ndims: dict[str, int] = {}
+        self._positive_sites: set[str] = set()
         for name, site in trace.iter_stochastic_nodes():
             fn = site["fn"]
             if type(fn).__name__ == "_Subsample":
@@ -164,6 +166,8 @@ class PyroTarget(LogDensityTarget):
             self.site_shapes[name] = value.shape
             self._unconstrained_shapes[name] = transforms[name](value).shape
             self._batch_ndims[name] = len(fn.batch_shape)
+            if _positive_support(fn.support):
+                self._positive_sites.add(name)
         if not self.site_names:
             raise ValueError("the model has no continuous latent sites to sample")
         self._sizes = [math.prod(self._unconstrained_shapes[n]) for n in self.site_names]
@@ -219,6 +223,18 @@ class PyroTarget(LogDensityTarget):
     def samples(self, z: Tensor) -> dict[str, Tensor]:
         """Draws as constrained site values ``{site: (n, *site_shape)}``."""
         return {name: v.detach() for name, v in self.constrain(z).items()}
+
+    def reading_coordinates(self, z: Tensor) -> Tensor:
+        """The coordinates a user reads the posterior in, ``(n, D)``: every latent site's constrained
+        values, flattened, on the log scale where the site's support is positive (a scale, a rate,
+        an ordered vector of rates), as posteriors are compared on (docs/benchmarks.md)."""
+        parts = []
+        for name, value in self.constrain(z).items():
+            flat = value.detach().reshape(value.shape[0], -1)
+            if name in self._positive_sites:
+                flat = flat.log()
+            parts.append(flat)
+        return torch.cat(parts, dim=1)
 
     def constrain(self, z: Tensor) -> dict[str, Tensor]:
         """Constrained site values ``{site: (n, *site_shape)}`` of unconstrained ``(n, d)`` vectors."""
@@ -730,3 +746,15 @@ def print_summary(samples: dict[str, Tensor], prob: float) -> None:
     from pyro.infer.mcmc.util import print_summary as pyro_print_summary
 
     pyro_print_summary(samples, prob=prob, group_by_chain=False)
+
+
+def _positive_support(constraint: Any) -> bool:
+    """Whether a site's support lies in the positive orthant (positive, positive ordered, or a
+    positive lower bound)."""
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    positive_ordered = type(constraints.positive_ordered_vector)
+    if constraint is constraints.positive or isinstance(constraint, positive_ordered):
+        return True
+    lower = getattr(constraint, "lower_bound", None)
+    return isinstance(lower, (int, float)) and lower >= 0 and not hasattr(constraint, "upper_bound")

@@ -37,11 +37,15 @@ class RunState:
         One entry per completed step.
     training_time : float
         Seconds spent in completed steps.
+    start_checks : tuple of dict
+        The check records of a start that needed no step (:data:`wgfinfer.stopping.START`); empty
+        otherwise (the checks after a run that trained live in its last history entry).
     """
 
     scheme_state: Any
     history: tuple[dict[str, Any], ...] = ()
     training_time: float = 0.0
+    start_checks: tuple[dict[str, Any], ...] = ()
 
     @property
     def step(self) -> int:

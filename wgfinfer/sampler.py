@@ -378,8 +378,12 @@ class WGFSampler:
         check): one dict per check, ``{"check", "ok", "value", "message", "warning"}``, with ``ok``
         ``False`` for a problem, ``True`` for none and ``None`` for a check that could not run
         (:mod:`wgfinfer.checks`)."""
-        history = () if self.run_state is None else self.run_state.history
-        return copy.deepcopy(list(history[-1].get("checks", []))) if history else []
+        if self.run_state is None:
+            return []
+        history = self.run_state.history
+        if not history:  # a start that needed no step
+            return copy.deepcopy(list(self.run_state.start_checks))
+        return copy.deepcopy(list(history[-1].get("checks", [])))
 
     @property
     def training_time(self) -> float:
@@ -475,8 +479,10 @@ class WGFSampler:
                 checkpoints.prepare(self, resume)
             if self.run_state is None:
                 told_flat = self._start()
-            trained = self._train(checkpoints)
-            records = self._check_run(checkpoints) if trained and self.check else []
+            records = self._accept_start(checkpoints)
+            if records is None:
+                trained = self._train(checkpoints)
+                records = self._check_run(checkpoints) if trained and self.check else []
         # one warning per failed check, pointing at the caller's run(); a flat target told about
         # before training is not told about again
         skip = (wgf_checks.FlatGradientWarning.__name__,) if told_flat else ()
@@ -549,6 +555,9 @@ class WGFSampler:
                 UserWarning,
                 stacklevel=3,
             )
+        if n_steps is None and self.run_state.start_checks and done == 0:
+            self.stop_reason = stopping.START  # a start that needed no step trains no further
+            return 0
         cap = self.max_steps if n_steps is None else n_steps
         started = self.run_state.training_time
 
@@ -620,6 +629,83 @@ class WGFSampler:
             )
         return self.run_state.step - done
 
+    def _accept_start(self, checkpoints: wgf_io.CheckpointDirectory | None) -> list[dict[str, Any]] | None:
+        """Before the first step of a run with ``n_steps=None``: whether the start (``rho_0`` through
+        the whitening) needs a flow at all.
+
+        The mode of a skewed posterior is not its mean (scale parameters, hierarchical precisions),
+        so where the importance weights of :data:`~wgfinfer.checks.START_ADAPT_DRAWS` draws of the
+        start pass the importance check (k-hat at most 0.7) but the verdict refuses them, the
+        whitening first moves to their importance-weighted mean and covariance (one
+        adaptation of adaptive importance sampling, Cappe et al. 2004).  The start passes when
+        :func:`wgfinfer.checks.start_verdict` accepts it on :data:`~wgfinfer.checks.START_DRAWS`
+        fresh draws, in the unconstrained coordinates and in those the user reads (a Pyro model's
+        site values, log of positive ones), and the other checks find nothing on those draws.  Then
+        the flow keeps no step and the check records are returned (the caller warns); otherwise the
+        whitening is left as it was and ``None`` is returned (train).
+
+        Only for flows with densities (the verdict needs exact ``log q``) and with ``check=True``."""
+        assert self.run_state is not None
+        run = self.run_state
+        if not (self.check and self.n_steps is None and run.step == 0 and not run.start_checks):
+            return None
+        if not self._flow_has_densities:
+            return None
+        generator = self._check_generator(run.step)
+        flow = self._working_flow()
+        log_density = self._checked_working_log_density()
+        original = self._whitening
+        if original is not None:
+            drawn = self._weighted_start_draws(flow, generator, log_density, wgf_checks.START_ADAPT_DRAWS)
+            # moved only where it needs to be: a move adds the weighted moments' Monte-Carlo error
+            if drawn is not None and not self._start_is_good(*drawn):
+                z, log_q, lp, _ = drawn
+                moved = wgf_checks.weighted_whitening(self._to_target_space(z), lp, log_q)
+                self._whitening = moved or original
+        drawn = self._weighted_start_draws(flow, generator, log_density, wgf_checks.START_DRAWS)
+        records = None
+        if drawn is not None and self._start_is_good(*drawn):
+            z, log_q, lp, _ = drawn
+            records = self._run_checks_on(flow, generator, z, log_q, lp)
+            if wgf_checks.failed(records):  # a missed mode, a heavy tail: the flow has work to do
+                records = None
+        if records is None:
+            self._whitening = original
+            return None
+        self.run_state = dataclasses.replace(run, start_checks=tuple(records))
+        self.stop_reason = stopping.START
+        if checkpoints is not None:
+            checkpoints.write(self)
+        return records
+
+    def _weighted_start_draws(
+        self, flow: Flow, generator: torch.Generator, log_density: Callable[[Tensor], Tensor], n: int
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Any]] | None:
+        """``n`` fresh draws of the start with ``log q``, ``log p`` and their importance record;
+        ``None`` where the start has no density or its weights fail the importance check."""
+        try:
+            z, log_q = flow.sample(n, generator, return_log_prob=True)
+        except (DensityNotAvailableError, NotImplementedError):  # rho_0 without log_prob
+            return None
+        lp = wgf_checks.evaluate_draws(log_density, z)
+        importance = wgf_checks.importance_check(lp, log_q)
+        if importance["ok"] is not True:
+            return None
+        return z, log_q, lp, importance
+
+    def _start_is_good(self, z: Tensor, log_q: Tensor, lp: Tensor, importance: dict[str, Any]) -> bool:
+        """:func:`wgfinfer.checks.start_verdict` on the unconstrained coordinates and, for a Pyro
+        model, on the coordinates the user reads: a start with the right mean and covariance on the
+        unconstrained scale can still have the wrong shape, which shows in the sites' own values
+        (posteriordb's hmm_drive_0: the log of an ordered rate had its sd 17% short)."""
+        assert self.target is not None
+        x = self._to_target_space(z)
+        good, _ = wgf_checks.start_verdict(importance, wgf_checks.moment_check(x, lp, log_q))
+        reading = getattr(self.target, "reading_coordinates", None)
+        if good and reading is not None:
+            good, _ = wgf_checks.start_verdict(importance, wgf_checks.moment_check(reading(x), lp, log_q))
+        return good
+
     def _init_base_name(self) -> str:
         """What the flow starts from: ``"normal"``, ``"student_t(df=...)"`` or a given distribution's
         class name (the ``init_base`` attribute)."""
@@ -661,35 +747,57 @@ class WGFSampler:
                 pass
         return flow.sample(n, generator), None
 
-    def _check_run(self, checkpoints: wgf_io.CheckpointDirectory | None) -> list[dict[str, Any]]:
-        """Run the checks on the trained flow and store their records in the last history entry (and
-        the checkpoint); the caller warns."""
-        assert self.run_state is not None and self.target is not None and self._base is not None
-        run = self.run_state
-        # a generator of the checks' own, so that checking changes no draw of the sampler's
-        generator = torch.Generator().manual_seed(((self.seed + 1) * 1_000_003 + run.step) % 2**62)
-        flow = self._working_flow()
+    def _check_generator(self, step: int) -> torch.Generator:
+        """A generator of the checks' own, so that checking changes no draw of the sampler's."""
+        return torch.Generator().manual_seed(((self.seed + 1) * 1_000_003 + step) % 2**62)
+
+    def _checked_working_log_density(self) -> Callable[[Tensor], Tensor]:
+        """The tempered full-data target in working coordinates, NaN/inf allowed (the checks')."""
+        assert self.target is not None
         target, beta = self.target, self.beta
 
         def log_density(z: Tensor) -> Tensor:
             return beta * target.unchecked_log_density(self._to_target_space(z))
+
+        return log_density
+
+    def _run_checks_on(
+        self,
+        flow: Flow,
+        generator: torch.Generator,
+        z: Tensor,
+        log_q: Tensor | None,
+        lp: Tensor | None = None,
+    ) -> list[dict[str, Any]]:
+        """:func:`wgfinfer.checks.run_checks` on draws ``z`` of ``flow`` (working coordinates)."""
+        assert self._base is not None
 
         def flow_log_prob(y: Tensor) -> Tensor:
             x0, total, ok = flow.inverse(y)
             log_q = flow.base.log_prob(x0) - total
             return torch.where(ok, log_q, torch.full_like(log_q, float("nan")))
 
-        z, log_q = self._check_draws(flow, generator)
         base_draws = sample_distribution(self._base, wgf_checks.MODE_STARTS, generator, self.device)
-        records = wgf_checks.run_checks(
-            log_density,
+        return wgf_checks.run_checks(
+            self._checked_working_log_density(),
             z,
             generator,
             log_q=log_q,
             flow_log_prob=flow_log_prob if log_q is not None else None,
             base_draws=base_draws,
             to_target=self._to_target_space,
+            lp=lp,
         )
+
+    def _check_run(self, checkpoints: wgf_io.CheckpointDirectory | None) -> list[dict[str, Any]]:
+        """Run the checks on the trained flow and store their records in the last history entry (and
+        the checkpoint); the caller warns."""
+        assert self.run_state is not None and self.target is not None and self._base is not None
+        run = self.run_state
+        generator = self._check_generator(run.step)
+        flow = self._working_flow()
+        z, log_q = self._check_draws(flow, generator)
+        records = self._run_checks_on(flow, generator, z, log_q)
         last = {**run.history[-1], "checks": records}
         self.run_state = dataclasses.replace(run, history=(*run.history[:-1], last))
         if checkpoints is not None:
@@ -734,7 +842,7 @@ class WGFSampler:
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:
-        if self.run_state is None or not self.run_state.scheme_state.maps:
+        if self.run_state is None or not (self.run_state.scheme_state.maps or self.run_state.start_checks):
             raise RuntimeError("the sampler has no trained JKO step yet: call run() first")
 
     def _generator_for(self, seed: int | None) -> torch.Generator:

@@ -1,6 +1,8 @@
 """When a sampler's flow stops: a plateau of its free-energy estimate, a step cap, a time budget.
 
-With ``n_steps=None`` (the default) :class:`~wgfinfer.WGFSampler` runs steps until the estimate of
+With ``n_steps=None`` (the default) :class:`~wgfinfer.WGFSampler` first asks whether the start
+already is the posterior to the checks' precision (:func:`wgfinfer.checks.start_verdict`; it then
+trains no step, reason :data:`START`), and otherwise runs steps until the estimate of
 ``KL(q || p) - log Z`` on the monitored particles (``kl_minus_log_z`` in the history; the step's
 ``loss`` where a flow has no densities) has stopped falling, at most ``max_steps`` steps and, when
 given, until ``time_budget`` seconds of training are spent.  The rule reads only the history, so a
@@ -30,6 +32,8 @@ CONVERGED = "converged"
 MAX_STEPS = "max_steps"
 N_STEPS = "n_steps"
 TIME_BUDGET = "time_budget"
+START = "start"
+"""The start passed :func:`wgfinfer.checks.start_verdict`: the flow has no step (``n_steps=None`` only)."""
 
 
 def monitored_values(history: Sequence[dict[str, Any]]) -> list[float]:

@@ -1,10 +1,11 @@
 """A sampler's save file: its content, and the parts a sampler is rebuilt from.
 
 A save file is ``{"options", "scheme", "target", "rho_0", "whitening", "state", "history",
-"training_time", "generator_states"}`` besides the header: the run options of
+"start_checks", "training_time", "generator_states"}`` besides the header: the run options of
 :class:`~wgfinfer.WGFSampler`, the scheme's options (``{"name": ..., **options}``), a description of
 the target (code is never stored), ``rho_0``, the whitening, the scheme's state (its pool, maps,
-duals and step index, tensors and network descriptions), the run's history and the states of every
+duals and step index, tensors and network descriptions), the run's history (and the check records
+of a start that needed no step) and the states of every
 random generator the run advances.  :func:`sampler_content` writes it from a sampler's public
 attributes; :func:`read_sampler` checks a file and :func:`scheme_from_entry`,
 :func:`run_state_from_content` and :func:`generator_states` rebuild its parts.
@@ -220,6 +221,7 @@ def sampler_content(sampler: WGFSampler, save_init: bool = True, checkpoint: boo
         whitening=whitening_entry(sampler.whitening),
         state=None if run is None else state_entry(run.scheme_state),
         history=plain([] if run is None else list(run.history), "history"),
+        start_checks=plain([] if run is None else list(run.start_checks), "start checks"),
         training_time=0.0 if run is None else float(run.training_time),
         generator_states=[g.get_state() for g in sampler.generators],
     )
@@ -382,7 +384,15 @@ def run_state_from_content(
         raise SaveFileError(
             f"{str(path)!r} is damaged: {state.step} steps but {len(history)} history entries"
         )
-    return RunState(state, tuple(dict(e) for e in history[: state.step]), float(training_time))
+    start_checks = content.get("start_checks", [])  # files written before zero-step flows lack it
+    if not isinstance(start_checks, list) or not all(isinstance(r, Mapping) for r in start_checks):
+        raise SaveFileError(f"{str(path)!r} is damaged: 'start_checks' is not a list of records")
+    return RunState(
+        state,
+        tuple(dict(e) for e in history[: state.step]),
+        float(training_time),
+        tuple(dict(r) for r in start_checks) if state.step == 0 else (),
+    )
 
 
 def _check_state(state: Any, scheme: Scheme, path: PathLike, dim: int) -> None:
