@@ -634,13 +634,14 @@ class WGFSampler:
         the whitening) needs a flow at all.
 
         The mode of a skewed posterior is not its mean (scale parameters, hierarchical precisions),
-        so where the importance weights of :data:`~wgfinfer.checks.START_ADAPT_DRAWS` draws of the
-        start pass the importance check (k-hat at most 0.7) but the verdict refuses them, the
-        whitening first moves to their importance-weighted mean and covariance (one
-        adaptation of adaptive importance sampling, Cappe et al. 2004).  The start passes when
-        :func:`wgfinfer.checks.start_verdict` accepts it on :data:`~wgfinfer.checks.START_DRAWS`
-        fresh draws, in the unconstrained coordinates and in those the user reads (a Pyro model's
-        site values, log of positive ones), and the other checks find nothing on those draws.  Then
+        so in rounds of fresh draws (:data:`~wgfinfer.checks.START_ROUNDS`: 2048, 4096, 4096) whose
+        importance weights pass the importance check (k-hat at most 0.7) but which
+        :func:`wgfinfer.checks.start_verdict` refuses, the whitening moves to their
+        importance-weighted mean and covariance (adaptive importance sampling, Cappe et al. 2004).
+        The start passes when the verdict accepts a round of
+        :data:`~wgfinfer.checks.START_DRAWS` draws, in the unconstrained coordinates and in those
+        the user reads (a Pyro model's site values, log of positive ones), and the other checks find
+        nothing on those draws.  Then
         the flow keeps no step and the check records are returned (the caller warns); otherwise the
         whitening is left as it was and ``None`` is returned (train).
 
@@ -655,20 +656,27 @@ class WGFSampler:
         flow = self._working_flow()
         log_density = self._checked_working_log_density()
         original = self._whitening
-        if original is not None:
-            drawn = self._weighted_start_draws(flow, generator, log_density, wgf_checks.START_ADAPT_DRAWS)
-            # moved only where it needs to be: a move adds the weighted moments' Monte-Carlo error
-            if drawn is not None and not self._start_is_good(*drawn):
+        records = None
+        for size in wgf_checks.START_ROUNDS:
+            drawn = self._weighted_start_draws(flow, generator, log_density, size)
+            if drawn is None:  # no density, or weights that fail the importance check
+                break
+            good = self._start_is_good(*drawn)
+            if good and size >= wgf_checks.START_DRAWS:
+                z, log_q, lp, _ = drawn
+                records = self._run_checks_on(flow, generator, z, log_q, lp)
+                if wgf_checks.failed(records):  # a missed mode, a heavy tail: the flow has work to do
+                    records = None
+                break
+            if not good:
+                if self._whitening is None:  # nothing to move
+                    break
+                # moved only where it needs to be: a move adds the weighted moments' Monte-Carlo error
                 z, log_q, lp, _ = drawn
                 moved = wgf_checks.weighted_whitening(self._to_target_space(z), lp, log_q)
-                self._whitening = moved or original
-        drawn = self._weighted_start_draws(flow, generator, log_density, wgf_checks.START_DRAWS)
-        records = None
-        if drawn is not None and self._start_is_good(*drawn):
-            z, log_q, lp, _ = drawn
-            records = self._run_checks_on(flow, generator, z, log_q, lp)
-            if wgf_checks.failed(records):  # a missed mode, a heavy tail: the flow has work to do
-                records = None
+                if moved is None:
+                    break
+                self._whitening = moved
         if records is None:
             self._whitening = original
             return None
