@@ -670,7 +670,10 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[object]]:
     """One markdown row per (problem, method)."""
     out = []
     for r in rows:
-        head = [r["problem"], r.get("dim", "—"), r["method"]]
+        method = r["method"]
+        if r.get("stop_reason") is not None:  # wgf rows since the start verdict: steps and why they stopped
+            method += f", {r['steps']} steps ({r['stop_reason']})"
+        head = [r["problem"], r.get("dim", "—"), method]
         if "error" in r or "skipped" in r:
             text = (r.get("error") or r["skipped"]).replace("|", "\\|")
             text = text if len(text) <= 100 else text[:99] + "…"
