@@ -672,7 +672,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[object]]:
     for r in rows:
         method = r["method"]
         if r.get("stop_reason") is not None:  # wgf rows since the start verdict: steps and why they stopped
-            method += f", {r['steps']} steps ({r['stop_reason']})"
+            method += f", {r['steps']} step{'' if r['steps'] == 1 else 's'} ({r['stop_reason']})"
         head = [r["problem"], r.get("dim", "—"), method]
         if "error" in r or "skipped" in r:
             text = (r.get("error") or r["skipped"]).replace("|", "\\|")

@@ -158,7 +158,8 @@ def test_posterior_suite_quick_rows_reference_cache_and_section(writes_only_in_c
     cache = tmp_path / "out" / "reference_cache" / "eight_schools-quick.json"
     assert json.loads(cache.read_text())["reference"]["names"][:2] == ["mu", "tau"]
     section = (tmp_path / "out" / "posteriors-default.md").read_text()
-    assert "| mixture-0.7-0.3-4d | 4 | wgf |" in section and "<!--" not in section
+    # the wgf cell names the steps trained and why the flow stopped (--quick: one step)
+    assert "| mixture-0.7-0.3-4d | 4 | wgf, 1 step (n_steps) |" in section and "<!--" not in section
 
     # the centred parameterisation reads the same cached reference; NumPyro where it is installed
     command = [*script, "--problems", "eight_schools-centered", "--methods", "wgf", "numpyro"]
