@@ -295,6 +295,40 @@ def test_moment_check_fails_when_too_few_effective_draws_could_show_a_bias() -> 
     assert checks.moment_check(x, log_q + 4.0 * u, log_q)["ok"] is True
 
 
+def test_moment_check_fails_on_khat_from_half_up_whatever_the_moments_say() -> None:
+    # exact draws of the target: the moments agree; a k-hat of 0.6 (usable weights, Yao et al. 2018:
+    # not close enough for raw draws) fails the check, one of 0.45 does not
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4096, 2, generator=g, dtype=torch.float64)
+    log_q = _normal_log_prob(x, 0.0, 1.0)
+    record = checks.moment_check(x, log_q, log_q, khat=0.6)
+    assert record["ok"] is False and record["warning"] == "BiasedDrawsWarning"
+    assert "k-hat 0.60" in record["message"] and "correct='psis'" in record["message"]
+    assert checks.moment_check(x, log_q, log_q, khat=0.45)["ok"] is True
+    assert checks.moment_check(x, log_q, log_q, khat=checks.RAW_DRAWS_KHAT)["ok"] is False
+
+
+def test_run_checks_gives_the_moments_check_the_importance_khat(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4096, 2, generator=g, dtype=torch.float64)
+    log_q = _normal_log_prob(x, 0.0, 1.0)
+    exact = checks.importance_check(log_q, log_q)
+    assert exact["value"]["khat"] < checks.RAW_DRAWS_KHAT
+
+    def importance_at(khat: float):  # the real record with its k-hat replaced
+        return lambda lp, lq: {**exact, "value": {**exact["value"], "khat": khat}}
+
+    def target(z: torch.Tensor) -> torch.Tensor:
+        return _normal_log_prob(z, 0.0, 1.0)
+
+    for khat, ok in ((0.3, True), (0.6, False)):
+        monkeypatch.setattr(checks, "importance_check", importance_at(khat))
+        found = checks.run_checks(target, x, torch.Generator().manual_seed(0), log_q)
+        records = {r["check"]: r for r in found}
+        assert records["importance"]["ok"] is True
+        assert records["moments"]["ok"] is ok
+
+
 def test_moment_check_finds_wrong_mode_weights() -> None:
     # the flow puts 60% on the mode of weight 70%: means off by 0.1 * 3 / 1.8 = 0.17 sd
     g = torch.Generator().manual_seed(1)

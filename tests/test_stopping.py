@@ -35,6 +35,54 @@ def test_plateau_compares_the_best_of_the_last_steps_with_the_best_before() -> N
     assert not stopping.has_plateaued(_history([1.0, 0.5, 0.5, 0.5 - 2 * tol]))
 
 
+def test_failed_trainable_checks_make_the_rule_judge_the_steps_after_them() -> None:
+    flat = _history([1.0, 0.5, 0.5, 0.5])
+    assert stopping.stop_reason(flat, None, 20) == stopping.CONVERGED
+    failed = [{"check": "moments", "ok": False}, {"check": "modes", "ok": True}]
+    asked = [*flat[:-1], {**flat[-1], "checks": failed}]
+    assert stopping.asks_for_training(asked[-1]) and stopping.judged_history(asked) == asked[-1:]
+    assert stopping.stop_reason(asked, None, 20) is None  # at least PATIENCE more steps
+    assert stopping.stop_reason([*asked, *_history([0.5])], None, 20) is None
+    assert stopping.stop_reason([*asked, *_history([0.5, 0.5])], None, 20) == stopping.CONVERGED
+    assert stopping.stop_reason([*asked, *_history([0.45, 0.4])], None, 20) is None  # still falling
+    # a missed mode is no reason to train on; passed checks neither; a fixed n_steps is a fixed n_steps
+    for records in ([{"check": "modes", "ok": False}], [{"check": "moments", "ok": True}]):
+        other = [*flat[:-1], {**flat[-1], "checks": records}]
+        assert not stopping.asks_for_training(other[-1])
+        assert stopping.stop_reason(other, None, 20) == stopping.CONVERGED
+    assert stopping.stop_reason(asked, 4, 20) == stopping.N_STEPS
+    assert stopping.stop_reason(asked, None, 4) == stopping.MAX_STEPS
+
+
+def test_default_scheme_is_pwgf_coupling_for_models_and_icnn_for_log_densities() -> None:
+    import pyro
+    import pyro.distributions as dist
+
+    from wgfinfer import sampler as sampler_module
+
+    def two(y: torch.Tensor) -> None:
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.HalfNormal(1.0))
+        pyro.sample("y", dist.Normal(a, b), obs=y)
+
+    def one(y: torch.Tensor) -> None:
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(a, 1.0), obs=y)
+
+    y = torch.randn(20, dtype=torch.float64)
+    model_sampler = wgfinfer.WGFSampler(model=two, progress_bar=False)
+    assert model_sampler.scheme == sampler_module.DEFAULT_SCHEME
+    assert model_sampler.scheme.name == "pwgf" and model_sampler.scheme.map == "coupling"
+    one_d = wgfinfer.WGFSampler(model=one, progress_bar=False, n_steps=1, check=False)
+    one_d.run(y)  # a coupling layer needs two coordinates: the 1-D model takes the ICNN default
+    assert one_d.scheme == sampler_module.DEFAULT_LOG_DENSITY_SCHEME
+    callable_sampler = wgfinfer.WGFSampler(lambda x: -0.5 * x.square().sum(-1), dim=3, progress_bar=False)
+    assert callable_sampler.scheme == sampler_module.DEFAULT_LOG_DENSITY_SCHEME
+    # an explicit coupling scheme on a 1-D model is still refused
+    with pytest.raises(ValueError, match="dim >= 2"):
+        wgfinfer.WGFSampler(model=one, scheme=sampler_module.DEFAULT_SCHEME, progress_bar=False).run(y)
+
+
 def test_plateau_watches_the_loss_when_a_step_has_no_density_estimate() -> None:
     history = [{"loss": v} for v in (3.0, 2.0, 1.0)]
     assert stopping.monitored_values(history) == [3.0, 2.0, 1.0]

@@ -42,7 +42,7 @@ from wgfinfer.init import Init, as_init, base_measure, check_scale, whitening
 from wgfinfer.laplace import AffineWhitening
 from wgfinfer.outputs import corrected_draws, inference_data, weighted_draws
 from wgfinfer.run import RunState, run_steps
-from wgfinfer.schemes import ICNN, Scheme, as_scheme
+from wgfinfer.schemes import ICNN, PWGF, Scheme, as_scheme
 from wgfinfer.stopping import DEFAULT_MAX_STEPS
 from wgfinfer.targets import LogDensityTarget
 
@@ -51,12 +51,23 @@ NO_DENSITY_NOTE = (
     "log_weight are omitted; use map='icnn' for them"
 )
 SAMPLER_SCHEMES = ("icnn", "variational", "pwgf")
-DEFAULT_SCHEME = ICNN(hidden=(32, 32))
-"""The scheme of ``WGFSampler(scheme=None)``: the ICNN scheme with hidden widths (32, 32) instead of
-the class default (64, 64).  Chosen on the posterior suite (``benchmarks/posteriors.py``,
-2026-12-01, docs/benchmarks.md): the same number of posteriors at NUTS quality (11 of 13
-posteriordb, 4 of 5 BLR sets) at 1.3-2x less CPU (the easy regressions 3.5-9.9 s instead of
-5.2-19.4 s; breast-cancer BLR 104 s instead of 207 s).  ``scheme="icnn"`` still means ``ICNN()``."""
+DEFAULT_SCHEME = PWGF(map="coupling", n_layers=6, hidden=(32,), substeps=3, metric_samples=2048)
+"""The scheme of ``WGFSampler(model=..., scheme=None)`` (a Pyro model with at least two unconstrained
+coordinates): the PWGF scheme (Jin et al. 2024) moving six affine coupling layers (conditioners of 32
+tanh units) by three forward-Euler substeps per step of 1.0, the metric of each from 2048 of its 4096
+draws.  Chosen on the posterior suite (``benchmarks/posteriors.py``, 2026-12-02, docs/benchmarks.md)
+against the previous default, :data:`DEFAULT_LOG_DENSITY_SCHEME`: all five BLR data sets at NUTS
+quality instead of four (breast cancer in about 30 s of CPU instead of a miss after 213 s) and 12 of
+13 posteriordb posteriors as before, in less CPU on most trained ones (mesquite 4.8 s instead of
+22.5 s).  The coupling layers start at the identity on the whitened start (the Laplace fit), where
+the posterior's scales already are; ``scheme="pwgf"`` still means ``PWGF()`` (planar layers)."""
+DEFAULT_LOG_DENSITY_SCHEME = ICNN(hidden=(32, 32))
+"""The scheme of ``WGFSampler(log_density, scheme=None)`` and of one-dimensional models (a coupling
+layer needs two coordinates): the ICNN scheme with hidden widths (32, 32) instead of the class default
+(64, 64), as accurate on the posterior suite (2026-12-01) at 1.3-2x less CPU.  A log-density starts at
+``init="normal"``, a unit normal that may be far from the target's scale: the ICNN scheme's implicit
+JKO steps are stable for any step, while PWGF's explicit Euler steps exploded there on Neal's funnel
+(suite, 2026-12-02).  ``scheme="icnn"`` still means ``ICNN()``."""
 MCMC_ONLY_ATTRIBUTES = frozenset({"num_chains", "num_samples", "kernel"})
 """Attributes of ``pyro.infer.MCMC`` that converters such as ``az.from_pyro`` read and a sampler,
 which stores no chains, does not have: asking for them raises an ``AttributeError`` that says what
@@ -155,9 +166,10 @@ class WGFSampler:
         exact densities; Mokrov et al. 2021), :class:`wgfinfer.Variational` (a transport map and a
         dual network, no log-det in training; Fan et al. 2022) or :class:`wgfinfer.PWGF` (one
         push-forward map moved by forward Euler under the pullback metric; Jin et al. 2024).  A
-        name means that scheme with its defaults.  Default: :data:`DEFAULT_SCHEME`, the ICNN scheme
-        with narrower networks than ``ICNN()``, chosen on the posterior suite.  See
-        ``docs/methods.md``.
+        name means that scheme with its defaults.  Default, chosen on the posterior suite: for a
+        Pyro model :data:`DEFAULT_SCHEME` (PWGF with six affine coupling layers), for a log-density
+        or a one-dimensional model :data:`DEFAULT_LOG_DENSITY_SCHEME` (ICNN with narrower networks
+        than ``ICNN()``).  See ``docs/methods.md``.
     init : {"auto", "laplace", "gaussian", "normal"}, Init or Distribution, optional
         Initial measure ``rho_0`` (:class:`wgfinfer.Init` documents the kinds and their ``scale``).
         Default: ``"auto"`` (the Laplace approximation, refined by a Gaussian fit where its
@@ -303,7 +315,10 @@ class WGFSampler:
         if not isinstance(check, bool):
             raise TypeError(f"check must be a bool, got {type(check).__name__}")
         self.check = check
-        self.scheme = as_scheme(DEFAULT_SCHEME if scheme is None else scheme, SAMPLER_SCHEMES)
+        self._default_scheme = scheme is None
+        if scheme is None:
+            scheme = DEFAULT_SCHEME if model is not None else DEFAULT_LOG_DENSITY_SCHEME
+        self.scheme = as_scheme(scheme, SAMPLER_SCHEMES)
         self.subsample_size = subsample_size
         self.device = torch.device(device)
         self.dtype = dtype
@@ -410,6 +425,8 @@ class WGFSampler:
 
     def _set_target(self, target: LogDensityTarget) -> None:
         dim = resolve_dim(target.dim, self._init_distribution)
+        if self._default_scheme and dim < 2:
+            self.scheme = DEFAULT_LOG_DENSITY_SCHEME
         if getattr(self.scheme, "map", None) == "coupling" and dim < 2:
             raise ValueError(
                 f"map='coupling' needs dim >= 2 (a coupling layer splits the coordinates in two), got "
@@ -481,8 +498,7 @@ class WGFSampler:
                 told_flat = self._start()
             records = self._accept_start(checkpoints)
             if records is None:
-                trained = self._train(checkpoints)
-                records = self._check_run(checkpoints) if trained and self.check else []
+                records = self._train_and_check(checkpoints)
         # one warning per failed check, pointing at the caller's run(); a flat target told about
         # before training is not told about again
         skip = (wgf_checks.FlatGradientWarning.__name__,) if told_flat else ()
@@ -543,8 +559,9 @@ class WGFSampler:
         assert self.target is not None
         return self.target.training_log_density(self._to_target_space(z))
 
-    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None) -> int:
-        """Train the steps not done yet; returns how many were trained."""
+    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None, started: float | None = None) -> int:
+        """Train the steps not done yet; returns how many were trained.  ``started``: the training
+        time at which this ``run()`` began (default: now), from which ``time_budget`` counts."""
         assert self.run_state is not None
         done, n_steps = self.run_state.step, self.n_steps
         if n_steps is not None and done > n_steps:
@@ -559,11 +576,11 @@ class WGFSampler:
             self.stop_reason = stopping.START  # a start that needed no step trains no further
             return 0
         cap = self.max_steps if n_steps is None else n_steps
-        started = self.run_state.training_time
+        since = self.run_state.training_time if started is None else started
 
         def reason(state: RunState) -> str | None:
             return stopping.stop_reason(
-                state.history, n_steps, self.max_steps, state.training_time - started, self.time_budget
+                state.history, n_steps, self.max_steps, state.training_time - since, self.time_budget
             )
 
         self.stop_reason = reason(self.run_state)  # never None once done >= cap
@@ -628,6 +645,33 @@ class WGFSampler:
                 stacklevel=3,
             )
         return self.run_state.step - done
+
+    def _train_and_check(self, checkpoints: wgf_io.CheckpointDirectory | None) -> list[dict[str, Any]]:
+        """Train, then check the flow (``check=True``); the records of the last checks.
+
+        Without ``n_steps``, a flow that converged while a check that training can mend failed
+        (:data:`wgfinfer.stopping.TRAINABLE_CHECKS`: heavy-tailed weights, raw draws off their
+        weighted moments) trains on, the plateau rule judging the steps from there
+        (:func:`wgfinfer.stopping.judged_history`), until it converges with the checks passing, or
+        reaches ``max_steps`` or the time budget.  On non-centred eight schools the first plateau
+        came after 6 steps with tau's sd 14% short; 16 steps reached the reference (docs/benchmarks.md).
+        """
+        records: list[dict[str, Any]] = []
+        assert self.run_state is not None
+        started = self.run_state.training_time
+        while True:
+            trained = self._train(checkpoints, started)
+            if not (trained and self.check):
+                return records
+            records = self._check_run(checkpoints)
+            assert self.run_state is not None
+            if not (
+                self.n_steps is None
+                and self.stop_reason == stopping.CONVERGED
+                and stopping.asks_for_training(self.run_state.history[-1])
+                and self.run_state.step < self.max_steps
+            ):
+                return records
 
     def _accept_start(self, checkpoints: wgf_io.CheckpointDirectory | None) -> list[dict[str, Any]] | None:
         """Before the first step of a run with ``n_steps=None``: whether the start (``rho_0`` through

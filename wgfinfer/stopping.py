@@ -94,6 +94,28 @@ def has_plateaued(
     return recent_improvement(history, patience) <= tolerance
 
 
+TRAINABLE_CHECKS = ("importance", "moments")
+"""Checks whose failure more training can mend (heavy-tailed weights, raw draws off their weighted
+moments), unlike a missed mode, a zero gradient or heavier tails than the flow's family."""
+
+
+def asks_for_training(entry: dict[str, Any]) -> bool:
+    """Whether a history entry holds the records of checks after a run of which one in
+    :data:`TRAINABLE_CHECKS` failed."""
+    return any(r.get("check") in TRAINABLE_CHECKS and r.get("ok") is False for r in entry.get("checks") or ())
+
+
+def judged_history(history: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """The steps the plateau rule judges: all of them, or from the last step whose checks asked for
+    more training (:func:`asks_for_training`) on, that step included as the level to improve on.  A
+    flow that has stopped falling but whose draws the checks find wrong goes on for at least
+    :data:`PATIENCE` steps, and stops when it has stopped falling again."""
+    for i in range(len(history) - 1, -1, -1):
+        if asks_for_training(history[i]):
+            return history[i:]
+    return history
+
+
 def stop_reason(
     history: Sequence[dict[str, Any]],
     n_steps: int | None,
@@ -108,7 +130,8 @@ def stop_reason(
     history : sequence of dict
         Completed steps.
     n_steps : int or None
-        A fixed number of steps, or ``None`` for the plateau rule capped by ``max_steps``.
+        A fixed number of steps, or ``None`` for the plateau rule (on :func:`judged_history`) capped
+        by ``max_steps``.
     max_steps : int
         The cap of the plateau rule.
     training_time : float
@@ -125,7 +148,7 @@ def stop_reason(
     if n_steps is not None:
         if done >= n_steps:
             return N_STEPS
-    elif has_plateaued(history):
+    elif has_plateaued(judged_history(history)):
         return CONVERGED
     elif done >= max_steps:
         return MAX_STEPS
