@@ -58,7 +58,7 @@ tanh units) by three forward-Euler substeps per step of 1.0, the metric of each 
 draws.  Chosen on the posterior suite (``benchmarks/posteriors.py``, 2026-12-02, docs/benchmarks.md)
 against the previous default, :data:`DEFAULT_LOG_DENSITY_SCHEME`: all five BLR data sets at NUTS
 quality instead of four (breast cancer in about 30 s of CPU instead of a miss after 213 s) and 12 of
-13 posteriordb posteriors as before, in less CPU on most trained ones (mesquite 4.8 s instead of
+13 posteriordb posteriors as before, in less CPU on most trained ones (mesquite 6.9 s instead of
 22.5 s).  The coupling layers start at the identity on the whitened start (the Laplace fit), where
 the posterior's scales already are; ``scheme="pwgf"`` still means ``PWGF()`` (planar layers)."""
 DEFAULT_LOG_DENSITY_SCHEME = ICNN(hidden=(32, 32))
