@@ -191,21 +191,26 @@ ESS itself (``ESS / n`` is about ``1 / (1 + chi^2(p || q))``: so few effective d
 from the posterior somewhere)."""
 
 
-START_DRAWS = 4096
+START_DRAWS = 16384
 """Draws of the start (``rho_0`` pushed through the whitening) that decide whether it needs a flow at
 all (:func:`start_verdict`): posteriors of many rows are close to their Laplace approximation
-(Bernstein-von Mises), and the start is then already as good as the steps can make it."""
+(Bernstein-von Mises), and the start is then already as good as the steps can make it.  As many as
+the checks after a run draw: the verdict's bar is the raw-minus-weighted difference plus
+:data:`START_Z` standard errors, and with 4096 draws those two standard errors (about 0.035 sd at an
+importance ESS of 3000) left a start only 0.015 sd of room; with 16384 they take half as much.  On
+the posterior suite (2026-12-02) five more starts passed, all at NUTS quality (waveform, pima, sblri,
+arma11, kilpisjarvi; docs/benchmarks.md), for 1-4 s more of verdict on the others."""
 START_ADAPT_DRAWS = 2048
 """Draws of the start whose importance-weighted mean and covariance the whitening moves to before
 the verdict (:func:`weighted_whitening`): with an importance ESS near 2048 the moved mean is within
 about 0.02 sd of the weighted one."""
-START_ROUNDS = (START_ADAPT_DRAWS, START_DRAWS, START_DRAWS)
+START_ROUNDS = (START_ADAPT_DRAWS, 2 * START_ADAPT_DRAWS, START_DRAWS)
 """Draws of the start's rounds: after each round whose draws the verdict refuses the whitening moves
 to their weighted moments (a second move from 4096 draws halves the first one's Monte-Carlo error);
 a start is accepted only on a round of :data:`START_DRAWS` draws that needs no move."""
 START_KHAT = 0.5
 """The start counts as good only with PSIS k-hat below this: the importance ratio has a finite
-variance (Vehtari et al. 2024), well below the warning threshold of 0.7, so that the 4096 draws'
+variance (Vehtari et al. 2024), well below the warning threshold of 0.7, so that the verdict's
 k-hat cannot be a lucky draw of a tail near the threshold (4096-draw k-hat scatters by about 0.15)."""
 START_MEAN_TOLERANCE = MEAN_TOLERANCE / 2
 """... and only when every raw mean is within this many weighted sds of its importance-weighted
