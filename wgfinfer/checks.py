@@ -204,10 +204,14 @@ START_ADAPT_DRAWS = 2048
 """Draws of the start whose importance-weighted mean and covariance the whitening moves to before
 the verdict (:func:`weighted_whitening`): with an importance ESS near 2048 the moved mean is within
 about 0.02 sd of the weighted one."""
-START_ROUNDS = (START_ADAPT_DRAWS, 2 * START_ADAPT_DRAWS, START_DRAWS)
+START_ROUNDS = (START_ADAPT_DRAWS, 2 * START_ADAPT_DRAWS, START_DRAWS, START_DRAWS)
 """Draws of the start's rounds: after each round whose draws the verdict refuses the whitening moves
-to their weighted moments (a second move from 4096 draws halves the first one's Monte-Carlo error);
-a start is accepted only on a round of :data:`START_DRAWS` draws that needs no move."""
+to their weighted moments (a second move from 4096 draws halves the first one's Monte-Carlo error, a
+third from 16384 halves it again); a start is accepted only on a round of :data:`START_DRAWS` draws
+that needs no move.  The fourth round was added when the BLR twonorm and ringnorm starts were
+refused on the third at 0.052-0.053 sd (the bar: 0.05), what the second move's own Monte-Carlo error
+leaves over 21 coordinates; after the third move they, and diamonds' (26-D), passed at NUTS quality
+(posterior suite, 2026-12-02)."""
 START_KHAT = 0.5
 """The start counts as good only with PSIS k-hat below this: the importance ratio has a finite
 variance (Vehtari et al. 2024), well below the warning threshold of 0.7, so that the verdict's

@@ -678,7 +678,7 @@ class WGFSampler:
         the whitening) needs a flow at all.
 
         The mode of a skewed posterior is not its mean (scale parameters, hierarchical precisions),
-        so in rounds of fresh draws (:data:`~wgfinfer.checks.START_ROUNDS`: 2048, 4096, 16384) whose
+        so in rounds of fresh draws (:data:`~wgfinfer.checks.START_ROUNDS`: 2048, 4096, 16384, 16384) whose
         importance weights pass the importance check (k-hat at most 0.7) but which
         :func:`wgfinfer.checks.start_verdict` refuses, the whitening moves to their
         importance-weighted mean and covariance (adaptive importance sampling, Cappe et al. 2004).
