@@ -54,6 +54,63 @@ def test_failed_trainable_checks_make_the_rule_judge_the_steps_after_them() -> N
     assert stopping.stop_reason(asked, None, 4) == stopping.MAX_STEPS
 
 
+def test_check_gap_measures_failed_checks_in_units_of_their_bars() -> None:
+    assert stopping.check_gap({}) == 0.0
+    records = [
+        {"check": "importance", "ok": True, "value": {"khat": 0.35}},
+        {
+            "check": "moments",
+            "ok": False,
+            "value": {"max_mean_error": -0.3, "sd_ratio_min": 0.95, "sd_ratio_max": 1.0},
+        },
+    ]
+    assert stopping.check_gap({"checks": records}) == pytest.approx(3.0)  # the mean: 0.3 / 0.1
+    records[1]["value"].update(max_mean_error=0.01, sd_ratio_min=1.0 / 1.21)  # two sd bars below
+    assert stopping.check_gap({"checks": records}) == pytest.approx(2.0)
+    records[0]["value"]["khat"] = 2.1  # three k-hat bars
+    assert stopping.check_gap({"checks": records}) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(("errors", "rounds"), [((0.3, 0.3), 2), ((0.3, 0.1, 0.09), 3), ((0.3, 0.0), 2)])
+def test_failed_checks_train_on_until_they_pass_or_stop_improving(
+    monkeypatch: pytest.MonkeyPatch, errors: tuple[float, ...], rounds: int
+) -> None:
+    # the checks are replaced by records whose moments check fails with the given mean errors (a
+    # mean error of 0 passes): the flow trains on after each failed round while the gap falls below
+    # GAP_IMPROVEMENT times the previous one, and stops at a round that passes or does not improve
+    import dataclasses
+
+    calls: list[int] = []
+
+    def fake_check_run(self, checkpoints):  # type: ignore[no-untyped-def]
+        error = errors[len(calls)]
+        value = {"max_mean_error": error, "sd_ratio_min": 1.0, "sd_ratio_max": 1.0}
+        record = checks._record(
+            "moments", error == 0.0, value, "fake", "" if error == 0.0 else "BiasedDrawsWarning"
+        )
+        calls.append(self.run_state.step)
+        last = {**self.run_state.history[-1], "checks": [record]}
+        self.run_state = dataclasses.replace(self.run_state, history=(*self.run_state.history[:-1], last))
+        return [record]
+
+    monkeypatch.setattr(wgfinfer.WGFSampler, "_check_run", fake_check_run)
+    sampler = wgfinfer.WGFSampler(
+        lambda x: -0.5 * (x - 2.0).square().sum(-1), dim=2,
+        scheme=wgfinfer.ICNN(iters_per_step=10, hidden=(8,)), progress_bar=False, max_steps=30,
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler.run()
+    assert len(calls) == rounds
+    assert all(
+        later - earlier >= stopping.PATIENCE for earlier, later in zip(calls[:-1], calls[1:], strict=True)
+    )
+    assert sampler.stop_reason == stopping.CONVERGED and len(sampler.history) < 30
+    assert [sum("checks" in e for e in sampler.history)] == [rounds]
+    warned = any(issubclass(w.category, checks.BiasedDrawsWarning) for w in caught)
+    assert warned is (errors[rounds - 1] != 0.0)  # the warnings come from the last round only
+
+
 def test_default_scheme_is_pwgf_coupling_for_models_and_icnn_for_log_densities() -> None:
     import pyro
     import pyro.distributions as dist

@@ -105,6 +105,30 @@ def asks_for_training(entry: dict[str, Any]) -> bool:
     return any(r.get("check") in TRAINABLE_CHECKS and r.get("ok") is False for r in entry.get("checks") or ())
 
 
+GAP_IMPROVEMENT = 0.8
+"""A flow that trained on after failed checks goes on again only if :func:`check_gap` has fallen
+below this fraction of the previous checks' gap: a failure that more steps do not shrink (a mode
+weight, tails heavier than the flow's family) is reported rather than trained to ``max_steps``."""
+
+
+def check_gap(entry: dict[str, Any]) -> float:
+    """How far the checks recorded in a history entry are from passing, in units of their bars: the
+    largest of k-hat / 0.7, the raw-minus-weighted mean difference / 0.1 sd and the sd ratio's
+    log distance from 1 / log 1.1, over the checks that ran (0 when there are none)."""
+    gap = 0.0
+    for record in entry.get("checks") or ():
+        value = record.get("value") or {}
+        if record.get("check") == "importance" and value.get("khat") is not None:
+            gap = max(gap, float(value["khat"]) / 0.7)
+        if record.get("check") == "moments" and "max_mean_error" in value:
+            gap = max(gap, abs(float(value["max_mean_error"])) / 0.1)
+            for key in ("sd_ratio_min", "sd_ratio_max"):
+                ratio = float(value[key])
+                if ratio > 0:
+                    gap = max(gap, abs(math.log(ratio)) / math.log(1.1))
+    return gap
+
+
 def judged_history(history: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
     """The steps the plateau rule judges: all of them, or from the last step whose checks asked for
     more training (:func:`asks_for_training`) on, that step included as the level to improve on.  A
