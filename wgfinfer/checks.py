@@ -1258,8 +1258,7 @@ def run_checks(
     if importance["ok"] is True:
         assert log_q is not None
         x = draws if to_target is None else to_target(draws)
-        khat = (importance.get("value") or {}).get("khat")
-        guarded("moments", lambda: moment_check(x, lp, log_q, khat=khat))
+        guarded("moments", lambda: moment_check(x, lp, log_q, khat=importance["value"]["khat"]))
     else:
         guarded("moments", lambda: _skipped("moments", "no reliable importance weights"))
     if flat:

@@ -559,9 +559,9 @@ class WGFSampler:
         assert self.target is not None
         return self.target.training_log_density(self._to_target_space(z))
 
-    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None, started: float | None = None) -> int:
+    def _train(self, checkpoints: wgf_io.CheckpointDirectory | None, started: float) -> int:
         """Train the steps not done yet; returns how many were trained.  ``started``: the training
-        time at which this ``run()`` began (default: now), from which ``time_budget`` counts."""
+        time at which this ``run()`` began, from which ``time_budget`` counts."""
         assert self.run_state is not None
         done, n_steps = self.run_state.step, self.n_steps
         if n_steps is not None and done > n_steps:
@@ -576,11 +576,10 @@ class WGFSampler:
             self.stop_reason = stopping.START  # a start that needed no step trains no further
             return 0
         cap = self.max_steps if n_steps is None else n_steps
-        since = self.run_state.training_time if started is None else started
 
         def reason(state: RunState) -> str | None:
             return stopping.stop_reason(
-                state.history, n_steps, self.max_steps, state.training_time - since, self.time_budget
+                state.history, n_steps, self.max_steps, state.training_time - started, self.time_budget
             )
 
         self.stop_reason = reason(self.run_state)  # never None once done >= cap
@@ -686,8 +685,8 @@ class WGFSampler:
         the whitening) needs a flow at all.
 
         The mode of a skewed posterior is not its mean (scale parameters, hierarchical precisions),
-        so in rounds of fresh draws (:data:`~wgfinfer.checks.START_ROUNDS`: 2048, 4096, 16384, 16384) whose
-        importance weights pass the importance check (k-hat at most 0.7) but which
+        so in rounds of fresh draws (:data:`~wgfinfer.checks.START_ROUNDS`: 2048, 4096, 16384,
+        16384) whose importance weights pass the importance check (k-hat at most 0.7) but which
         :func:`wgfinfer.checks.start_verdict` refuses, the whitening moves to their
         importance-weighted mean and covariance (adaptive importance sampling, Cappe et al. 2004).
         The start passes when the verdict accepts a round of

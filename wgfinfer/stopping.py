@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from wgfinfer.checks import KHAT_THRESHOLD, MEAN_TOLERANCE, SD_RATIO_BOUNDS
 from wgfinfer.errors import WGFWarning
 
 DEFAULT_MAX_STEPS = 20
@@ -112,20 +113,22 @@ weight, tails heavier than the flow's family) is reported rather than trained to
 
 
 def check_gap(entry: dict[str, Any]) -> float:
-    """How far the checks recorded in a history entry are from passing, in units of their bars: the
-    largest of k-hat / 0.7, the raw-minus-weighted mean difference / 0.1 sd and the sd ratio's
-    log distance from 1 / log 1.1, over the checks that ran (0 when there are none)."""
+    """How far the checks recorded in a history entry are from passing, in units of their bars
+    (:mod:`wgfinfer.checks`): the largest of k-hat / ``KHAT_THRESHOLD`` (0.7), the raw-minus-weighted
+    mean difference / ``MEAN_TOLERANCE`` (0.1 sd) and the sd ratio's log distance from 1 / the log of
+    ``SD_RATIO_BOUNDS``' upper bound (1.1), over the checks that ran (0 when there are none)."""
     gap = 0.0
+    sd_bar = math.log(SD_RATIO_BOUNDS[1])
     for record in entry.get("checks") or ():
         value = record.get("value") or {}
         if record.get("check") == "importance" and value.get("khat") is not None:
-            gap = max(gap, float(value["khat"]) / 0.7)
+            gap = max(gap, float(value["khat"]) / KHAT_THRESHOLD)
         if record.get("check") == "moments" and "max_mean_error" in value:
-            gap = max(gap, abs(float(value["max_mean_error"])) / 0.1)
+            gap = max(gap, abs(float(value["max_mean_error"])) / MEAN_TOLERANCE)
             for key in ("sd_ratio_min", "sd_ratio_max"):
                 ratio = float(value[key])
                 if ratio > 0:
-                    gap = max(gap, abs(math.log(ratio)) / math.log(1.1))
+                    gap = max(gap, abs(math.log(ratio)) / sd_bar)
     return gap
 
 
