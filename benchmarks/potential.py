@@ -16,6 +16,12 @@ verifying a shape is reported beside it.
 ``--compile`` also times ``torch.compile`` of the eager log joint (Pyro's validation off, one input
 shape) at ``--compile-particles`` particles: its compile time (the first call) and its cost per call.
 
+``--chunks`` instead times the default path's log joint (``jit_compile=None``) against the number
+of particles it evaluates at once (``PyroTarget`` splits a batch into chunks of at most
+``--chunk-elements`` particles x observed values; the library's choice is
+:data:`wgfinfer.pyro_target.LOG_JOINT_CHUNK_ELEMENTS`) on logistic regressions of 455, 5920 and
+100,000 rows (section ``potential_chunks``).
+
 ``--end-to-end NAME...`` instead times whole default runs (``WGFSampler(model=...)``, ``run()`` and
 4096 draws with their log-densities, as ``benchmarks/posteriors.py`` times them) with
 ``jit_compile=False`` and the default in alternation (section ``potential_end_to_end``).
@@ -27,6 +33,7 @@ file.
     OMP_NUM_THREADS=1 python benchmarks/potential.py --docs docs/benchmarks.md
     OMP_NUM_THREADS=1 python benchmarks/potential.py --problems nes1996-nes --particles 256 --compile
     OMP_NUM_THREADS=1 python benchmarks/potential.py --end-to-end nes1996-nes --docs docs/benchmarks.md
+    OMP_NUM_THREADS=1 python benchmarks/potential.py --chunks --docs docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from vectorisation import intercepts_tutorial  # noqa: E402
 from vectorisation import problems as vectorisation_problems  # noqa: E402
 
 from wgfinfer.problems import suite  # noqa: E402
-from wgfinfer.pyro_target import PyroTarget  # noqa: E402
+from wgfinfer.pyro_target import LOG_JOINT_CHUNK_ELEMENTS, PyroTarget  # noqa: E402
 from wgfinfer.traced_potential import AUTO_GRADIENT_ELEMENTS  # noqa: E402
 
 PROBLEMS = (
@@ -65,6 +72,13 @@ PROBLEMS = (
 PARTICLES = (1, 256, 1024, 4096)
 VALUE_PARTICLES = (4096,)
 TUTORIAL = "varying-intercepts-vmap"
+CHUNK_PROBLEMS = {
+    "blr-breast_cancer": (4096, 4096),
+    "blr-twonorm": (4096, 4096),
+    "blr-synthetic-100000": (1024, 256),
+}
+"""The ``--chunks`` problems with their particles per evaluation: (value, value + gradient)."""
+CHUNK_ELEMENTS = (2**23, 2**21, 2**20, 2**19)
 
 
 def build(name: str, jit_compile: bool) -> PyroTarget:
@@ -247,6 +261,91 @@ def end_to_end(name: str, repeats: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def chunk_target(name: str) -> PyroTarget:
+    """The float64 default-path target of a ``--chunks`` problem."""
+    from wgfinfer.problems import datasets, logistic
+
+    if name == "blr-synthetic-100000":  # the training rows of benchmarks/large_data.py
+        data = datasets.make_synthetic_logistic(n_samples=125_000, n_features=20, dtype=torch.float64)
+        return PyroTarget(logistic.model, (data.x_train, data.y_train), dtype=torch.float64)
+    return build(name, jit_compile=None)
+
+
+def measure_chunks(name: str, elements: list[int], rounds: int, budget: float) -> list[dict[str, Any]]:
+    """Rows of one ``--chunks`` problem: CPU and wall seconds per evaluation at each chunk size."""
+    target = chunk_target(name)
+    rows = []
+    for grad, n in zip((False, True), CHUNK_PROBLEMS[name], strict=True):
+        points = inputs(target, n, 4)
+        paths = {}
+        evaluate = evaluation(target, grad)
+        for size in elements:
+            chunk = max(1, size // target._potential.observed_size)
+
+            def run(z: torch.Tensor, chunk: int = chunk, evaluate: Callable = evaluate) -> None:
+                target._chunk = chunk
+                evaluate(z)
+
+            for z in points[:3]:  # the chunk shapes' calls 1-3: eager, tracing, verification
+                run(z)
+            paths[size] = run
+        times = time_paths(paths, points, rounds, budget)
+        for size, (cpu, wall) in times.items():
+            row = {
+                "problem": name,
+                "observed": target._potential.observed_size,
+                "n": n,
+                "gradient": grad,
+                "chunk_elements": size,
+                "chunk_particles": max(1, size // target._potential.observed_size),
+                "cpu_s": cpu,
+                "wall_s": wall,
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def render_chunks(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The markdown section ``potential_chunks``."""
+    body = []
+    for r in rows:
+        base = next(
+            b["cpu_s"]
+            for b in rows
+            if (b["problem"], b["gradient"]) == (r["problem"], r["gradient"])
+            and b["chunk_elements"] == LOG_JOINT_CHUNK_ELEMENTS
+        )
+        body.append(
+            [
+                r["problem"],
+                r["observed"],
+                r["n"],
+                "value + gradient" if r["gradient"] else "value",
+                f"2^{r['chunk_elements'].bit_length() - 1}"
+                + (" (library)" if r["chunk_elements"] == LOG_JOINT_CHUNK_ELEMENTS else ""),
+                r["chunk_particles"],
+                _ms(r["cpu_s"]),
+                _ms(r["wall_s"]),
+                f"{r['cpu_s'] / base:.2f}",
+            ]
+        )
+    header = [
+        "problem", "rows", "particles", "evaluates", "chunk (particles x rows)", "particles per chunk",
+        "CPU ms", "wall ms", "CPU / library's",
+    ]  # fmt: skip
+    return (
+        "### Pyro log joint by chunk size (`benchmarks/potential.py --chunks`)\n\n"
+        f"Run {meta['date']}.  Machine: {meta['machine']}; torch {meta['torch']}, Pyro {meta['pyro']}.\n\n"
+        f"Command:\n\n```\n{meta['command']}\n```\n\n"
+        "The logistic-regression model of `wgfinfer.problems.logistic` through `PyroTarget` with its "
+        "defaults (float64, the traced recording replayed once verified), its batch split into chunks "
+        "of at most the given particles x observed values; median CPU and wall milliseconds per "
+        "evaluation over rounds that alternate the chunk sizes.  The synthetic rows are those of "
+        "`benchmarks/large_data.py` (100,000 x 20).\n\n" + markdown_table(header, body)
+    )
+
+
 def render_end_to_end(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The markdown section ``potential_end_to_end``."""
     body = []
@@ -394,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: time default WGFSampler runs of these suite models, eager against the default",
     )
     parser.add_argument("--end-to-end-repeats", type=int, default=2, metavar="K")
+    parser.add_argument(
+        "--chunks", action="store_true", help="instead: time logistic regressions' log joint by chunk size"
+    )
+    parser.add_argument(
+        "--chunk-elements", type=int, nargs="+", default=list(CHUNK_ELEMENTS), metavar="N",
+        help="particles x observed values per chunk (--chunks)",
+    )  # fmt: skip
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -405,6 +511,19 @@ def main(argv: list[str] | None = None) -> int:
         "pyro": pyro.__version__,
         "command": " ".join(["python benchmarks/potential.py", *given]),
     }
+    if args.chunks:
+        elements = sorted(set(args.chunk_elements) | {LOG_JOINT_CHUNK_ELEMENTS}, reverse=True)
+        rows = [
+            row for name in CHUNK_PROBLEMS for row in measure_chunks(name, elements, args.rounds, args.budget)
+        ]
+        body = render_chunks(rows, meta)
+        print(body)
+        if not args.no_write:
+            args.out.mkdir(parents=True, exist_ok=True)
+            saved = {"rows": rows, "meta": meta}
+            (args.out / "potential_chunks.json").write_text(json.dumps(saved, indent=1) + "\n")
+            publish("potential_chunks", body, args.out, args.docs)
+        return 0
     if args.end_to_end:
         rows = [row for name in args.end_to_end for row in end_to_end(name, args.end_to_end_repeats)]
         body = render_end_to_end(rows, meta)

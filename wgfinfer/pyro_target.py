@@ -66,6 +66,13 @@ from wgfinfer.traced_potential import TracedPotential, check_jit_compile
 
 _PARTICLE_PLATE = "_wgfinfer_particles"
 _INIT_STREAM = 0x50594E4954  # separates the seed of Pyro's initial draws from the mini-batch stream
+LOG_JOINT_CHUNK_ELEMENTS = 2**20
+"""The batched log joint is evaluated on at most this many particles x observed values at once
+(at least one particle), so that its per-observation intermediates (logits, log-probabilities)
+stay in the CPU's caches: on one core of an AMD EPYC (2 MiB L2) the log joint of twonorm's 5920
+rows for 4096 particles cost 2.8x as much at the former 2**23 (1.9x with its gradient), and a
+100,000-row regression's 1.6x (1.1x); below 2**20 nothing steady was gained
+(``benchmarks/potential.py --chunks``, docs/benchmarks.md, 2026-12-02)."""
 
 
 class PyroTarget(LogDensityTarget):
@@ -187,7 +194,7 @@ class PyroTarget(LogDensityTarget):
         )
         """Pyro's initial unconstrained values (``init_to_uniform``), flattened: ``(d,)``."""
         observed_size = sum(v.numel() for v in self.observed_sites.values())
-        self._chunk = max(1, 2**23 // max(1, observed_size))
+        self._chunk = max(1, LOG_JOINT_CHUNK_ELEMENTS // max(1, observed_size))
         looped = "the model is evaluated one particle at a time (batching='loop')"
         self._potential = TracedPotential(
             self._eager_batched_log_joint,
