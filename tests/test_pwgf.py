@@ -625,6 +625,33 @@ def test_metric_on_fewer_draws_solves_with_their_metric_and_every_gradient() -> 
     )
 
 
+def test_single_precision_metric_gives_the_double_precision_step_to_its_rounding() -> None:
+    """``metric_dtype="float32"`` on a float64 map: the metric products are float32 (relative rounding
+    about 1e-7), so the step direction agrees with the float64 solve to about that relative accuracy
+    times the system's condition, and the new map, its gradient and its parameters stay float64."""
+    module, base, functional, z = _affine_system(n=64)
+    explicit, _ = _explicit_metric(module, z)
+    condition = float(torch.linalg.cond(explicit))
+    single = PWGF(map="affine", n_samples=64, tol=1e-6, max_iter=100, metric_dtype="float32")
+    double = dataclasses.replace(single, tol=1e-12)
+    new_single, info = pwgf_step(module, base, functional, 0.01, single, _gen(30))
+    new_double, _ = pwgf_step(module, base, functional, 0.01, double, _gen(30))
+    assert all(p.dtype == F64 for p in new_single.parameters())
+    exact = _step_direction(module, new_double, 0.01)
+    error = float((_step_direction(module, new_single, 0.01) - exact).norm() / exact.norm())
+    # the solve's tolerance and float32's rounding (10 units of 6e-8), amplified by the condition number
+    assert error < condition * (single.tol + 10 * torch.finfo(torch.float32).eps), (error, condition)
+    assert error > 1e-10  # the products really ran in float32 (a float64 solve agrees to about 1e-14)
+    assert info.residual < 1e-5
+
+
+def test_metric_dtype_is_checked() -> None:
+    with pytest.raises(ValueError, match="metric_dtype"):
+        PWGF(metric_dtype="float16")
+    with pytest.raises(ValueError, match="metric_dtype"):
+        PWGF(metric_dtype=torch.float32)  # type: ignore[arg-type]
+
+
 def test_warm_start_carries_the_velocity_between_steps_and_changes_nothing_converged() -> None:
     """On a nonsingular metric solved to 1e-12 the start does not change the step; ``step`` keeps the
     last Euler step's solution in the state and hands it to the next call."""

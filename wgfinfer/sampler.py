@@ -51,14 +51,18 @@ NO_DENSITY_NOTE = (
     "log_weight are omitted; use map='icnn' for them"
 )
 SAMPLER_SCHEMES = ("icnn", "variational", "pwgf")
-DEFAULT_SCHEME = PWGF(map="coupling", n_layers=6, hidden=(32,), substeps=3, metric_samples=2048)
+DEFAULT_SCHEME = PWGF(
+    map="coupling", n_layers=6, hidden=(32,), substeps=3, metric_samples=2048, metric_dtype="float32"
+)
 """The scheme of ``WGFSampler(model=..., scheme=None)`` (a Pyro model with at least two unconstrained
 coordinates): the PWGF scheme (Jin et al. 2024) moving six affine coupling layers (conditioners of 32
 tanh units) by three forward-Euler substeps per step of 1.0, the metric of each from 2048 of its 4096
-draws.  Chosen on the posterior suite (``benchmarks/posteriors.py``, 2026-12-02, docs/benchmarks.md)
-against the previous default, :data:`DEFAULT_LOG_DENSITY_SCHEME`: all five BLR data sets at NUTS
-quality instead of four (breast cancer in about 30 s of CPU instead of a miss after 213 s) and 12 of
-13 posteriordb posteriors as before, in less CPU on most trained ones (mesquite 6.9 s instead of
+draws, its products in float32 (the solves stop far above float32's rounding; on breast cancer the
+solves took 0.62x the CPU at the same free energy, docs/benchmarks.md "PWGF metric solves").  Chosen
+on the posterior suite (``benchmarks/posteriors.py``, 2026-12-02, docs/benchmarks.md) against the
+previous default, :data:`DEFAULT_LOG_DENSITY_SCHEME`: all five BLR data sets at NUTS quality
+instead of four (breast cancer in about 30 s of CPU instead of a miss after 213 s) and 12 of 13
+posteriordb posteriors as before, in less CPU on most trained ones (mesquite 6.9 s instead of
 22.5 s).  The coupling layers start at the identity on the whitened start (the Laplace fit), where
 the posterior's scales already are; ``scheme="pwgf"`` still means ``PWGF()`` (planar layers)."""
 DEFAULT_LOG_DENSITY_SCHEME = ICNN(hidden=(32, 32))
