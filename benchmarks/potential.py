@@ -57,7 +57,7 @@ from vectorisation import intercepts_tutorial  # noqa: E402
 from vectorisation import problems as vectorisation_problems  # noqa: E402
 
 from wgfinfer.problems import suite  # noqa: E402
-from wgfinfer.pyro_target import LOG_JOINT_CHUNK_ELEMENTS, PyroTarget  # noqa: E402
+from wgfinfer.pyro_target import LOG_JOINT_CHUNK_ELEMENTS, PyroTarget, particles_per_chunk  # noqa: E402
 from wgfinfer.traced_potential import AUTO_GRADIENT_ELEMENTS  # noqa: E402
 
 PROBLEMS = (
@@ -274,16 +274,16 @@ def chunk_target(name: str) -> PyroTarget:
 def measure_chunks(name: str, elements: list[int], rounds: int, budget: float) -> list[dict[str, Any]]:
     """Rows of one ``--chunks`` problem: CPU and wall seconds per evaluation at each chunk size."""
     target = chunk_target(name)
+    observed = target._potential.observed_size
     rows = []
     for grad, n in zip((False, True), CHUNK_PROBLEMS[name], strict=True):
         points = inputs(target, n, 4)
         paths = {}
         evaluate = evaluation(target, grad)
         for size in elements:
-            chunk = max(1, size // target._potential.observed_size)
 
-            def run(z: torch.Tensor, chunk: int = chunk, evaluate: Callable = evaluate) -> None:
-                target._chunk = chunk
+            def run(z: torch.Tensor, size: int = size, evaluate: Callable = evaluate) -> None:
+                target._chunk = particles_per_chunk(observed, size)
                 evaluate(z)
 
             for z in points[:3]:  # the chunk shapes' calls 1-3: eager, tracing, verification
@@ -293,11 +293,11 @@ def measure_chunks(name: str, elements: list[int], rounds: int, budget: float) -
         for size, (cpu, wall) in times.items():
             row = {
                 "problem": name,
-                "observed": target._potential.observed_size,
+                "observed": observed,
                 "n": n,
                 "gradient": grad,
                 "chunk_elements": size,
-                "chunk_particles": max(1, size // target._potential.observed_size),
+                "chunk_particles": particles_per_chunk(observed, size),
                 "cpu_s": cpu,
                 "wall_s": wall,
             }
@@ -344,6 +344,15 @@ def render_chunks(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "evaluation over rounds that alternate the chunk sizes.  The synthetic rows are those of "
         "`benchmarks/large_data.py` (100,000 x 20).\n\n" + markdown_table(header, body)
     )
+
+
+def save_section(name: str, saved: dict[str, Any], body: str, args: argparse.Namespace) -> None:
+    """Print section ``name`` and, unless ``--no-write``, write ``OUT/<name>.json`` and publish it."""
+    print(body)
+    if not args.no_write:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{name}.json").write_text(json.dumps(saved, indent=1) + "\n")
+        publish(name, body, args.out, args.docs)
 
 
 def render_end_to_end(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -516,23 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = [
             row for name in CHUNK_PROBLEMS for row in measure_chunks(name, elements, args.rounds, args.budget)
         ]
-        body = render_chunks(rows, meta)
-        print(body)
-        if not args.no_write:
-            args.out.mkdir(parents=True, exist_ok=True)
-            saved = {"rows": rows, "meta": meta}
-            (args.out / "potential_chunks.json").write_text(json.dumps(saved, indent=1) + "\n")
-            publish("potential_chunks", body, args.out, args.docs)
+        save_section("potential_chunks", {"rows": rows, "meta": meta}, render_chunks(rows, meta), args)
         return 0
     if args.end_to_end:
         rows = [row for name in args.end_to_end for row in end_to_end(name, args.end_to_end_repeats)]
-        body = render_end_to_end(rows, meta)
-        print(body)
-        if not args.no_write:
-            args.out.mkdir(parents=True, exist_ok=True)
-            saved = {"rows": rows, "meta": meta}
-            (args.out / "potential_end_to_end.json").write_text(json.dumps(saved, indent=1) + "\n")
-            publish("potential_end_to_end", body, args.out, args.docs)
+        saved = {"rows": rows, "meta": meta}
+        save_section("potential_end_to_end", saved, render_end_to_end(rows, meta), args)
         return 0
     rows = []
     for name in args.problems:
@@ -549,13 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile
         else []
     )
-    body = render(rows, compiled, meta)
-    print(body)
-    if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        saved = {"rows": rows, "compile": compiled, "meta": meta}
-        (args.out / "potential.json").write_text(json.dumps(saved, indent=1) + "\n")
-        publish("potential", body, args.out, args.docs)
+    saved = {"rows": rows, "compile": compiled, "meta": meta}
+    save_section("potential", saved, render(rows, compiled, meta), args)
     return 0
 
 

@@ -75,6 +75,12 @@ rows for 4096 particles cost 2.8x as much at the former 2**23 (1.9x with its gra
 (``benchmarks/potential.py --chunks``, docs/benchmarks.md, 2026-12-02)."""
 
 
+def particles_per_chunk(observed_size: int, elements: int = LOG_JOINT_CHUNK_ELEMENTS) -> int:
+    """Particles of one chunk of the batched log joint: at most ``elements`` particles x observed
+    values, at least one particle (a model with no observed values counts as one)."""
+    return max(1, elements // max(1, observed_size))
+
+
 class PyroTarget(LogDensityTarget):
     """The posterior of a Pyro model, on the unconstrained space of its latent sites.
 
@@ -194,7 +200,7 @@ class PyroTarget(LogDensityTarget):
         )
         """Pyro's initial unconstrained values (``init_to_uniform``), flattened: ``(d,)``."""
         observed_size = sum(v.numel() for v in self.observed_sites.values())
-        self._chunk = max(1, LOG_JOINT_CHUNK_ELEMENTS // max(1, observed_size))
+        self._chunk = particles_per_chunk(observed_size)
         looped = "the model is evaluated one particle at a time (batching='loop')"
         self._potential = TracedPotential(
             self._eager_batched_log_joint,

@@ -524,7 +524,7 @@ def _energy_and_gradient(
 def _metric_product(module: nn.Module, z: Tensor, config: PWGF) -> MetricProduct:
     """The metric product of ``module`` on the draws ``z``, in ``config.metric_dtype`` (a cast copy
     of the map where that differs from the map's dtype)."""
-    wanted = METRIC_DTYPES.get(config.metric_dtype) if config.metric_dtype is not None else None
+    wanted = METRIC_DTYPES.get(config.metric_dtype)  # None: the map's own dtype
     if wanted is not None and wanted != z.dtype:
         module, z = copy.deepcopy(module).to(wanted), z.to(wanted)
     named = {name: p.detach() for name, p in module.named_parameters()}
