@@ -209,6 +209,20 @@ def check_fraction(name: str, value: Any, inclusive_upper: bool = False) -> floa
     return check_positive_float(name, value, upper=1.0, inclusive_upper=inclusive_upper)
 
 
+def adam(groups: list[dict[str, Any]]) -> torch.optim.Adam:
+    """Adam over parameter ``groups``, fused into one kernel per step where this torch has it.
+
+    The fused update (CPU since torch 2.4) replaces about ten small operations per parameter
+    tensor; on the filter's 1-D ICNN training (batch 512, width 64, one core) it cut about a
+    sixth of an iteration's CPU (docs/filtering.md, "Cost").  Older torch falls back to the
+    ``foreach`` update, the same arithmetic.
+    """
+    try:
+        return torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # fused Adam unsupported by this torch/device
+        return torch.optim.Adam(groups, foreach=True)
+
+
 # ------------------------------------------------------------------------- divergence checks
 def cosine_schedule(
     optimizer: torch.optim.Optimizer, decay: float, total: int

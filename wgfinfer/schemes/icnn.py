@@ -41,6 +41,7 @@ from wgfinfer.schemes.base import (
     VALIDATION_BATCHES,
     Info,
     Scheme,
+    adam,
     check_explosion,
     check_finite,
     check_fraction,
@@ -393,7 +394,7 @@ def fit_potential(
         p.requires_grad_(True)
     affine = [psi.quadratic, psi.linear]
     network = [p for p in psi.parameters() if all(p is not a for a in affine)]
-    optimizer = torch.optim.Adam(
+    optimizer = adam(
         [{"params": network, "lr": config.lr}, {"params": affine, "lr": config.lr * config.affine_lr_scale}]
     )
     schedule = cosine_schedule(optimizer, config.lr_decay, config.iters_per_step)
