@@ -18,10 +18,11 @@ def make_net(dim: int = 3, hidden=(16, 12, 8), rank: int = 2, seed: int = 0) -> 
     )
 
 
+@pytest.mark.parametrize("dim", [1, 2, 3])  # 1 and 2: the broadcast-product Hessians (SMALL_DIM)
 @pytest.mark.parametrize("rank", [0, 2])
-def test_closed_form_derivatives_match_autograd(rank: int) -> None:
-    net = make_net(rank=rank)
-    x = torch.randn(6, 3, dtype=F64, generator=torch.Generator().manual_seed(1)) * 3
+def test_closed_form_derivatives_match_autograd(rank: int, dim: int) -> None:
+    net = make_net(dim=dim, rank=rank)
+    x = torch.randn(6, dim, dtype=F64, generator=torch.Generator().manual_seed(1)) * 3
     d = net.derivatives(x)
     for i in range(x.shape[0]):
         xi = x[i].clone().requires_grad_(True)
@@ -94,6 +95,17 @@ def test_log_det_spd_raises_instead_of_nan() -> None:
     bad = torch.stack([torch.eye(3, dtype=F64), -torch.eye(3, dtype=F64)])
     with pytest.raises(NonPositiveHessianError, match="1 of 2"):
         log_det_spd(bad)
+
+
+def test_log_det_of_one_by_one_matrices_is_their_log_with_its_gradient() -> None:
+    entries = torch.tensor([0.5, 2.0, 7.0], dtype=F64, requires_grad=True)
+    log_det = log_det_spd(entries.reshape(3, 1, 1))
+    torch.testing.assert_close(log_det, entries.detach().log())
+    (grad,) = torch.autograd.grad(log_det.sum(), entries)
+    torch.testing.assert_close(grad, 1.0 / entries.detach())
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(NonPositiveHessianError, match="1 of 2"):
+            log_det_spd(torch.tensor([1.0, bad], dtype=F64).reshape(2, 1, 1))
 
 
 def test_invalid_construction_arguments() -> None:
