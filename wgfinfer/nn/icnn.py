@@ -414,13 +414,17 @@ def log_det_spd(matrices: Tensor) -> Tensor:
     """
     if matrices.shape[-1] == 1:  # a 1 x 1 matrix is its own determinant: no factorisation
         entries = matrices[:, 0, 0]
-        bad = ~(entries > 0)
-        if bad.any():
-            raise NonPositiveHessianError(
-                f"{int(bad.sum())} of {matrices.shape[0]} Hessians are not numerically positive definite"
-            )
+        _raise_where_not_positive_definite(~(entries > 0))
         return entries.log()
     return _LogDetSPD.apply(matrices)
+
+
+def _raise_where_not_positive_definite(bad: Tensor) -> None:
+    """Raise :class:`NonPositiveHessianError` if any entry of the ``(n,)`` mask ``bad`` is set."""
+    if bad.any():
+        raise NonPositiveHessianError(
+            f"{int(bad.sum())} of {bad.shape[0]} Hessians are not numerically positive definite"
+        )
 
 
 class _LogDetSPD(torch.autograd.Function):
@@ -434,11 +438,7 @@ class _LogDetSPD(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, matrices: Tensor) -> Tensor:
         chol, info = torch.linalg.cholesky_ex(matrices)
-        bad = info != 0
-        if bad.any():
-            raise NonPositiveHessianError(
-                f"{int(bad.sum())} of {matrices.shape[0]} Hessians are not numerically positive definite"
-            )
+        _raise_where_not_positive_definite(info != 0)
         ctx.save_for_backward(chol)
         return 2.0 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
 
