@@ -95,13 +95,20 @@ def test_jko_kalman_reference_converges_to_kalman() -> None:
     assert errors[0] > errors[1] > errors[2] and errors[1] / errors[2] > 1.6, errors
 
 
-@pytest.fixture(scope="module", params=["independent", "latent_rw"])
+@pytest.fixture(
+    scope="module",
+    params=[("independent", None), ("latent_rw", None), ("latent_rw", 20)],
+    ids=["independent", "latent_rw", "latent_rw-continued"],
+)
 def ou_filter(request: pytest.FixtureRequest):
+    """The filter on the OU problem; ``latent_rw-continued`` starts the chains at each later
+    observation from the previous observation's draws with 20 warm-up sweeps (``warmup_continued``)."""
     diffusion, obs, kalman = ou_problem()
     scheme = wgfinfer.ICNN(iters_per_step=80, batch_size=256, hidden=(16, 16), n_particles=4096)
+    proposal, warmup_continued = request.param
     result = JKOFilter(
         diffusion, scheme=scheme, step_size=STEP, n_chains=512, warmup=100, thin=1,
-        proposal=request.param, seed=0,
+        proposal=proposal, warmup_continued=warmup_continued, seed=0,
     ).run(obs, T_FINAL)  # fmt: skip
     return result, kalman
 
@@ -169,6 +176,7 @@ def test_generic_likelihood_equals_gaussian_observations() -> None:
         (lambda: JKOFilter("not a diffusion"), TypeError, "LangevinDiffusion"),
         (lambda: JKOFilter(ou_problem()[0], proposal="gibbs"), ValueError, "proposal must be one of"),
         (lambda: JKOFilter(ou_problem()[0], thin=0), ValueError, "thin"),
+        (lambda: JKOFilter(ou_problem()[0], warmup_continued=-1), ValueError, "warmup_continued"),
     ],
 )
 def test_bad_input(make, error: type, match: str) -> None:

@@ -87,6 +87,11 @@ class JKOFilter:
         pushes its proposals through every map.
     max_retries : int, default 3
         Retries of a diverged JKO step with smaller learning rates.
+    warmup_continued : int, optional
+        Chains at the second and later observations start from a random subset of the previous
+        observation's draws (their trajectories carried on through the maps of the interval in
+        between, their random-walk step the one adapted there) and warm up this many sweeps.
+        ``None``: every run starts from base draws and warms up ``warmup`` sweeps.
     seed : int, default 0
         Seed of the filter's own generator; no global seed is set.
     dtype, device
@@ -107,6 +112,7 @@ class JKOFilter:
         step_scale: float = 0.5,
         cache_proposals: bool = True,
         max_retries: int = 3,
+        warmup_continued: int | None = None,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
@@ -138,6 +144,11 @@ class JKOFilter:
             raise TypeError(f"cache_proposals must be True or False, got {cache_proposals!r}")
         self.cache_proposals = cache_proposals
         self.max_retries = check_positive_int("max_retries", max_retries, allow_zero=True)
+        self.warmup_continued = (
+            None
+            if warmup_continued is None
+            else check_positive_int("warmup_continued", warmup_continued, allow_zero=True)
+        )
         self.seed = seed
         self.dtype, self.device = dtype, torch.device(device)
 
@@ -182,14 +193,25 @@ class JKOFilter:
             size = proposals_needed(m.n_chains, self.n_particles, m.warmup, m.thin)
             pool = ProposalPool.draw(paths, size, generator, self.device)
         map_evaluations: dict[float, int] = {}
+        previous: list[tuple[Any, int, int]] = []  # the last MH output, with its maps and observations
 
         def mh(n_obs: int) -> Any:
             before = paths.map_evaluations
+            n_maps, m = len(paths.maps), self.mcmc
+            start, warmup, scale = None, m.warmup, m.step_scale
+            if previous and self.warmup_continued is not None:
+                last, last_maps, last_obs = previous[0]
+                pick = torch.randperm(last.x.shape[0], generator=generator)[: m.n_chains].to(last.x.device)
+                x, log_w = paths.extend(
+                    last.x[pick], last.log_weight[pick], last_maps, last_obs, n_maps, n_obs
+                )
+                start, warmup = (x, last.z[pick], log_w), self.warmup_continued
+                scale = last.step_scale if last.step_scale is not None else scale
             out = metropolis_hastings(
-                paths, len(paths.maps), n_obs, self.mcmc.n_chains, self.n_particles,
-                self.mcmc.warmup, self.mcmc.thin, self.mcmc.proposal, generator, self.device,
-                self.mcmc.step_scale, pool=pool,
+                paths, n_maps, n_obs, m.n_chains, self.n_particles, warmup, m.thin, m.proposal,
+                generator, self.device, scale, pool=pool, start=start,
             )  # fmt: skip
+            previous[:] = [(out, n_maps, n_obs)]
             map_evaluations[obs_times[n_obs - 1]] = paths.map_evaluations - before
             return out
 

@@ -272,10 +272,16 @@ def metropolis_hastings(
     device: torch.device,
     step_scale: float = 0.5,
     pool: ProposalPool | None = None,
+    start: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> ChainOutput:
     """Run ``n_chains`` chains targeting eq. 18 at the time reached after ``n_maps`` maps, with the
     likelihoods of the first ``n_obs`` observations; keep every ``thin``-th state after ``warmup``
     sweeps until ``n_keep`` states are collected.
+
+    ``start`` gives the chains' starting states ``(x, z, log_weight)``, ``n_chains`` rows already
+    pushed through the ``n_maps`` maps and weighted by the first ``n_obs`` likelihoods (for instance
+    the previous observation's draws carried on by :meth:`FlowTrajectories.extend`); by default the
+    chains start from base draws (or pool entries).
 
     With a ``pool`` (independence proposals only) the pool is first advanced to ``n_maps`` maps and
     ``n_obs`` observations, then the chains start from, and propose, its entries in a random order
@@ -303,7 +309,16 @@ def metropolis_hastings(
         idx = next(chunks)  # type: ignore[arg-type]
         return pool.z[idx], pool.x[idx], pool.log_weight[idx]  # type: ignore[union-attr]
 
-    if chunks is not None:
+    if start is not None:
+        x, z, log_w = start
+        if x.shape[0] != n_chains or z.shape != x.shape or log_w.shape != (n_chains,):
+            raise ValueError(
+                f"start must hold {n_chains} states (x, z, log_weight), got shapes "
+                f"{tuple(x.shape)}, {tuple(z.shape)}, {tuple(log_w.shape)}"
+            )
+        if chunks is not None:
+            take()  # the pool entry a chain would have started from stays unused
+    elif chunks is not None:
         z, x, log_w = take()
     else:
         z = paths.draw_base(n_chains, generator, device)
