@@ -193,14 +193,15 @@ class JKOFilter:
             size = proposals_needed(m.n_chains, self.n_particles, m.warmup, m.thin)
             pool = ProposalPool.draw(paths, size, generator, self.device)
         map_evaluations: dict[float, int] = {}
-        previous: list[tuple[Any, int, int]] = []  # the last MH output, with its maps and observations
+        previous: tuple[Any, int, int] | None = None  # the last MH output, its maps and observations
 
         def mh(n_obs: int) -> Any:
+            nonlocal previous
             before = paths.map_evaluations
             n_maps, m = len(paths.maps), self.mcmc
             start, warmup, scale = None, m.warmup, m.step_scale
-            if previous and self.warmup_continued is not None:
-                last, last_maps, last_obs = previous[0]
+            if previous is not None and self.warmup_continued is not None:
+                last, last_maps, last_obs = previous
                 pick = torch.randperm(last.x.shape[0], generator=generator)[: m.n_chains].to(last.x.device)
                 x, log_w = paths.extend(
                     last.x[pick], last.log_weight[pick], last_maps, last_obs, n_maps, n_obs
@@ -211,7 +212,7 @@ class JKOFilter:
                 paths, n_maps, n_obs, m.n_chains, self.n_particles, warmup, m.thin, m.proposal,
                 generator, self.device, scale, pool=pool, start=start,
             )  # fmt: skip
-            previous[:] = [(out, n_maps, n_obs)]
+            previous = (out, n_maps, n_obs)
             map_evaluations[obs_times[n_obs - 1]] = paths.map_evaluations - before
             return out
 
