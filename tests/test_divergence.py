@@ -13,8 +13,8 @@ import wgfinfer
 import wgfinfer.schemes.icnn as icnn_scheme
 import wgfinfer.schemes.variational as variational_scheme
 from wgfinfer.errors import TrainingDivergedError
-from wgfinfer.run import RETRY_LR_FACTOR
-from wgfinfer.schemes.base import check_explosion
+from wgfinfer.run import ENERGY_RISE, RETRY_LR_FACTOR, RunState, energy_rise, run_steps
+from wgfinfer.schemes.base import Info, check_explosion
 
 SCHEMES = {"icnn": wgfinfer.ICNN, "variational": wgfinfer.Variational}
 
@@ -93,3 +93,52 @@ def test_target_non_finite_where_a_step_moved_particles_is_a_diverged_step() -> 
     assert isinstance(wgfinfer.NonFiniteLogDensityError("x"), ValueError)  # bad input elsewhere
     with pytest.raises(wgfinfer.NonFiniteLogDensityError, match="non-finite"):
         wgfinfer.WGFSampler(lambda x: torch.full_like(x[:, 0], float("nan")), dim=2, progress_bar=False).run()
+
+
+def test_a_rise_of_the_monitored_free_energy_beyond_its_noise_is_a_divergence() -> None:
+    def info(energy, se=0.01):
+        return Info(loss=0.0, energy=energy, energy_se=se)
+
+    assert energy_rise(None, info(5.0)) is None  # the first step has nothing to compare with
+    assert energy_rise((5.0, 0.01), Info(loss=0.0)) is None  # no monitor
+    assert energy_rise((5.0, 0.01), info(3.0)) is None  # it fell
+    assert energy_rise((5.0, 0.01), info(5.0 + 0.9 * ENERGY_RISE)) is None  # many SEs, under a nat
+    assert energy_rise((5.0, 1.0), info(5.0 + 2.0 * ENERGY_RISE, 1.0)) is None  # within 3 SEs
+    assert "rose from 5 to 7" in energy_rise((5.0, 0.01), info(7.0))
+    # a few particles thrown far: the rise inflates its own standard error, the jump still counts
+    assert "rose from 5 to 1e+06" in energy_rise((5.0, 0.01), info(1e6, 5e5))
+    assert "is inf" in energy_rise((5.0, 0.01), info(float("inf")))
+
+
+class _EnergyScheme:
+    """A stand-in scheme whose second step raises the monitored free energy at full scale."""
+
+    name = "energy"
+
+    def __init__(self) -> None:
+        self.scales: list[tuple[int, float]] = []
+
+    def step(self, state, functional, step_size, generator, *, lr_scale, monitor, callback):
+        k = state.step
+        self.scales.append((k, lr_scale))
+        energy = 50.0 if (k == 1 and lr_scale == 1.0) else 10.0 - k
+        return dataclasses.replace(state, step=k + 1), Info(loss=energy, energy=energy, energy_se=0.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Counter:
+    step: int = 0
+
+
+def test_run_steps_retries_a_step_that_raised_the_free_energy() -> None:
+    scheme = _EnergyScheme()
+    state = run_steps(scheme, RunState(_Counter()), None, 1.0, 3, torch.Generator(), monitor=object())
+    assert scheme.scales == [(0, 1.0), (1, 1.0), (1, RETRY_LR_FACTOR), (2, 1.0)]
+    assert [len(h["retries"]) for h in state.history] == [0, 1, 0]
+    assert "free energy rose from 10 to 50" in state.history[1]["retries"][0]["error"]
+    assert state.last_energy == (8.0, 0.1)
+    # the particles changed outside a step (the filter's Bayes update): nothing to compare with
+    fresh = run_steps(
+        _EnergyScheme(), dataclasses.replace(state, last_energy=None), None, 1.0, 1, torch.Generator()
+    )
+    assert fresh.history[-1]["retries"] == []

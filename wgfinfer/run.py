@@ -10,6 +10,7 @@ to where the step began), recorded in the history, reported to a progress bar an
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,15 @@ from wgfinfer.schemes.base import Info, Scheme
 
 RETRY_LR_FACTOR = 0.25
 """Each retry of a diverged step multiplies the learning rates by this (PWGF: divides the Euler step)."""
+ENERGY_RISE = 1.0
+"""A step after which the monitored free energy is higher than after the step before by more than
+this (nats for a KL monitor) and by more than :data:`ENERGY_RISE_SE` standard errors diverged: a
+gradient flow's free energy does not rise (Jordan, Kinderlehrer and Otto 1998; every JKO step
+lowers it), so a step that raises it was too large or its map broke somewhere."""
+ENERGY_RISE_SE = 3.0
+"""Standard errors (of the two estimates' difference, taken as independent) a rise must exceed..."""
+ENERGY_JUMP = 100.0
+"""... or this many nats, whatever the standard error."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +50,18 @@ class RunState:
     start_checks : tuple of dict
         The check records of a start that needed no step (:data:`wgfinfer.stopping.START`); empty
         otherwise (the checks after a run that trained live in its last history entry).
+    last_energy : (float, float), optional
+        The monitored free energy after the last step and its standard error (``Info.energy``,
+        ``Info.energy_se``), which the next step's :func:`energy_rise` compares with; ``None``
+        before the first step, without a monitor, or once the particles were changed outside a
+        step.
     """
 
     scheme_state: Any
     history: tuple[dict[str, Any], ...] = ()
     training_time: float = 0.0
     start_checks: tuple[dict[str, Any], ...] = ()
+    last_energy: tuple[float, float] | None = None
 
     @property
     def step(self) -> int:
@@ -92,8 +108,9 @@ def run_steps(
     monitor : Functional, optional
         Passed to every step (the free energy estimated after it).
     max_retries : int, default 3
-        A diverged step (:class:`TrainingDivergedError`, or a target that is NaN/inf where the step
-        moved particles) is retried from the same state with the learning rates multiplied by
+        A diverged step (:class:`TrainingDivergedError`, a target that is NaN/inf where the step
+        moved particles, or a monitored free energy that rose by far more than its noise since the
+        step before: :func:`energy_rise`) is retried from the same state with the learning rates multiplied by
         ``RETRY_LR_FACTOR`` each time; after ``max_retries`` retries the error is raised, carrying
         the attempts as ``error.attempts``.
     generators : sequence of torch.Generator
@@ -154,6 +171,32 @@ def run_steps(
     return state
 
 
+def energy_rise(before: tuple[float, float] | None, after: Info) -> str | None:
+    """Why a step counts as diverged by its free-energy monitor, or ``None``.
+
+    ``before`` is the monitored free energy after the step before and its standard error
+    (:attr:`RunState.last_energy`), ``after`` the step's :class:`Info`.  The step diverged when its
+    ``energy`` is not finite, or higher than ``before`` by more than :data:`ENERGY_RISE` and either
+    :data:`ENERGY_RISE_SE` standard errors or :data:`ENERGY_JUMP` (a rise driven by a few particles
+    sent where the target is astronomically small inflates its own standard error).
+    """
+    if before is None or after.energy is None or after.energy_se is None:
+        return None
+    energy, energy_se = before
+    if not math.isfinite(energy):
+        return None
+    if not math.isfinite(after.energy):
+        return f"the monitored free energy is {after.energy} after the step ({energy:.6g} before)"
+    rise = after.energy - energy
+    se = math.hypot(energy_se, after.energy_se)
+    if rise > ENERGY_RISE and (rise > ENERGY_RISE_SE * se or rise > ENERGY_JUMP):
+        return (
+            f"the monitored free energy rose from {energy:.6g} to {after.energy:.6g} "
+            f"(+{rise:.3g}, standard error {se:.2g}); a gradient flow's free energy does not rise"
+        )
+    return None
+
+
 def _one_step(
     scheme: Scheme,
     state: RunState,
@@ -185,6 +228,9 @@ def _one_step(
                 state.scheme_state, functional, step_size, generator,
                 lr_scale=scale, monitor=monitor, callback=callback,
             )  # fmt: skip
+            rose = energy_rise(state.last_energy, info)
+            if rose is not None:
+                raise TrainingDivergedError(f"step {k}: {rose}")
             break
         except (TrainingDivergedError, NonFiniteLogDensityError) as exc:
             # the pool's log-densities were finite when it was drawn: NaN/inf at points a step moved
@@ -212,4 +258,8 @@ def _one_step(
     entry["retries"] = attempts
     if record is not None:
         entry = record(entry, info)
-    return RunState(scheme_state, (*state.history, entry), state.training_time + elapsed), info
+    energy = None if info.energy is None or info.energy_se is None else (info.energy, info.energy_se)
+    new_state = RunState(
+        scheme_state, (*state.history, entry), state.training_time + elapsed, last_energy=energy
+    )
+    return new_state, info
