@@ -17,6 +17,7 @@ estimate); the particle filters' is a Gaussian KDE (Scott's rule).  Writes the t
                                                        # the documented run (CPU, about 25 minutes)
     python benchmarks/filtering.py --docs docs/benchmarks.md docs/filtering.md   # ... into the docs
     python benchmarks/filtering.py --seeds 0 --methods pf-1000 jko-independent   # quick look
+    python benchmarks/filtering.py --discretisation   # the time-discretisation error per step h
 
 With ``--dims`` it runs the D-dimensional comparison instead (issue 19, point 3), written as
 ``filtering_nd.md``: the rotated OU model against its Kalman filter and the separable sine-well
@@ -48,6 +49,8 @@ from wgfinfer.filtering import JKOFilter  # noqa: E402
 from wgfinfer.filtering.grid import FactorisedGridFilter, GridFilter1D, symkl_on_grid  # noqa: E402
 from wgfinfer.filtering.particle import BootstrapParticleFilter  # noqa: E402
 from wgfinfer.problems.filtering import (  # noqa: E402
+    OBSERVATION_TIMES,
+    T_FINAL,
     rotated_ou_problem,
     separable_sine_well_problem,
     sine_well_problem,
@@ -78,6 +81,7 @@ def run_jko_filter(method: str, problem, args: argparse.Namespace, seed: int, st
         iters_per_step=args.jko_iters,
         batch_size=args.jko_batch,
         hidden=(args.jko_width, args.jko_width),
+        lr=args.jko_lr,
         # the pool (MH draws per observation): a quarter of the step's batches, at least a draw per chain
         n_particles=max(args.jko_iters * args.jko_batch // 4, args.jko_chains),
         stop_on_plateau=stop_on_plateau,
@@ -90,6 +94,7 @@ def run_jko_filter(method: str, problem, args: argparse.Namespace, seed: int, st
         dtype=torch.float32 if args.jko_float32 else torch.float64,
         n_chains=args.jko_chains,
         warmup=args.jko_warmup,
+        warmup_continued=args.jko_continued,
         seed=seed,
     ).run(problem.observations, problem.t_final)
 
@@ -98,11 +103,18 @@ def default_description() -> str:
     """``JKOFilter(diffusion)``'s configuration in words (the ``jko-default`` rows)."""
     f = JKOFilter(sine_well_problem(0).diffusion)
     s = f.scheme
+    continued = (
+        "fresh chains at every observation"
+        if f.warmup_continued is None
+        else f"{f.warmup_continued} at later observations, continuing the previous draws"
+    )
     return (
         f"proposal {f.mcmc.proposal}, h = {f.step_size:g}, {s.iters_per_step} iterations x batch "
-        f"{s.batch_size} per step (plateau stop {'on' if s.stop_on_plateau else 'off'}), ICNN width "
+        f"{s.batch_size} per step at lr {s.lr:g} (plateau stop {'on' if s.stop_on_plateau else 'off'}), "
+        "ICNN width "
         f"{tuple(s.hidden)}, {str(f.dtype).replace('torch.', '')}, {f.mcmc.n_chains} chains, "
-        f"{f.mcmc.warmup} warm-up sweeps, every {f.mcmc.thin}th state kept, pool of {f.n_particles}"
+        f"{f.mcmc.warmup} warm-up sweeps ({continued}), every {f.mcmc.thin}th state kept, "
+        f"pool of {f.n_particles}"
     ).replace("every 2th", "every 2nd")
 
 
@@ -118,6 +130,8 @@ def run_description(args: argparse.Namespace, **extra) -> dict:
         "jko_dtype": "float32" if args.jko_float32 else "float64",
         "jko_chains": args.jko_chains,
         "jko_step": args.jko_step,
+        "jko_lr": args.jko_lr,
+        "jko_continued": args.jko_continued,
         "jko_stop_on_plateau": args.jko_plateau,
         "default": default_description(),
         **extra,
@@ -205,7 +219,7 @@ def render(rows: list[dict], meta: dict) -> str:
         plateau = "plateau stop on" if meta.get("jko_stop_on_plateau") else "every iteration"
         jko.append(
             f"`jko-<proposal>`: h = {meta.get('jko_step', 0.1):g}, {meta['jko_iters']} iterations x batch "
-            f"{meta['jko_batch']} per step ({plateau}), ICNN width "
+            f"{meta['jko_batch']} per step at lr {meta.get('jko_lr', 5e-3):g} ({plateau}), ICNN width "
             f"({meta['jko_width']}, {meta['jko_width']}), "
             f"{meta['jko_dtype']}, {meta['jko_chains']} chains, {meta['jko_warmup']} warm-up sweeps, every "
             "2nd state kept."
@@ -452,6 +466,48 @@ def main_nd(args: argparse.Namespace) -> None:
         publish("filtering_nd", body, args.out, args.docs)
 
 
+DISCRETISATION_STEPS = (0.5, 0.25, 0.1, 0.05)
+
+
+def gaussian_symkl(m1: float, v1: float, m2: float, v2: float) -> float:
+    """Symmetrised KL divergence between ``N(m1, v1)`` and ``N(m2, v2)``."""
+    return 0.5 * ((v1 - v2) ** 2 + (v1 + v2) * (m1 - m2) ** 2) / (v1 * v2)
+
+
+def main_discretisation(seeds: list[int]) -> None:
+    """The time-discretisation error alone, per step ``h``, on the benchmark's observation times.
+
+    The 1-D OU filter (``Phi = x^2 / 2``, ``beta = 1``, ``X_0 ~ N(0, 1)``, unit observation noise,
+    observations drawn from ``N(0, 1)`` by ``seed``) of exact JKO steps against the continuous-time
+    Kalman filter, at ``t = 5``; and the sine-well grid filter with implicit Euler steps of ``h``
+    against the benchmark's ``dt = 1e-3`` (a first-order scheme like JKO, in L2 instead of W2).
+    Prints SymKL per seed and ``h``; seconds on a CPU.
+    """
+    times = np.asarray(OBSERVATION_TIMES)
+    print("| reference | seed | " + " | ".join(f"h = {h:g}" for h in DISCRETISATION_STEPS) + " |")
+    print("|---|---|" + "---|" * len(DISCRETISATION_STEPS))
+    one = np.eye(1)
+    for seed in seeds:
+        values = np.random.default_rng(seed).normal(size=(len(times), 1))
+        args = (one, np.zeros(1), 1.0, np.zeros(1), one, times, values, 1.0, T_FINAL)
+        exact = ou_kalman_filter_nd(*args)
+        m, v = float(exact["final_mean"][0]), float(exact["final_covariance"][0, 0])
+        cells = []
+        for h in DISCRETISATION_STEPS:
+            jko = ou_kalman_filter_nd(*args, step_size=h)
+            m_h, v_h = float(jko["final_mean"][0]), float(jko["final_covariance"][0, 0])
+            cells.append(gaussian_symkl(m, v, m_h, v_h))
+        print(f"| OU, exact JKO steps vs Kalman | {seed} | " + " | ".join(f"{c:.5f}" for c in cells) + " |")
+    for seed in seeds:
+        problem = sine_well_problem(seed)
+        fine = GridFilter1D(problem.diffusion).run(problem.observations, problem.t_final)
+        cells = []
+        for h in DISCRETISATION_STEPS:
+            coarse = GridFilter1D(problem.diffusion, dt=h).run(problem.observations, problem.t_final)
+            cells.append(symkl_on_grid(fine.density(), coarse.density(), fine.grid))
+        print(f"| sine well, grid dt = h vs 1e-3 | {seed} | " + " | ".join(f"{c:.5f}" for c in cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -472,14 +528,27 @@ def main() -> None:
     parser.add_argument("--jko-float64", dest="jko_float32", action="store_false")
     parser.add_argument("--jko-chains", type=int, default=256)
     parser.add_argument("--jko-step", type=float, default=0.1, help="JKO step h")
+    parser.add_argument("--jko-lr", type=float, default=5e-3, help="ICNN learning rate (ICNN()'s own)")
+    parser.add_argument(
+        "--jko-continued",
+        type=int,
+        default=None,
+        help="warm-up sweeps of chains continued from the previous observation (default: fresh chains)",
+    )
     parser.add_argument(
         "--jko-plateau", action="store_true", help="1-D: the ICNN's plateau stop on (else every iteration)"
+    )
+    parser.add_argument(
+        "--discretisation", action="store_true", help="print the time-discretisation error per step h"
     )
     parser.add_argument("--json", help="also write the rows here (after every run)")
     parser.add_argument("--from-json", help="render a saved run instead of running")
     parser.add_argument("--note", default="")
     add_output_arguments(parser)
     args = parser.parse_args()
+    if args.discretisation:
+        main_discretisation(args.seeds)
+        return
     if args.dims:
         main_nd(args)
         return

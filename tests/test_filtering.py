@@ -189,10 +189,11 @@ def test_the_defaults_are_the_measured_configuration() -> None:
     the seed's problem: ``tests/test_defaults_slow.py``)."""
     f = JKOFilter(ou_problem()[0])
     assert f.scheme is DEFAULT_SCHEME
-    assert (f.scheme.hidden, f.scheme.iters_per_step, f.scheme.batch_size) == ((64, 64), 300, 512)
+    assert (f.scheme.hidden, f.scheme.iters_per_step, f.scheme.batch_size) == ((32, 32), 300, 512)
+    assert f.scheme.lr == 0.02
     assert f.scheme.stop_on_plateau is False and f.n_particles == 300 * 512 // 4
     assert f.mcmc == MCMCSettings(n_chains=256, warmup=200, thin=2, proposal="latent_rw", step_scale=0.5)
-    assert (f.step_size, f.dtype, f.cache_proposals) == (0.1, torch.float32, True)
+    assert (f.step_size, f.dtype, f.cache_proposals, f.warmup_continued) == (0.25, torch.float32, True, 50)
 
 
 def test_observations_after_t_final_or_of_wrong_dimension() -> None:
