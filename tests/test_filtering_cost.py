@@ -166,9 +166,16 @@ def test_the_filter_records_constant_map_evaluations_per_observation() -> None:
     options = dict(step_size=0.5, n_chains=16, warmup=5, thin=1, proposal="independent", seed=0)
     cached = JKOFilter(diffusion, scheme, **options).run(obs, 2.0)
     needed = proposals_needed(16, 64, 5, 1)
-    assert cached.map_evaluations == {t: needed for t in times}  # one map per interval
+    # one map per interval; from the second observation on the 16 chains continued from the
+    # previous draws are carried through that interval's map too (warmup_continued, the default),
+    # and need no fresh starting draws (the pool is advanced whole all the same)
+    carried = [0, 16, 16, 16]
+    assert cached.map_evaluations == {t: needed + c for t, c in zip(times, carried, strict=True)}
     uncached = JKOFilter(diffusion, scheme, cache_proposals=False, **options).run(obs, 2.0)
-    assert uncached.map_evaluations == {t: (k + 1) * needed for k, t in enumerate(times)}
+    expected = {t: (k + 1) * (needed - c) + c for k, (t, c) in enumerate(zip(times, carried, strict=True))}
+    assert uncached.map_evaluations == expected
+    fresh = JKOFilter(diffusion, scheme, warmup_continued=None, **options).run(obs, 2.0)
+    assert fresh.map_evaluations == {t: needed for t in times}  # fresh chains: the pool alone
 
 
 def test_bad_pool_use() -> None:
