@@ -5,8 +5,8 @@ one simulated path observed with unit noise variance at ``t = 0.5, 1.0, ..., 4.5
 filtering law ``p(X_5 | Y_1:9)``.  The Chang-Cooper grid solution (2000 points on [-5, 5],
 ``dt = 1e-3``) is the reference; SymKL to it is computed on the grid.  The JKO filter runs with its
 defaults (``JKOFilter(diffusion)``), the configuration of the benchmark that beats the
-10^4-particle filter (``docs/filtering.md``: latent random-walk proposals, 300 iterations x batch 512
-per JKO step, ICNN width 64, float32).
+10^4-particle filter (``docs/filtering.md``: latent random-walk proposals, JKO steps of 0.25, 300
+iterations x batch 512 per step at a learning rate of 0.02, ICNN width 32, float32).
 
 A second panel shows a D = 2 case: the same potential in both coordinates, observed per coordinate
 (``wgfinfer.problems.filtering.separable_sine_well_problem``), whose exact filter is the product of
@@ -15,7 +15,7 @@ the JKO filter and of the particle filter.  ``--no-2d`` leaves it out.
 
 Writes the figure to ``--out`` (default ``filtering_example.png`` in the current directory).
 
-    python examples/nonlinear_filtering.py            # about 6 minutes on one CPU core
+    python examples/nonlinear_filtering.py            # about 2 minutes on one CPU core
     python examples/nonlinear_filtering.py --quick    # a smoke run (seconds)
     python examples/nonlinear_filtering.py --out docs/filtering_example.png  # docs/filtering.md figure
 """
