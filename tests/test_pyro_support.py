@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pyro
+import pyro.distributions as dist
+import pytest
 import torch
 from test_pyro import scale_model
 
 import wgfinfer
+from wgfinfer.errors import NonFiniteLogDensityError
+from wgfinfer.pyro_target import PyroTarget
 
 
 def test_positive_site_draws_stay_positive() -> None:
@@ -22,3 +27,19 @@ def test_positive_site_draws_stay_positive() -> None:
     # the unconstrained draws map to sigma by exp (Pyro's biject_to for the positive reals)
     z = sampler.sample(10, seed=2)
     torch.testing.assert_close(sampler.target.constrain(z)["sigma"], z.squeeze(-1).exp())
+
+
+def test_a_distribution_rejecting_its_parameters_is_a_non_finite_log_joint() -> None:
+    """A scale that reaches 0 (as a GP kernel matrix that is not numerically positive definite far
+    out): Pyro's argument validation raises a ValueError there.  The target reports it as a
+    non-finite log joint, which a training step treats as a divergence and retries."""
+
+    def model() -> None:
+        s = pyro.sample("s", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(0.0, 2.0 - s), obs=torch.tensor(0.5))  # scale <= 0 for s >= 2
+
+    target = PyroTarget(model, dtype=torch.float64)
+    assert bool(torch.isfinite(target.log_density(torch.tensor([[0.0], [1.0]], dtype=torch.float64))).all())
+    with pytest.raises(NonFiniteLogDensityError, match="rejected its parameters") as info:
+        target.log_density(torch.tensor([[0.0], [3.0]], dtype=torch.float64))
+    assert "to satisfy the constraint" in str(info.value.__cause__)

@@ -60,7 +60,7 @@ from torch import Tensor
 
 from wgfinfer import bars
 from wgfinfer._rng import forked_global_rng, seed_from
-from wgfinfer.errors import first_line
+from wgfinfer.errors import NonFiniteLogDensityError, first_line
 from wgfinfer.targets import LogDensityTarget
 from wgfinfer.traced_potential import TracedPotential, check_jit_compile
 
@@ -79,6 +79,30 @@ def particles_per_chunk(observed_size: int, elements: int = LOG_JOINT_CHUNK_ELEM
     """Particles of one chunk of the batched log joint: at most ``elements`` particles x observed
     values, at least one particle (a model with no observed values counts as one)."""
     return max(1, elements // max(1, observed_size))
+
+
+REJECTED_PARAMETERS = "to satisfy the constraint"
+"""What torch.distributions' argument validation says when a distribution is given parameters
+outside their support (``Expected parameter ... to satisfy the constraint ...``)."""
+
+
+@contextlib.contextmanager
+def rejected_parameters_as_non_finite(z: Tensor) -> Iterator[None]:
+    """Turn a distribution of the model rejecting its parameters at some of the points ``z`` into a
+    :class:`~wgfinfer.errors.NonFiniteLogDensityError`: the log joint is undefined there, as it is
+    where it is NaN (a kernel matrix that is not numerically positive definite far out, a scale
+    that reaches 0).  Inside a training step that is a diverged step, retried with smaller learning
+    rates (:func:`wgfinfer.run.run_steps`); at the start it is bad input, as a NaN is.  Other
+    errors pass unchanged."""
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, NonFiniteLogDensityError) or REJECTED_PARAMETERS not in str(exc):
+            raise
+        raise NonFiniteLogDensityError(
+            f"the model's log joint is undefined at some of {z.shape[0]} points: a distribution "
+            f"rejected its parameters there ({type(exc).__name__}: {first_line(exc)})"
+        ) from exc
 
 
 class PyroTarget(LogDensityTarget):
@@ -530,11 +554,14 @@ class PyroTarget(LogDensityTarget):
         itself, Mokrov 2022 sec. 4.4), with fresh indices on every call."""
         if not self.subsample_sizes:
             return self.log_density(z)
-        return self._checked(z, self._batched_log_joint(z, self._draw_indices()).to(z.dtype))
+        with rejected_parameters_as_non_finite(z):
+            log_joint = self._batched_log_joint(z, self._draw_indices())
+        return self._checked(z, log_joint.to(z.dtype))
 
     # ------------------------------------------------------------------ log joint
     def _evaluate(self, z: Tensor, progress_bar: bool) -> Tensor:
-        return self._log_joint(z, progress_bar)
+        with rejected_parameters_as_non_finite(z):
+            return self._log_joint(z, progress_bar)
 
     def _log_joint(self, z: Tensor, progress_bar: bool = False) -> Tensor:
         if not self.batched:
