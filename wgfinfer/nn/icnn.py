@@ -197,7 +197,7 @@ class DenseICNN(nn.Module):
         if order < 2 or x.device.type != "cpu" or x.shape[0] <= 2 * CPU_BLOCK_SIZE:
             return self._derivatives(x, order)
         parts = [self._derivatives(block, order) for block in x.split(CPU_BLOCK_SIZE)]
-        hessian = None if order < 2 else torch.cat([part.hessian for part in parts])  # type: ignore[misc]
+        hessian = torch.cat([part.hessian for part in parts])  # type: ignore[misc]
         return PotentialDerivatives(
             torch.cat([part.value for part in parts]), torch.cat([part.gradient for part in parts]), hessian
         )
