@@ -193,3 +193,23 @@ def test_bad_pool_use() -> None:
         paths.extend(pool.z, pool.log_weight, 3, 1, 3, 2)
     with pytest.raises(TypeError, match="cache_proposals"):
         JKOFilter(LangevinDiffusion(lambda x: x.sum(-1), 1.0, Normal(0.0, 1.0)), cache_proposals="yes")
+
+
+def test_trajectories_push_icnn_maps_through_snapshots_taken_again_after_a_change() -> None:
+    """ICNN maps are pushed through :class:`FrozenTransport` snapshots; a changed parameter (an
+    optimiser step, in place) or a replaced map is seen, never a stale snapshot."""
+    gen = torch.Generator().manual_seed(0)
+    maps = [wgfinfer.nn.DenseICNN(1, (6, 5), generator=gen, dtype=torch.float64) for _ in range(2)]
+    obs = GaussianObservations([1.0], torch.tensor([[0.3]]), 0.5)
+    paths = FlowTrajectories(standard_normal(1), maps, obs, [2])
+    z = torch.randn(7, 1, dtype=torch.float64, generator=gen)
+
+    def direct() -> Tensor:
+        return maps[1].transport(maps[0].transport(z)).detach()
+
+    torch.testing.assert_close(paths.push(z, 2, 1)[0], direct(), rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        maps[0].linear.add_(0.5)
+    torch.testing.assert_close(paths.push(z, 2, 1)[0], direct(), rtol=1e-12, atol=1e-12)
+    maps[1] = paths.maps[1] = wgfinfer.nn.DenseICNN(1, (4,), generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(paths.push(z, 2, 1)[0], direct(), rtol=1e-12, atol=1e-12)

@@ -133,3 +133,21 @@ def test_reverse_mode_gradient_equals_forward_mode_and_autograd() -> None:
     (autograd,) = torch.autograd.grad(reverse.value.sum(), x)
     torch.testing.assert_close(reverse.gradient, forward.gradient, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(reverse.gradient, autograd, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("dim", "hidden", "rank"), [(1, (8, 6), 1), (3, (7, 6, 4), 2), (2, (5,), 0)])
+def test_frozen_transport_equals_transport_and_is_a_snapshot(dim: int, hidden, rank: int) -> None:
+    net = DenseICNN(dim, hidden=hidden, rank=rank, dtype=F64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5), dtype=p.dtype))
+    x = torch.randn(11, dim, dtype=F64, generator=torch.Generator().manual_seed(6)) * 2
+    frozen = net.frozen_transport()
+    before = net.transport(x).detach()
+    torch.testing.assert_close(frozen(x), before, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        net.linear.add_(1.0)  # the snapshot keeps the weights it was made with
+    torch.testing.assert_close(frozen(x), before, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(net.frozen_transport()(x), net.transport(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        frozen(torch.zeros(3, dim + 1, dtype=F64))

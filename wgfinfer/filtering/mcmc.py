@@ -44,6 +44,7 @@ from torch.distributions import Distribution
 from wgfinfer.filtering.models import Observations
 from wgfinfer.flow import sample_distribution
 from wgfinfer.importance import log_evidence as importance_log_evidence
+from wgfinfer.nn.icnn import DenseICNN, FrozenTransport
 
 PROPOSALS = ("independent", "latent_rw")
 
@@ -83,6 +84,23 @@ class FlowTrajectories:
     dtype: torch.dtype | None = None
     map_evaluations: int = field(default=0, compare=False)
     """Points pushed through one map so far, summed over maps (the cost counter of the tests)."""
+    _frozen: dict[int, tuple[nn.Module, list[Tensor], list[int], FrozenTransport]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def _transport(self, j: int, x: Tensor) -> Tensor:
+        """Map ``j`` applied to ``x``; a :class:`DenseICNN` through a :class:`FrozenTransport`
+        snapshot, taken again whenever the map or any of its parameters has changed."""
+        psi = self.maps[j]
+        if not isinstance(psi, DenseICNN):
+            return psi.transport(x)
+        cached = self._frozen.get(j)
+        # Module.parameters() is slow beside a 256-point push: the cache keeps the tensors
+        if cached is None or cached[0] is not psi or cached[2] != [p._version for p in cached[1]]:
+            parameters = list(psi.parameters())
+            cached = (psi, parameters, [p._version for p in parameters], psi.frozen_transport())
+            self._frozen[j] = cached
+        return cached[3](x)
 
     @torch.no_grad()
     def push(self, z: Tensor, n_maps: int, n_obs: int) -> tuple[Tensor, Tensor]:
@@ -127,7 +145,7 @@ class FlowTrajectories:
             if self.obs_after_map[tau] == from_maps:
                 log_weight = log_weight + self.observations.log_likelihood(tau, x)
         for j in range(from_maps, n_maps):
-            x = self.maps[j].transport(x)
+            x = self._transport(j, x)
             self.map_evaluations += int(x.shape[0])
             for tau in pending:
                 if self.obs_after_map[tau] == j + 1:
