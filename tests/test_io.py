@@ -80,6 +80,9 @@ def test_round_trip_is_bit_identical(scheme: str, tmp_path: Path) -> None:
     assert loaded.history == sampler.history and loaded.training_time == sampler.training_time
     assert loaded.scheme == sampler.scheme and loaded.options() == sampler.options()
     assert repr(loaded) == repr(sampler)
+    # the first step after loading checks its free energy against the last saved step's
+    assert sampler.run_state.last_energy is not None
+    assert loaded.run_state.last_energy == sampler.run_state.last_energy
     state, loaded_state = sampler.run_state.scheme_state, loaded.run_state.scheme_state
     assert torch.equal(loaded_state.particles, state.particles)
     if sampler.flow.has_density:
@@ -236,6 +239,7 @@ BAD_FILES = {
     "wrong-pool": (_rewritten(_wrong_pool), r"particle pool of shape \(10, 3\)"),
     "unknown-scheme": (_rewritten(_unknown_scheme), "unknown scheme 'nuts'"),
     "unknown-scheme-option": (_rewritten(_unknown_scheme_option), r"icnn options \['map'\]"),
+    "nan-last-energy": (_rewritten(lambda c: c.update(last_energy=[float("nan"), 0.1])), "last_energy"),
     "pickled-object": (
         lambda p, good: torch.save({"format": SAMPLER_FORMAT, "x": Path(".")}, p),
         "weights_only",

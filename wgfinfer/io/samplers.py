@@ -1,11 +1,11 @@
 """A sampler's save file: its content, and the parts a sampler is rebuilt from.
 
 A save file is ``{"options", "scheme", "target", "rho_0", "whitening", "state", "history",
-"start_checks", "training_time", "generator_states"}`` besides the header: the run options of
+"start_checks", "training_time", "last_energy", "generator_states"}`` besides the header: the run options of
 :class:`~wgfinfer.WGFSampler`, the scheme's options (``{"name": ..., **options}``), a description of
 the target (code is never stored), ``rho_0``, the whitening, the scheme's state (its pool, maps,
 duals and step index, tensors and network descriptions), the run's history (and the check records
-of a start that needed no step) and the states of every
+of a start that needed no step, the free energy after the last step) and the states of every
 random generator the run advances.  :func:`sampler_content` writes it from a sampler's public
 attributes; :func:`read_sampler` checks a file and :func:`scheme_from_entry`,
 :func:`run_state_from_content` and :func:`generator_states` rebuild its parts.
@@ -14,6 +14,7 @@ attributes; :func:`read_sampler` checks a file and :func:`scheme_from_entry`,
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -223,6 +224,7 @@ def sampler_content(sampler: WGFSampler, save_init: bool = True, checkpoint: boo
         history=plain([] if run is None else list(run.history), "history"),
         start_checks=plain([] if run is None else list(run.start_checks), "start checks"),
         training_time=0.0 if run is None else float(run.training_time),
+        last_energy=None if run is None or run.last_energy is None else [float(v) for v in run.last_energy],
         generator_states=[g.get_state() for g in sampler.generators],
     )
     return content
@@ -392,7 +394,24 @@ def run_state_from_content(
         tuple(dict(e) for e in history[: state.step]),
         float(training_time),
         tuple(dict(r) for r in start_checks) if state.step == 0 else (),
+        last_energy=_last_energy(content, path),
     )
+
+
+def _last_energy(content: Mapping[str, Any], path: PathLike) -> tuple[float, float] | None:
+    """The free energy and its standard error after the last saved step, which the first step
+    after loading compares with (:func:`wgfinfer.run.energy_rise`), as it would have unsaved;
+    ``None`` in files written before it was saved."""
+    value = content.get("last_energy")
+    if value is None:
+        return None
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, float) and math.isfinite(v) for v in value)
+    ):
+        raise SaveFileError(f"{str(path)!r} is damaged: 'last_energy' is not two finite numbers")
+    return value[0], value[1]
 
 
 def _check_state(state: Any, scheme: Scheme, path: PathLike, dim: int) -> None:
