@@ -42,6 +42,7 @@ from wgfinfer.nn.mlp import DUAL_HEADS, DualNetwork, ResidualMap
 from wgfinfer.schemes.base import (
     Info,
     Scheme,
+    adam,
     check_choice,
     check_explosion,
     check_finite,
@@ -476,12 +477,12 @@ def variational_fit(
     # at most REFERENCE_PARTICLES pool particles keep the O(m d^2) fit small next to the iterations
     references = [fit_reference(t, particles) for t in internal]
     volumes = [r.volume if isinstance(r, UniformBox) else 1.0 for r in references]
-    # foreach: one fused update per optimiser instead of a Python loop over parameters
-    map_opt = torch.optim.Adam(transport.parameters(), lr=config.lr, foreach=True)
+    # fused (or foreach) updates: one kernel per optimiser instead of a Python loop over parameters
+    map_opt = adam([{"params": list(transport.parameters()), "lr": config.lr}])
     optimizers = [map_opt]
     dual_opt = None
     if dual_params:
-        dual_opt = torch.optim.Adam(dual_params, lr=config.dual_learning_rate, foreach=True)
+        dual_opt = adam([{"params": list(dual_params), "lr": config.dual_learning_rate}])
         optimizers.append(dual_opt)
     schedules = [cosine_schedule(o, config.lr_decay, config.iters_per_step) for o in optimizers]
     n_particles = particles.shape[0]
