@@ -58,7 +58,7 @@ from wgfinfer.problems.filtering import (  # noqa: E402
 from wgfinfer.problems.gaussians import gaussian_symkl, ou_kalman_filter_nd  # noqa: E402
 
 METHODS = ["jko-default", "jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-50000"]
-ND_METHODS = ["jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-100000"]
+ND_METHODS = ["jko-default", "jko-independent", "jko-latent_rw", "pf-1000", "pf-10000", "pf-100000"]
 MODELS = ["ou", "sine"]
 # seed 002 Figure 5a as quoted in issue 5: median log10 SymKL
 SEED_REPORTED = {"jko-independent": -1.77, "pf-10000": -1.89, "pf-50000": -2.37}
@@ -426,7 +426,8 @@ def render_nd(rows: list[dict], meta: dict) -> str:
         f"Seeds {seeds}. Observations at t = 0.5, 1.0, ..., 2.5 with unit isotropic noise, target "
         "p(X_3 | Y_1:5). Models: `ou` is the rotated OU process (A = Q diag(0.5 ... 2) Q^T), truth its "
         "Kalman filter; `sine` is the sine-well potential in every coordinate, truth the product of "
-        "1-D Chang-Cooper grid solutions (2000 points on [-5, 5], dt = 1e-3). JKO filter: h = 0.1 "
+        "1-D Chang-Cooper grid solutions (2000 points on [-5, 5], dt = 1e-3). `jko-default` is "
+        f"`JKOFilter(diffusion, seed=seed)`: {default_description()}. The other JKO rows: h = 0.1 "
         f"(30 steps), {plateau} x batch {meta['jko_batch']} per step, ICNN width "
         f"({meta['jko_width']}, {meta['jko_width']}), {meta['jko_dtype']}, {meta['jko_chains']} chains, "
         f"{meta['jko_warmup']} warm-up sweeps, cached independence proposals; its draws at t = 3 are "
