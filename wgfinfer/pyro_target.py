@@ -563,21 +563,6 @@ class PyroTarget(LogDensityTarget):
         with rejected_parameters_as_non_finite(z):
             return self._log_joint(z, progress_bar)
 
-    def unchecked_log_density(self, x: Tensor) -> Tensor:
-        """The log joint at ``(n, d)`` points with NaN and inf left in place, and NaN where a
-        distribution of the model rejects its parameters (the checks after a run evaluate far-out
-        points, where a batched evaluation would otherwise fail as a whole): a rejected batch is
-        split in halves until the rejecting points are found, at a cost of about
-        ``2 * k * log2(n)`` extra evaluations for ``k`` of them."""
-        try:
-            with rejected_parameters_as_non_finite(x):
-                return self._shaped(x, self._log_joint(x))
-        except NonFiniteLogDensityError:
-            if x.shape[0] == 1:
-                return torch.full((1,), math.nan, dtype=x.dtype, device=x.device)
-            half = x.shape[0] // 2
-            return torch.cat([self.unchecked_log_density(x[:half]), self.unchecked_log_density(x[half:])])
-
     def _log_joint(self, z: Tensor, progress_bar: bool = False) -> Tensor:
         if not self.batched:
             return self._looped_log_joint(z, progress_bar)

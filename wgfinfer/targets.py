@@ -6,6 +6,7 @@ Everything downstream of a target (schemes, flows, outputs) only calls
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -89,12 +90,24 @@ class LogDensityTarget:
         """The log-density at ``(n, d)`` points with its type and shape checked but NaN and inf
         left in place (the checks after a run look at where it is not finite).
 
+        Where the evaluation itself reports an undefined value (a
+        :class:`~wgfinfer.errors.NonFiniteLogDensityError`, e.g. a distribution of a Pyro model
+        rejecting its parameters, which fails a batched evaluation as a whole), the batch is split
+        in halves until those points are found, and they get NaN: about ``2 * k * log2(n)`` extra
+        evaluations for ``k`` of them.
+
         Raises
         ------
         TypeError, ValueError
             If the output is not a tensor of shape ``(n,)``.
         """
-        return self._shaped(x, self._fn(x))
+        try:
+            return self._shaped(x, self._evaluate(x, progress_bar=False))
+        except NonFiniteLogDensityError:
+            if x.shape[0] == 1:
+                return torch.full((1,), math.nan, dtype=x.dtype, device=x.device)
+            half = x.shape[0] // 2
+            return torch.cat([self.unchecked_log_density(x[:half]), self.unchecked_log_density(x[half:])])
 
     def _shaped(self, x: Tensor, out: object) -> Tensor:
         """``out`` if it is an ``(n,)`` tensor for the ``(n, d)`` points ``x``, else an error."""

@@ -428,7 +428,7 @@ class FrozenTransport:
                 bias = torch.cat([b, b.new_zeros(h_l * r)])
                 hidden = F.softplus(psi.raw_hidden_weights[layer - 1]) if layer > 0 else None
                 self._layers.append((stacked, stacked.T.contiguous(), bias, hidden, h_l, r))
-            self._output_weights = F.softplus(psi.raw_output_weights).detach().clone()
+            self._output_weights = F.softplus(psi.raw_output_weights)
             eye = torch.eye(psi.dim, dtype=psi.quadratic.dtype, device=psi.quadratic.device)
             self._affine = psi.strong_convexity * eye + psi.quadratic.T @ psi.quadratic  # symmetric
             self._linear = psi.linear.detach().clone()
