@@ -483,6 +483,58 @@ def test_the_drift_check_finds_wrong_draws(change: str, statistic: str) -> None:
         checks.warn_failed([record])
 
 
+def test_the_drift_check_finds_a_few_stray_draws() -> None:
+    # 0.3% of the draws 40 times too far out (the variational scheme on sblri: the bulk right, sds
+    # 1.6-2.9 times the reference's from stray draws at 50-110 sds): a mean over 1024 draws hardly
+    # moves, but the largest changes of log p are all rises, which fair coins would not give
+    scales = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    draws = torch.randn(2 * checks.DRIFT_DRAWS + checks.DRIFT_TAIL_DRAWS, 6, generator=generator)
+    draws = draws.double() * scales
+
+    def log_density(x: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (x / scales).square().sum(-1)
+
+    exact = checks.drift_check(log_density, draws, torch.Generator().manual_seed(0))
+    assert exact["ok"] is True, exact["message"]
+    assert exact["value"]["tail"]["of"] == checks.DRIFT_TAIL_TOP
+    stray = torch.randperm(draws.shape[0], generator=generator)[: int(0.003 * draws.shape[0])]
+    wrong = draws.clone()
+    wrong[stray] *= 40.0
+    record = checks.drift_check(log_density, wrong, torch.Generator().manual_seed(0))
+    assert record["ok"] is False and record["warning"] == "DriftWarning"
+    assert record["value"]["found"][0]["statistic"] == "largest log p changes (signs)"
+    assert len(record["value"]["found"]) == 1  # nothing else moved beyond its standard errors
+    assert record["value"]["tail"] == {"rising": checks.DRIFT_TAIL_TOP, "of": checks.DRIFT_TAIL_TOP}
+    assert "largest changes" in record["message"]
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 5), (3, 5), (19, 20), (20, 20), (11, 20)])
+def test_the_tail_tests_binomial_tail(k: int, n: int) -> None:
+    from scipy.stats import binom
+
+    assert checks._binomial_upper_tail(k, n) == pytest.approx(binom.sf(k - 1, n, 0.5), rel=1e-12)
+
+
+def test_the_drift_checks_sign_tests_see_past_heavy_tailed_differences() -> None:
+    # a coordinate 1.5 times too wide, and one draw in 200 moved far out in another coordinate: the
+    # strays' huge changes of log p swamp the mean test of log p (found without them), not the share
+    # of rises
+    log_density, draws = _exact_draws("gaussian", 4)
+    wrong = draws.clone()
+    wrong[:, 2] *= 1.5
+    wrong[::200, 5] *= 30.0
+    record = checks.drift_check(log_density, wrong, torch.Generator().manual_seed(0))
+    assert record["ok"] is False
+    found = {(r["statistic"], r["coordinate"]) for r in record["value"]["found"]}
+    assert ("spread (signs)", 2) in found and ("log p (signs)", None) in found
+    assert ("log p", None) not in found
+    widened = draws.clone()
+    widened[:, 2] *= 1.5
+    without = checks.drift_check(log_density, widened, torch.Generator().manual_seed(0))
+    assert ("log p", None) in {(r["statistic"], r["coordinate"]) for r in without["value"]["found"]}
+
+
 def test_the_drift_check_fails_when_no_step_size_is_accepted() -> None:
     # draws 1000 times wider than the target in one coordinate: from them every MALA step size of
     # the ladder (in units of the draws' scales) overshoots and is rejected; this used to skip the

@@ -152,6 +152,13 @@ DRIFT_TUNING_STEPS = 3
 """MALA steps per step size tried in the tuning."""
 DRIFT_TUNING_HALVINGS = 12
 """Step sizes tried, halving from ``2 d^{-1/3}``."""
+DRIFT_TAIL_DRAWS = 8192
+"""Further draws of the flow (after the tested and the tuning ones) from which the drift check's
+tail test runs a few MALA steps: stray draws are rare, and 1024 draws hold only a handful."""
+DRIFT_TAIL_STEPS = 3
+"""MALA steps of the tail test's chains."""
+DRIFT_TAIL_TOP = 20
+"""The tail test looks at the signs of this many of the largest changes of ``log p``."""
 
 CHECK_NAMES = ("gradient", "importance", "moments", "modes", "tails", "stein", "drift")
 """The checks, in the order they run."""
@@ -1079,13 +1086,40 @@ def drift_check(
     for j in range(k):
         stats.append(("mean", j, xk[:, j] - x0[:, j]))
         stats.append(("spread", j, (xk[:, j] - centre[j]).square() - (x0[:, j] - centre[j]).square()))
-    threshold = NormalDist().inv_cdf(1.0 - DRIFT_ALPHA / (2 * len(stats)))
+    tail = _tail_signs(log_density, draws[2 * n : 2 * n + DRIFT_TAIL_DRAWS], scale, step, generator)
+    tests = 2 * len(stats) + (tail is not None)  # a mean and a sign test per statistic, the tail test
+    threshold = NormalDist().inv_cdf(1.0 - DRIFT_ALPHA / (2 * tests))
     results = []
     for kind, j, diff in stats:
         mean, se = float(diff.mean()), float(diff.std() / math.sqrt(diff.shape[0]))
         score = mean / se if se > 0 else 0.0
         results.append({"statistic": kind, "coordinate": j, "change": mean, "se": se, "z": score})
+    for kind, j, diff in stats:  # the signs: exact whatever the tails of the differences
+        moved = diff[diff != 0]
+        if moved.shape[0] < MIN_IMPORTANCE_DRAWS:
+            continue
+        share = float((moved > 0).double().mean())
+        score = (share - 0.5) * 2.0 * math.sqrt(moved.shape[0])
+        results.append(
+            {"statistic": f"{kind} (signs)", "coordinate": j, "change": share - 0.5, "se": None, "z": score}
+        )
     found = sorted((r for r in results if abs(r["z"]) > threshold), key=lambda r: -abs(r["z"]))
+    if tail is not None:
+        rising, top = tail
+        p_value = _binomial_upper_tail(rising, top)
+        # one-sided: stray draws far out are what the test is for, and their log p rises
+        if p_value <= DRIFT_ALPHA / tests:
+            found.append(
+                {
+                    "statistic": "largest log p changes (signs)",
+                    "coordinate": None,
+                    "change": rising,
+                    "se": None,
+                    "z": NormalDist().inv_cdf(1.0 - p_value) if p_value > 0 else math.inf,
+                    "top": top,
+                }
+            )
+            found.sort(key=lambda r: -abs(r["z"]))
     rate = float(accepted) / DRIFT_STEPS
     value = {
         "n": int(x0.shape[0]),
@@ -1094,7 +1128,8 @@ def drift_check(
         "acceptance": rate,
         "log_p_change": results[0]["change"],
         "log_p_change_se": results[0]["se"],
-        "statistics": len(results),
+        "statistics": len(results) + (tail is not None),
+        "tail": None if tail is None else {"rising": tail[0], "of": tail[1]},
         "threshold_z": threshold,
         "found": found[:8],
     }
@@ -1117,8 +1152,52 @@ def drift_check(
 
 def _drift_name(result: dict[str, Any]) -> str:
     j = result["coordinate"]
-    what = "log p" if j is None else f"{result['statistic']} of coordinate {j}"
+    if "top" in result:
+        return f"log p rose at {result['change']} of the {result['top']} largest changes"
+    statistic = result["statistic"]
+    if statistic.startswith("log p"):
+        what = statistic
+    else:
+        kind, _, signs = statistic.partition(" ")
+        what = f"{kind} of coordinate {j}" + (f" {signs}" if signs else "")
+    if result["se"] is None:  # a sign test: the share of rises minus a half
+        return f"{what}: {100 * (0.5 + result['change']):.0f}% rose (z = {result['z']:+.1f})"
     return f"{what} {result['change']:+.3g} (z = {result['z']:+.1f})"
+
+
+def _tail_signs(
+    log_density: LogDensity, draws: Tensor, scale: Tensor, step: float, generator: torch.Generator
+) -> tuple[int, int] | None:
+    """The drift check's tail test: :data:`DRIFT_TAIL_STEPS` MALA steps from ``draws``, and of the
+    :data:`DRIFT_TAIL_TOP` largest changes of ``log p`` (in absolute value), how many are rises:
+    ``(rises, looked at)``, or ``None`` with too few draws or moves.
+
+    From exact draws, ``(X_0, X_K)`` of a reversible kernel is exchangeable, so each change
+    ``log p(X_K) - log p(X_0)`` is symmetric about zero and its sign is independent of its size: the
+    signs of the largest changes are fair coins, whatever the target.  A few stray draws far out in
+    the tails, where ``log p`` is hundreds below the bulk's, jump back in the first steps and make
+    the largest changes all rises, while they barely move a mean over thousands of draws."""
+    if draws.shape[0] < MIN_IMPORTANCE_DRAWS:
+        return None
+    lp0, grad = evaluate(log_density, draws, gradient=True)
+    assert grad is not None
+    keep = torch.isfinite(lp0) & torch.isfinite(grad).all(1)
+    z, lp, grad = draws[keep], lp0[keep], grad[keep]
+    start = lp
+    for _ in range(DRIFT_TAIL_STEPS):
+        z, lp, grad, _ = _mala_step(log_density, z, lp, grad, scale, step, generator)
+    change = (lp - start).double()
+    change = change[change != 0]
+    top = min(DRIFT_TAIL_TOP, change.shape[0])
+    if top < DRIFT_TAIL_TOP:
+        return None
+    largest = change[change.abs().topk(top).indices]
+    return int((largest > 0).sum()), top
+
+
+def _binomial_upper_tail(k: int, n: int) -> float:
+    """``P(B >= k)`` for ``B ~ Binomial(n, 1/2)``."""
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2.0**n
 
 
 def _mala_step(
