@@ -117,14 +117,23 @@ class AffineCouplingFlow(nn.Module):
         """``T(x)`` and ``log|det dT/dx (x)|`` for ``(n, d)`` points (shapes ``(n, d)``, ``(n,)``)."""
         check_points(x, self.dim)
         log_det = x.new_zeros(x.shape[0])
+        # x is kept in the order of the current layer's permutation (its conditioning half first), so
+        # that each layer takes its halves as slices and one gather moves to the next layer's order
+        x = x.index_select(-1, self.permutations[0])
         for j in range(self.n_layers):
-            perm, k = self.permutations[j], self._split(j)
-            x_a, x_b = x[:, perm[:k]], x[:, perm[k:]]
+            k = self._split(j)
+            x_a, x_b = x[:, :k], x[:, k:]
             s, t = self._scale_shift(j, x_a)
             y = torch.cat([x_a, x_b * torch.exp(s) + t], dim=-1)
-            x = y[:, self.inverse_permutations[j]]
+            x = y.index_select(-1, self._reorder(j, j + 1))
             log_det = log_det + s.sum(-1)
         return x, log_det
+
+    def _reorder(self, j: int, i: int) -> Tensor:
+        """Indices that take points from layer ``j``'s order to layer ``i``'s (to the coordinates'
+        own order when ``i`` is out of range)."""
+        back = self.inverse_permutations[j]
+        return back if not 0 <= i < self.n_layers else back.index_select(0, self.permutations[i])
 
     def forward(self, x: Tensor) -> Tensor:
         """``T(x)`` for ``(n, d)`` points."""
@@ -159,11 +168,12 @@ class AffineCouplingFlow(nn.Module):
         """
         check_points(y, self.dim)
         log_det = y.new_zeros(y.shape[0])
+        y = y.index_select(-1, self.permutations[-1])
         for j in reversed(range(self.n_layers)):
-            perm, k = self.permutations[j], self._split(j)
-            y_a, y_b = y[:, perm[:k]], y[:, perm[k:]]
+            k = self._split(j)
+            y_a, y_b = y[:, :k], y[:, k:]
             s, t = self._scale_shift(j, y_a)
             x = torch.cat([y_a, (y_b - t) * torch.exp(-s)], dim=-1)
-            y = x[:, self.inverse_permutations[j]]
+            y = x.index_select(-1, self._reorder(j, j - 1))
             log_det = log_det + s.sum(-1)
         return y, log_det, torch.isfinite(y).all(-1)
