@@ -94,6 +94,7 @@ def run_jko_filter(method: str, problem, args: argparse.Namespace, seed: int, st
         dtype=torch.float32 if args.jko_float32 else torch.float64,
         n_chains=args.jko_chains,
         warmup=args.jko_warmup,
+        thin=args.jko_thin,
         warmup_continued=args.jko_continued,
         seed=seed,
     ).run(problem.observations, problem.t_final)
@@ -129,6 +130,7 @@ def run_description(args: argparse.Namespace, **extra) -> dict:
         "jko_batch": args.jko_batch,
         "jko_dtype": "float32" if args.jko_float32 else "float64",
         "jko_chains": args.jko_chains,
+        "jko_thin": args.jko_thin,
         "jko_step": args.jko_step,
         "jko_lr": args.jko_lr,
         "jko_continued": args.jko_continued,
@@ -221,8 +223,11 @@ def render(rows: list[dict], meta: dict) -> str:
             f"`jko-<proposal>`: h = {meta.get('jko_step', 0.1):g}, {meta['jko_iters']} iterations x batch "
             f"{meta['jko_batch']} per step at lr {meta.get('jko_lr', 5e-3):g} ({plateau}), ICNN width "
             f"({meta['jko_width']}, {meta['jko_width']}), "
-            f"{meta['jko_dtype']}, {meta['jko_chains']} chains, {meta['jko_warmup']} warm-up sweeps, every "
-            "2nd state kept."
+            f"{meta['jko_dtype']}, {meta['jko_chains']} chains, {meta['jko_warmup']} warm-up sweeps, "
+            + {1: "every state", 2: "every 2nd state"}.get(
+                meta.get("jko_thin", 2), f"every {meta.get('jko_thin')}-th state"
+            )
+            + " kept."
         )
     if jko:
         jko.append("The JKO filter's density by inverting the maps.")
@@ -525,6 +530,7 @@ def main() -> None:
     parser.add_argument("--jko-warmup", type=int, default=200)
     parser.add_argument("--jko-float64", dest="jko_float32", action="store_false")
     parser.add_argument("--jko-chains", type=int, default=256)
+    parser.add_argument("--jko-thin", type=int, default=2, help="keep every n-th MH state (JKOFilter's thin)")
     parser.add_argument("--jko-step", type=float, default=0.1, help="JKO step h")
     parser.add_argument("--jko-lr", type=float, default=5e-3, help="ICNN learning rate (ICNN()'s own)")
     parser.add_argument(
