@@ -535,6 +535,54 @@ def test_the_drift_checks_sign_tests_see_past_heavy_tailed_differences() -> None
     assert ("log p", None) in {(r["statistic"], r["coordinate"]) for r in without["value"]["found"]}
 
 
+def _mixture_draws(weight: float, seed: int, n: int = 16384) -> torch.Tensor:
+    from wgfinfer.problems.suite import MIXTURE_OFFSET
+
+    generator = torch.Generator().manual_seed(seed)
+    first = torch.rand(n, generator=generator) < weight
+    x = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    return x + torch.where(first[:, None], MIXTURE_OFFSET, -MIXTURE_OFFSET)
+
+
+def test_the_drift_checks_jumps_see_wrong_mode_weights() -> None:
+    # the suite's 0.7 / 0.3 mixture with draws at 0.6 / 0.4 (the variational scheme's mixture: 0.105
+    # off): local chains never cross, so only jumps between the modes can see the weights
+    from wgfinfer.problems.suite import MIXTURE_OFFSET, mixture_log_density
+
+    modes = torch.tensor([[MIXTURE_OFFSET] * 4, [-MIXTURE_OFFSET] * 4], dtype=torch.float64)
+    exact = checks.drift_check(
+        mixture_log_density, _mixture_draws(0.7, 0), torch.Generator().manual_seed(0), modes=modes
+    )
+    assert exact["value"]["mode_jumps"] == 2
+    assert not [r for r in exact["value"]["found"] if r["statistic"].startswith("share")]
+    wrong = checks.drift_check(
+        mixture_log_density, _mixture_draws(0.6, 1), torch.Generator().manual_seed(0), modes=modes
+    )
+    assert wrong["ok"] is False
+    top = wrong["value"]["found"][0]
+    assert top["statistic"] == "share of mode" and top["coordinate"] == 0 and top["change"] > 0
+    assert "share of mode 0" in wrong["message"]
+    # without the modes the check has nothing that crosses between them
+    local = checks.drift_check(mixture_log_density, _mixture_draws(0.6, 1), torch.Generator().manual_seed(0))
+    assert local["value"]["mode_jumps"] == 0
+    assert not [r for r in local["value"]["found"] if r["statistic"].startswith("share")]
+
+
+def test_run_checks_hands_the_modes_found_to_the_drift_check() -> None:
+    from wgfinfer.problems.suite import mixture_log_density
+
+    records = {
+        r["check"]: r
+        for r in checks.run_checks(
+            mixture_log_density, _mixture_draws(0.6, 2), torch.Generator().manual_seed(0)
+        )
+    }
+    assert len(records["modes"]["value"]["points"]) == 2
+    assert records["drift"]["value"]["mode_jumps"] == 2
+    assert records["drift"]["ok"] is False
+    assert records["drift"]["value"]["found"][0]["statistic"].startswith("share of mode")
+
+
 def test_the_drift_check_fails_when_no_step_size_is_accepted() -> None:
     # draws 1000 times wider than the target in one coordinate: from them every MALA step size of
     # the ladder (in units of the draws' scales) overshoots and is rejected; this used to skip the

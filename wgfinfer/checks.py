@@ -159,6 +159,16 @@ DRIFT_TAIL_STEPS = 3
 """MALA steps of the tail test's chains."""
 DRIFT_TAIL_TOP = 20
 """The tail test looks at the signs of this many of the largest changes of ``log p``."""
+DRIFT_JUMP_STEPS = 5
+"""Independence Metropolis-Hastings steps of the drift check's jumps between modes."""
+DRIFT_JUMP_SEPARATION = 4.0
+"""Modes closer than this (in the Mahalanobis distance of either mode's Laplace covariance) are not
+told apart by the jumps."""
+DRIFT_JUMP_MAX_DIM = 100
+"""Above this dimension the drift check does not jump between modes (each mode's Hessian costs
+``d`` gradient evaluations)."""
+MODE_POINTS = 8
+"""The mode check keeps at most this many of the modes it found, for the drift check."""
 
 CHECK_NAMES = ("gradient", "importance", "moments", "modes", "tails", "stein", "drift")
 """The checks, in the order they run."""
@@ -719,9 +729,13 @@ def mode_check(
                         "converged": bool(converged[i]),
                     }
                 )
+    points = [i for i in high if bool(converged[i])][:MODE_POINTS]
     value = {
         "starts": int(starts.shape[0]),
         "modes": sum(bool(converged[i]) for i in modes),
+        # the converged modes as high as the flow's draws, in the flow's coordinates (for the drift
+        # check's jumps between modes)
+        "points": white.to_z(u_end[points]).detach().double().cpu().tolist() if points else [],
         "lp_threshold": threshold,
         "lp_draws_max": lp_max,
         "missed": missed,
@@ -1002,6 +1016,7 @@ def drift_check(
     draws: Tensor,
     generator: torch.Generator,
     to_target: Callable[[Tensor], Tensor] | None = None,
+    modes: Tensor | None = None,
 ) -> dict[str, Any]:
     """Whether a short MCMC run that leaves the target invariant moves the flow's draws: the check for
     flows without densities that sees stray draws in regions of very low density.
@@ -1037,6 +1052,13 @@ def drift_check(
         Source of the chains' noise.
     to_target : callable, optional
         The flow's coordinates to the target's, in which the coordinates' statistics are taken.
+    modes : Tensor, optional
+        ``(k, d)`` modes of the target in the flow's coordinates (the mode check's ``points``).  With
+        two or more well separated ones, :data:`DRIFT_JUMP_STEPS` independence Metropolis-Hastings
+        steps from the tail test's draws (the tested ones if there are too few), proposing from
+        the mixture of the modes' Laplace approximations, move draws between modes; the share of
+        each mode's draws is then a statistic too (with its sign test), which sees wrong mode
+        weights that local chains never correct.
 
     Returns
     -------
@@ -1086,7 +1108,13 @@ def drift_check(
     for j in range(k):
         stats.append(("mean", j, xk[:, j] - x0[:, j]))
         stats.append(("spread", j, (xk[:, j] - centre[j]).square() - (x0[:, j] - centre[j]).square()))
-    tail = _tail_signs(log_density, draws[2 * n : 2 * n + DRIFT_TAIL_DRAWS], scale, step, generator)
+    further = draws[2 * n : 2 * n + DRIFT_TAIL_DRAWS]  # the tail test's and the jumps' draws
+    jump_draws = further if further.shape[0] >= MIN_IMPORTANCE_DRAWS else tested
+    jumps = None if modes is None else _mode_jumps(log_density, jump_draws, modes, generator)
+    if jumps is not None:
+        for i, moved in enumerate(jumps[: max(1, len(jumps) - 1)]):  # k - 1 shares determine the last
+            stats.append(("share of mode", i, moved))
+    tail = _tail_signs(log_density, further, scale, step, generator)
     tests = 2 * len(stats) + (tail is not None)  # a mean and a sign test per statistic, the tail test
     threshold = NormalDist().inv_cdf(1.0 - DRIFT_ALPHA / (2 * tests))
     results = []
@@ -1130,6 +1158,7 @@ def drift_check(
         "log_p_change_se": results[0]["se"],
         "statistics": len(results) + (tail is not None),
         "tail": None if tail is None else {"rising": tail[0], "of": tail[1]},
+        "mode_jumps": 0 if jumps is None else len(jumps),
         "threshold_z": threshold,
         "found": found[:8],
     }
@@ -1155,7 +1184,9 @@ def _drift_name(result: dict[str, Any]) -> str:
     if "top" in result:
         return f"log p rose at {result['change']} of the {result['top']} largest changes"
     statistic = result["statistic"]
-    if statistic.startswith("log p"):
+    if statistic.startswith("share of mode"):
+        what = f"share of mode {j}" + (" (signs)" if statistic.endswith("(signs)") else "")
+    elif statistic.startswith("log p"):
         what = statistic
     else:
         kind, _, signs = statistic.partition(" ")
@@ -1193,6 +1224,73 @@ def _tail_signs(
         return None
     largest = change[change.abs().topk(top).indices]
     return int((largest > 0).sum()), top
+
+
+def _mode_jumps(
+    log_density: LogDensity, draws: Tensor, modes: Tensor, generator: torch.Generator
+) -> list[Tensor] | None:
+    """The drift check's jumps between modes: for each of the well separated ``modes`` (at least two,
+    each with a positive definite Hessian; at most :data:`DRIFT_JUMP_MAX_DIM` dimensions), the
+    paired change, over :data:`DRIFT_JUMP_STEPS` independence Metropolis-Hastings steps from
+    ``draws``, of the indicator that a draw is nearest that mode (by the modes' Laplace densities);
+    ``None`` when fewer than two such modes remain.
+
+    The proposal, an equal-weight mixture of the modes' Laplace approximations with covariances
+    widened by 1.2^2, does not depend on the draws, so the kernel leaves the target invariant and
+    every statistic's change is symmetric about zero from exact draws (the modes come from a search
+    started at the flow's draws, a dependence on them this neglects)."""
+    dtype = draws.dtype
+    if draws.shape[1] > DRIFT_JUMP_MAX_DIM:
+        return None
+    centres, factors = [], []
+    for mode in modes.to(draws):
+        try:
+            hess = torch.autograd.functional.hessian(lambda v: log_density(v[None])[0], mode.detach())
+            chol = torch.linalg.cholesky(torch.linalg.inv(-0.5 * (hess + hess.T)))
+        except (RuntimeError, torch.linalg.LinAlgError):
+            continue  # a saddle or a flat direction: no Laplace approximation there
+        if not bool(torch.isfinite(chol).all()):
+            continue
+        separated = all(
+            float(torch.linalg.solve_triangular(f, (mode - c)[:, None], upper=False).norm())
+            > DRIFT_JUMP_SEPARATION
+            and float(torch.linalg.solve_triangular(chol, (mode - c)[:, None], upper=False).norm())
+            > DRIFT_JUMP_SEPARATION
+            for c, f in zip(centres, factors, strict=True)
+        )
+        if separated:
+            centres.append(mode)
+            factors.append(1.2 * chol)
+    if len(centres) < 2:
+        return None
+    components = [
+        torch.distributions.MultivariateNormal(c.double(), scale_tril=f.double())
+        for c, f in zip(centres, factors, strict=True)
+    ]
+
+    def log_proposal_and_nearest(x: Tensor) -> tuple[Tensor, Tensor]:
+        parts = torch.stack([comp.log_prob(x.double()) for comp in components])
+        return torch.logsumexp(parts, 0), parts.argmax(0)
+
+    z = draws.detach()
+    lp = evaluate_draws(log_density, z).double()
+    z, lp = z[torch.isfinite(lp)], lp[torch.isfinite(lp)]
+    lq, nearest0 = log_proposal_and_nearest(z)
+    for _ in range(DRIFT_JUMP_STEPS):
+        pick = torch.randint(len(components), (z.shape[0],), generator=generator)
+        eps = torch.randn(z.shape, generator=generator, dtype=torch.float64)
+        centre = torch.stack(centres).double()[pick]
+        scale = torch.stack(factors).double()[pick]
+        proposal = (centre + (scale @ eps.unsqueeze(-1)).squeeze(-1)).to(dtype)
+        lp_new = evaluate_draws(log_density, proposal).double()
+        lp_new = torch.where(torch.isfinite(lp_new), lp_new, torch.full_like(lp_new, -math.inf))
+        lq_new, _ = log_proposal_and_nearest(proposal)
+        u = torch.rand(z.shape[0], generator=generator, dtype=torch.float64)
+        accept = torch.log(u) < (lp_new - lp) - (lq_new - lq)
+        z = torch.where(accept[:, None], proposal, z)
+        lp, lq = torch.where(accept, lp_new, lp), torch.where(accept, lq_new, lq)
+    _, nearest = log_proposal_and_nearest(z)
+    return [(nearest == i).double() - (nearest0 == i).double() for i in range(len(components))]
 
 
 def _binomial_upper_tail(k: int, n: int) -> float:
@@ -1372,7 +1470,10 @@ def run_checks(
     elif log_q is not None:
         guarded("drift", lambda: _skipped("drift", "the flow has densities: the importance checks run"))
     else:
-        guarded("drift", lambda: drift_check(log_density, draws, generator, to_target))
+        found = next((r for r in records if r["check"] == "modes"), None)
+        points = (found["value"] or {}).get("points") if found is not None else None
+        mode_points = torch.tensor(points, dtype=draws.dtype) if points and len(points) > 1 else None
+        guarded("drift", lambda: drift_check(log_density, draws, generator, to_target, mode_points))
     return records
 
 
