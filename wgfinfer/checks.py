@@ -25,8 +25,10 @@ run (no density, too few draws, a target that failed there; ``message`` says why
   their kernel Stein discrepancy to the target beyond its standard error.
 * ``"drift"`` (:func:`drift_check`, only for flows without densities): whether 30 steps of a
   Langevin MCMC kernel that leaves the target invariant move the draws' mean ``log p`` or a
-  coordinate's mean or spread beyond their standard errors (stray draws far out, which the Stein
-  discrepancy barely sees, make ``log p`` rise).
+  coordinate's mean or spread beyond their standard errors or by the signs of their changes (stray
+  draws far out, which the Stein discrepancy barely sees, make ``log p`` rise), with a tail test on
+  the largest changes of ``log p`` and, where the mode check found several modes, jumps between
+  them that see wrong mode weights.
 
 :func:`run_checks` runs them all on one set of draws and :func:`warn_failed` raises one warning (a
 subclass of :class:`wgfinfer.errors.PosteriorCheckWarning`) per failed check.  Everything runs in
